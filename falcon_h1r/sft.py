@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -888,6 +889,21 @@ class AblationContext:
                 self._pools["base"] = evaluate_arm(self.base, self.tokenizer, self.heldout, self.gen_cfg, 0)
         return self._pools["base"]
 
+    def curated_pool(self, arm: Arm) -> list[dict[str, Any]]:
+        """The curated pool of the arm's (teacher, incorrect), kept in the work folder: verifying thousands
+        of code traces costs minutes of CPU, and parallel workers (``--workers``) would each redo it."""
+        from falcon_h1r.results import write_json
+
+        path = self.work_dir / f"pool-{arm.teacher}-{'incorrect' if arm.incorrect else 'correct'}-n{self.max_rollouts}" \
+                               f"-{self.base_key}-s{self.preset.seed}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        pool = ablation_pool(self.problems, self.recipe, arm.teacher, self.max_rollouts, self.preset.seed)
+        records = curate_arm(pool, self.tokenizer, self.preset, replace(arm, weighting=True),
+                             [p["question"] for p in self.heldout])[0]
+        write_json(path, records)
+        return records
+
     def records(self, arm: Arm, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The arm's curated training records, drawn to the arm's domain mixture.
 
@@ -897,9 +913,7 @@ class AblationContext:
         """
         k = (arm.teacher, arm.incorrect)
         if k not in self._pools:
-            pool = ablation_pool(self.problems, self.recipe, arm.teacher, self.max_rollouts, self.preset.seed)
-            self._pools[k] = curate_arm(pool, self.tokenizer, self.preset, replace(arm, weighting=True),
-                                        [p["question"] for p in self.heldout])[0]
+            self._pools[k] = self.curated_pool(arm)
         records = [r for r in self._pools[k] if r["rollout"] < arm.rollouts]
         if not arm.weighting:
             records = [{**r, "weight": 1.0} for r in records]
@@ -960,10 +974,11 @@ def _run_arm(ctx: AblationContext, arm: Arm, seed: int) -> dict[str, Any]:
 
 def run_grid(ctx: AblationContext, grid: Grid, *, progress: bool = True,
              done: dict[tuple[str, int], dict[str, Any]] | None = None,
-             deadline: float | None = None) -> list[dict[str, Any]]:
+             deadline: float | None = None, only: set[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
     """Every arm of ``grid`` at every seed; rows already in the work file (same arm, seed and base) are
     reused, new rows are appended to it as soon as they exist. Past ``deadline`` (a ``time.time()``)
-    no new arm starts, and only the rows that exist are returned."""
+    no new arm starts, and only the rows that exist are returned. With ``only`` (a set of
+    ``(arm.key(), seed)``), runs outside it are not computed here (another worker's share)."""
     from tqdm.auto import tqdm
 
     work = ctx.work_dir / "ablation_rows.jsonl"
@@ -975,12 +990,10 @@ def run_grid(ctx: AblationContext, grid: Grid, *, progress: bool = True,
         for arm, seed in bar:
             key = (arm.key(), seed)
             if key not in done:
-                if deadline is not None and time.time() > deadline:
+                if (deadline is not None and time.time() > deadline) or (only is not None and key not in only):
                     continue
                 row = run_arm(ctx, arm, seed)
-                work.parent.mkdir(parents=True, exist_ok=True)
-                with open(work, "a") as fh:
-                    fh.write(json.dumps(row, sort_keys=True, default=str) + "\n")
+                append_row(work, row)
                 done[key] = row
             rows.append({**done[key], "arm": arm.name, "grid": grid.name})
     finally:
@@ -988,10 +1001,34 @@ def run_grid(ctx: AblationContext, grid: Grid, *, progress: bool = True,
     return rows
 
 
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one JSON line with a single O_APPEND write, so that parallel workers never interleave lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(row, sort_keys=True, default=str) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def grid_runs(grids: Sequence[Grid], seeds: Sequence[int]) -> list[tuple[str, int]]:
+    """Every distinct ``(arm.key(), seed)`` the grids need, in a fixed order (the reference arm that several
+    grids share is one run)."""
+    out: list[tuple[str, int]] = []
+    for g in grids:
+        for a in g.arms:
+            for s in seeds:
+                if (a.key(), s) not in out:
+                    out.append((a.key(), s))
+    return out
+
+
 def run_ablations(preset_name: str, overrides: dict[str, Any] | None = None, *, budget_s: float | None = None,
-                  progress: bool = True) -> dict[str, int]:
+                  progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict[str, int]:
     """Compute the preset's ablation rows into the section's work file, stopping before ``budget_s`` runs
     out (rows are kept; run again to continue). The notebook then renders them without recomputing.
+    ``shard=(i, n)`` computes only every n-th missing run starting at i (see :func:`main`'s ``--workers``).
     Returns how many (arm, seed) runs are done and how many the grids need."""
     from falcon_h1r.config import load_preset
     from falcon_h1r.results import section_dir
@@ -1005,11 +1042,49 @@ def run_ablations(preset_name: str, overrides: dict[str, Any] | None = None, *, 
     ctx = AblationContext.build(preset, base, section_dir(preset_name, "02_sft") / "_work",
                                 max_rollouts=max((a.rollouts for g in grids for a in g.arms), default=1))
     deadline = t0 + budget_s if budget_s else None
-    done = load_rows(ctx.work_dir / "ablation_rows.jsonl", ctx.base_key)
+    work = ctx.work_dir / "ablation_rows.jsonl"
+    done = load_rows(work, ctx.base_key)
+    i, n = shard
+    missing = [k for k in grid_runs(grids, recipe.ablation_seeds) if k not in done]
+    only = set(missing[i::n]) if n > 1 else None
     for g in grids:
-        run_grid(ctx, g, progress=progress, done=done, deadline=deadline)
-    need = {(a.key(), s) for g in grids for a in g.arms for s in recipe.ablation_seeds}
+        run_grid(ctx, g, progress=progress, done=done, deadline=deadline, only=only)
+    need = set(grid_runs(grids, recipe.ablation_seeds))
+    done = load_rows(work, ctx.base_key)  # other workers' rows too
     return {"done": len(need & set(done)), "needed": len(need), "wall_s": round(time.time() - t0, 1)}
+
+
+def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *, workers: int,
+                           budget_s: float | None) -> dict[str, int]:
+    """The grid split over ``workers`` processes sharing one device: a ~10M-parameter model leaves most of
+    a GPU idle, so several arms train at once. The base model is trained (or read from its cache) here
+    first; each worker then computes its share (``--shard i/n``) into the shared work file."""
+    import subprocess
+
+    from falcon_h1r.config import load_preset
+    from falcon_h1r.stages import get_base_model
+
+    t0 = time.time()
+    preset = load_preset(preset_name, overrides)
+    recipe = load_recipe(preset)
+    grids = [load_grid(g, preset_name) for g in recipe.ablation_grids]
+    base = get_base_model(preset, progress=True)
+    from falcon_h1r.results import section_dir
+
+    ctx = AblationContext.build(preset, base, section_dir(preset_name, "02_sft") / "_work",
+                                max_rollouts=max((a.rollouts for g in grids for a in g.arms), default=1))
+    for arm in {(a.teacher, a.incorrect): a for g in grids for a in g.arms}.values():
+        ctx.curated_pool(arm)  # once, here, before the workers read it
+    extra = [a for k, v in (overrides or {}).items() for a in ("--override", f"{k}={json.dumps(v)}")]
+    budget = [] if budget_s is None else ["--budget-s", str(max(1.0, budget_s - (time.time() - t0)))]
+    procs = [subprocess.Popen([sys.executable, "-m", "falcon_h1r.sft", "--preset", preset_name, "--shard",
+                               f"{i}/{workers}", *budget, *extra]) for i in range(workers)]
+    codes = [p.wait() for p in procs]
+    bad = [c for c in codes if c not in (0, 3)]
+    if bad:
+        raise RuntimeError(f"SFT ablation workers exited with codes {codes} (0: all done, 3: budget reached)")
+    return {**run_ablations(preset_name, overrides, budget_s=0.0, progress=False),
+            "wall_s": round(time.time() - t0, 1), "workers": workers}
 
 
 def load_rows(path: str | Path, base_key: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
@@ -1067,6 +1142,8 @@ def finding_status(diff: float, ci95: float, expected_sign: int) -> tuple[str, s
     paper's sign and its 95 % interval excludes 0, ``partly`` when the sign agrees but the interval
     includes 0, ``not`` when there is no difference or the sign is opposite."""
     if abs(diff) < 1e-12:
+        if ci95 > 0:
+            return "not", "zero mean difference: the arms differ problem by problem, but gains and losses cancel"
         return "not", "no difference at all between the arms"
     if diff * expected_sign > 0:
         if abs(diff) > ci95:
@@ -1176,7 +1253,7 @@ def normalization_curves(rows: Sequence[dict[str, Any]], base_acc: float | None 
 __all__ = ["AblationContext", "Arm", "ablation_report", "normalization_curves", "Example", "StepStats", "backward_step", "plan_step", "GRIDS", "Grid", "SFTRecipe", "TrainHistory", "arm_summary",
            "collate", "collate_packed", "cpu_threads", "curate_arm", "enable_packed_mamba", "evaluate_arm", "examples_from_traces",
            "finding_status", "heldout_eval", "latest_checkpoint", "linear_warmup_schedule", "load_grid",
-           "load_recipe", "load_rows", "make_batch", "mixture_sample", "output_entropy", "pack_rows",
+           "load_recipe", "load_rows", "append_row", "grid_runs", "run_ablations_parallel", "make_batch", "mixture_sample", "output_entropy", "pack_rows",
            "paired_difference", "per_sample_losses", "run_ablations", "run_arm", "run_grid", "save_checkpoint",
            "segmented_causal_conv1d", "segmented_chunk_scan", "teacher_records", "token_losses", "train_sft"]
 
@@ -1190,11 +1267,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="small")
     ap.add_argument("--budget-s", type=float, default=None, help="stop starting new runs after this many seconds")
     ap.add_argument("--override", action="append", default=[], help="preset override key=value (YAML value)")
+    ap.add_argument("--workers", type=int, default=1, help="processes sharing the device, each taking a share of "
+                    "the runs (a small model leaves a GPU mostly idle)")
+    ap.add_argument("--shard", default="0/1", help="i/n: compute only every n-th missing run from i (set by --workers)")
     args = ap.parse_args(argv)
     import yaml
 
+    try:
+        shard = tuple(int(x) for x in args.shard.split("/"))
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--shard {args.shard!r}: expected i/n with 0 <= i < n, e.g. 0/4")
+    if args.workers < 1:
+        ap.error(f"--workers {args.workers}: expected a count of 1 or more")
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
-    res = run_ablations(args.preset, overrides, budget_s=args.budget_s)
+    if args.workers > 1:
+        res = run_ablations_parallel(args.preset, overrides, workers=args.workers, budget_s=args.budget_s)
+    else:
+        res = run_ablations(args.preset, overrides, budget_s=args.budget_s, shard=shard)
     print(json.dumps({"preset": args.preset, **res}))
     return 0 if res["done"] == res["needed"] else 3
 

@@ -292,7 +292,7 @@ def test_every_grid_loads_with_its_comparison_and_grids_share_the_reference_arm(
             keys.setdefault(preset, []).append({a.key() for a in grid.arms})
     ref = load_grid("rollouts", "tiny").arms[0].key()  # n=4 is the reference arm
     assert sum(ref in k for k in keys["tiny"]) == 6  # all but the normalization grid reuse it
-    assert len(load_grid("learning_rate", "small").arms) > len(load_grid("learning_rate", "tiny").arms)
+    assert len(load_grid("learning_rate", "paper").arms) > len(load_grid("learning_rate", "small").arms)
     with pytest.raises(RecipeError, match="unknown SFT grid"):
         load_grid("lr")
 
@@ -317,6 +317,24 @@ def test_paired_difference_and_status():
     assert finding_status(0.05, 0.1, +1)[0] == "partly"
     assert finding_status(-0.05, 0.1, +1)[0] == "not"
     assert finding_status(0.0, 0.0, +1) == ("not", "no difference at all between the arms")
+    assert finding_status(0.0, 0.02, +1)[1].startswith("zero mean difference")
+
+
+def test_grid_runs_are_distinct_and_shards_partition_them(tmp_path):
+    """--workers: the shared reference arm is one run, and the i/n shards cover every run exactly once."""
+    from falcon_h1r.sft import GRIDS, append_row, grid_runs, load_grid, load_rows
+
+    grids = [load_grid(g, "small") for g in GRIDS]
+    runs = grid_runs(grids, [0, 1])
+    assert len(runs) == len(set(runs))
+    n_arms = len({a.key() for g in grids for a in g.arms})
+    assert len(runs) == 2 * n_arms < 2 * sum(len(g.arms) for g in grids)  # the reference arm recurs across grids
+    shards = [set(runs[i::3]) for i in range(3)]
+    assert set().union(*shards) == set(runs) and sum(map(len, shards)) == len(runs)
+    work = tmp_path / "rows.jsonl"
+    for k, (key, seed) in enumerate(runs[:3]):
+        append_row(work, {"arm_key": key, "seed": seed, "base_key": "b", "acc": k / 10})
+    assert set(load_rows(work, "b")) == set(runs[:3]) and load_rows(work, "other") == {}
 
 
 def test_bad_training_input_is_one_clear_error():
