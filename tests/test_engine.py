@@ -396,3 +396,25 @@ def test_graph_path_bookkeeping_matches_the_eager_path(stop, monkeypatch):
         assert len({k[0] for k in eng._graphs}) > 1 or stop == "in_graph"  # several KV buckets were used
     reasons = {r["finish_reason"] for r in ref}
     assert ("early_stop" in reasons) if stop else ("eos" in reasons)
+
+
+def test_engine_check_merges_partial_runs_keeping_each_checks_latest_result():
+    """bench/engine_check.py --merge: a short device session runs some checks; the record is their union,
+    each check from the latest run that got to it, with that run's GPU."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("engine_check", Path(__file__).parents[1] / "bench" / "engine_check.py")
+    ec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ec)
+    first = {"started": "2026-01-01T00:00:00Z", "gpu_name": "H100", "wall_s": 10.0,
+             "checks": [{"name": "a", "status": "failed"}, {"name": "b", "status": "skipped_budget"}]}
+    second = {"started": "2026-01-02T00:00:00Z", "gpu_name": "H200", "wall_s": 5.0,
+              "checks": [{"name": "b", "status": "passed"}, {"name": "a", "status": "skipped_budget"}]}
+    third = {"started": "2026-01-03T00:00:00Z", "gpu_name": "H100", "wall_s": 1.0, "checks": [{"name": "a", "status": "passed"}]}
+    merged = ec.merge_runs([second, third, first])
+    assert [c["name"] for c in merged["checks"]] == ["a", "b"]
+    assert [(c["status"], c["run_gpu_name"]) for c in merged["checks"]] == [("passed", "H100"), ("passed", "H200")]
+    assert (merged["passed"], merged["total"], merged["gpu_name"]) == (2, 2, "H100 + H200")
+    only_failed = ec.merge_runs([first])
+    assert only_failed["passed"] == 0 and only_failed["checks"][1]["status"] == "skipped_budget"
