@@ -146,7 +146,14 @@ class SectionWriter:
         }
         if extra:
             record.update(extra)
-        return write_json(self.dir / "provenance.json", record)
+        path = self.dir / "provenance.json"
+        if self.mode == "rendered" and path.exists():
+            # Rendering from committed records must not erase where those records were computed (a GPU run).
+            before = read_json(path)
+            computed = before if before.get("mode") == "computed" else before.get("computed_run")
+            if computed:
+                record["computed_run"] = computed
+        return write_json(path, record)
 
 
 def _markdown(df: "Any", float_format: str) -> str:

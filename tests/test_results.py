@@ -53,3 +53,15 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 def test_unknown_section_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown section '07_x'; sections are 01_data_curation"):
         SectionWriter("tiny", "07_x", root=tmp_path)
+
+
+def test_rendering_keeps_the_provenance_of_the_run_that_computed_the_records(tmp_path):
+    """A CPU machine renders committed GPU records: the GPU run's provenance must survive, nested."""
+    from falcon_h1r.results import SectionWriter
+
+    SectionWriter("small", "03_rl", root=tmp_path, seed=0, params={"a": 1}, mode="computed").provenance({"gpu": "H100"})
+    SectionWriter("small", "03_rl", root=tmp_path, seed=0, params={"a": 1}, mode="rendered").provenance()
+    SectionWriter("small", "03_rl", root=tmp_path, seed=0, params={"a": 1}, mode="rendered").provenance()
+    prov = json.loads((tmp_path / "small" / "03_rl" / "provenance.json").read_text())
+    assert prov["mode"] == "rendered"
+    assert prov["computed_run"]["mode"] == "computed" and prov["computed_run"]["gpu"] == "H100"
