@@ -296,7 +296,10 @@ if "math_only" in set(evals["curriculum"]):
     display(Markdown(f"Math held-out pass@1: SFT **{sft_eval.get('pass1_math'):.3f}** -> math-only RL "
                      f"**{last['pass1_math']:.3f}**; paired change **{diff:+.3f} ± {ci:.3f}** (95 %, {n} problems, "
                      f"{OURS}). Mean training reward, first step {summary['math_only_reward_first']:.3f}, last "
-                     f"{summary['math_only_reward_last']:.3f}."))
+                     f"{summary['math_only_reward_last']:.3f}. "
+                     + ("**Not a measurable change**: the interval includes 0, so the rise in training reward on the "
+                        "pool did not carry over to held-out problems at this scale." if abs(diff) <= ci else
+                        f"The interval excludes 0: a measurable {'gain' if diff > 0 else 'loss'} on held-out problems.")))
 
 # %% [markdown]
 # ## Training dynamics (the paper's Fig. 6 shows these for its final math-only run)
