@@ -140,3 +140,17 @@ def majority_answer_baseline(train: Sequence[dict[str, Any]], test: Sequence[dic
         common[d] = counts.most_common(1)[0][0]
     hits = [p["answer"] == common.get(p["domain"]) for p in test]
     return sum(hits) / max(1, len(hits))
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of an accuracy ``correct / n``: unlike the normal approximation it
+    stays inside [0, 1] and is honest at 0 or a few successes, where tiny-model accuracies live."""
+    if n <= 0:
+        raise ValueError(f"wilson_interval: n must be positive, got {n}")
+    if not 0 <= correct <= n:
+        raise ValueError(f"wilson_interval: correct must be in [0, n={n}], got {correct}")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

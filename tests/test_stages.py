@@ -26,3 +26,19 @@ def test_held_out_takes_per_domain_and_never_training_questions(tiny_preset):
     test = held_out(sets, tiny_preset)
     assert len(test) == tiny_preset.eval.problems_per_domain * len(tiny_preset.tasks.domains)
     assert not {p["question"] for p in test} & {p["question"] for p in sets["train"]}
+
+
+def test_wilson_interval_is_honest_at_zero_and_few_successes():
+    """The base model's per-domain accuracy is reported with this interval ("clearly above chance")."""
+    import pytest
+
+    from falcon_h1r.evaluation import wilson_interval
+
+    lo, hi = wilson_interval(0, 30)
+    assert lo == 0.0 and 0.10 < hi < 0.12
+    lo, hi = wilson_interval(1, 30)
+    assert 0.005 < lo < 0.007 and lo < 1 / 30 < hi
+    lo, hi = wilson_interval(15, 30)
+    assert abs((lo + hi) / 2 - 0.5) < 1e-9 and 0.33 < lo < 0.34
+    with pytest.raises(ValueError, match="correct must be in"):
+        wilson_interval(31, 30)

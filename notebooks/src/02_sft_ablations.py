@@ -26,6 +26,7 @@ from IPython.display import Markdown, display
 
 from falcon_h1r import papers
 from falcon_h1r.config import load_preset
+from falcon_h1r.evaluation import wilson_interval
 from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json
 from falcon_h1r.sft import AblationContext, ablation_report, load_grid, load_recipe, normalization_curves, run_grid
 from falcon_h1r.stages import get_base_model, run_mode
@@ -64,15 +65,30 @@ writer.summary({
     **{f"base_greedy_acc_after_{d}": v for d, v in info["greedy_acc_after_by_domain"].items()},
 })
 
-rows = [{"domain": d, "before": info["greedy_acc_before_by_domain"][d], "after": v}
+n_dom = info["eval_problems"] // len(info["greedy_acc_after_by_domain"])  # held_out: the same count per domain
+rows = [{"domain": d, "n": n_dom, "before": info["greedy_acc_before_by_domain"][d], "after": v}
         for d, v in info["greedy_acc_after_by_domain"].items()]
-rows.append({"domain": "all", "before": info["greedy_acc_before"], "after": info["greedy_acc_after"]})
+rows.append({"domain": "all", "n": info["eval_problems"], "before": info["greedy_acc_before"],
+             "after": info["greedy_acc_after"]})
+for r in rows:  # 95 % Wilson interval of the after-training accuracy
+    r["after_correct"] = round(r["after"] * r["n"])
+    r["after_ci95_low"], r["after_ci95_high"] = wilson_interval(r["after_correct"], r["n"])
 acc = pd.DataFrame(rows)
+math_row = next((r for r in rows if r["domain"] == "math"), None)
+if math_row is not None:
+    above = math_row["after_ci95_low"] > info["majority_answer_baseline"]
+    writer.summary({"base_math_correct": math_row["after_correct"], "base_math_n": math_row["n"],
+                    "base_math_ci95_low": math_row["after_ci95_low"]})
 writer.table("base_accuracy", acc, caption=f"Ours ({preset} preset, synthetic tasks): held-out greedy accuracy "
              f"before/after SFT of a {info['params']:,}-parameter Falcon-H1 hybrid, {info['eval_problems']} problems")
 display(acc)
 display(Markdown(f"Training: {info['steps']} steps in {info['train_wall_s']:.0f} s; "
-                 f"majority-answer baseline {info['majority_answer_baseline']:.3f}."))
+                 f"majority-answer baseline {info['majority_answer_baseline']:.3f}."
+                 + ("" if math_row is None else
+                    f" Held-out math: {math_row['after_correct']}/{math_row['n']} correct after training (95 % Wilson "
+                    f"interval {math_row['after_ci95_low']:.3f}-{math_row['after_ci95_high']:.3f}), "
+                    + ("**above** the majority-answer baseline (the interval excludes it)." if above else
+                       "**not clearly above** the majority-answer baseline (the interval reaches it)."))))
 
 # %%
 fig, ax = plt.subplots(figsize=(5, 3))
