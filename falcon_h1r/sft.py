@@ -1024,23 +1024,29 @@ def grid_runs(grids: Sequence[Grid], seeds: Sequence[int]) -> list[tuple[str, in
     return out
 
 
-def run_ablations(preset_name: str, overrides: dict[str, Any] | None = None, *, budget_s: float | None = None,
-                  progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict[str, int]:
-    """Compute the preset's ablation rows into the section's work file, stopping before ``budget_s`` runs
-    out (rows are kept; run again to continue). The notebook then renders them without recomputing.
-    ``shard=(i, n)`` computes only every n-th missing run starting at i (see :func:`main`'s ``--workers``).
-    Returns how many (arm, seed) runs are done and how many the grids need."""
+def _ablation_setup(preset_name: str, overrides: dict[str, Any] | None, progress: bool) -> tuple:
+    """(sft recipe, grids, AblationContext) of a preset: its base model (trained or cached) and work folder."""
     from falcon_h1r.config import load_preset
     from falcon_h1r.results import section_dir
     from falcon_h1r.stages import get_base_model
 
-    t0 = time.time()
     preset = load_preset(preset_name, overrides)
     recipe = load_recipe(preset)
     grids = [load_grid(g, preset_name) for g in recipe.ablation_grids]
     base = get_base_model(preset, progress=progress)
     ctx = AblationContext.build(preset, base, section_dir(preset_name, "02_sft") / "_work",
                                 max_rollouts=max((a.rollouts for g in grids for a in g.arms), default=1))
+    return recipe, grids, ctx
+
+
+def run_ablations(preset_name: str, overrides: dict[str, Any] | None = None, *, budget_s: float | None = None,
+                  progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict[str, int]:
+    """Compute the preset's ablation rows into the section's work file, stopping before ``budget_s`` runs
+    out (rows are kept; run again to continue). The notebook then renders them without recomputing.
+    ``shard=(i, n)`` computes only every n-th missing run starting at i (see :func:`main`'s ``--workers``).
+    Returns how many (arm, seed) runs are done and how many the grids need."""
+    t0 = time.time()
+    recipe, grids, ctx = _ablation_setup(preset_name, overrides, progress)
     deadline = t0 + budget_s if budget_s else None
     work = ctx.work_dir / "ablation_rows.jsonl"
     done = load_rows(work, ctx.base_key)
@@ -1056,23 +1062,15 @@ def run_ablations(preset_name: str, overrides: dict[str, Any] | None = None, *, 
 
 def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *, workers: int,
                            budget_s: float | None) -> dict[str, int]:
-    """The grid split over ``workers`` processes sharing one device: a ~10M-parameter model leaves most of
-    a GPU idle, so several arms train at once. The base model is trained (or read from its cache) here
+    """The grid split over ``workers`` processes that time-share one device. A ~6M-parameter model's step
+    is mostly Python and kernel-launch time, so a second process fills the GPU's idle gaps (on an H100,
+    2 workers ran 20 runs in 535 s beside an RL job; 4 workers beside RL and the engine check were slower
+    per run). The base model is trained (or read from its cache) and the curated pools are built here
     first; each worker then computes its share (``--shard i/n``) into the shared work file."""
     import subprocess
 
-    from falcon_h1r.config import load_preset
-    from falcon_h1r.stages import get_base_model
-
     t0 = time.time()
-    preset = load_preset(preset_name, overrides)
-    recipe = load_recipe(preset)
-    grids = [load_grid(g, preset_name) for g in recipe.ablation_grids]
-    base = get_base_model(preset, progress=True)
-    from falcon_h1r.results import section_dir
-
-    ctx = AblationContext.build(preset, base, section_dir(preset_name, "02_sft") / "_work",
-                                max_rollouts=max((a.rollouts for g in grids for a in g.arms), default=1))
+    _, grids, ctx = _ablation_setup(preset_name, overrides, True)
     for arm in {(a.teacher, a.incorrect): a for g in grids for a in g.arms}.values():
         ctx.curated_pool(arm)  # once, here, before the workers read it
     extra = [a for k, v in (overrides or {}).items() for a in ("--override", f"{k}={json.dumps(v)}")]
