@@ -107,6 +107,20 @@ def get_base_model(preset: Preset, *, root: Path = RESULTS_ROOT, progress: bool 
 
         model = FalconH1ForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
         info = json.loads((path / "falcon_h1r.json").read_text())
+        test = held_out(sets, preset)
+        if info.get("eval_problems") != len(test):
+            # The cache key covers what shapes the weights, not the evaluation: a changed
+            # eval.problems_per_domain re-measures the accuracies instead of reporting stale ones.
+            untrained = build_model(preset.model, tok.vocab_size, seed=preset.seed, pad_id=tok.pad_id,
+                                    eos_id=tok.eos_id, dtype=dtype).to(device)
+            before = evaluate(untrained, tok, test, _eval_gen(preset), n_samples=1, seed=preset.seed, progress=progress)
+            after = evaluate(model, tok, test, _eval_gen(preset), n_samples=1, seed=preset.seed, progress=progress)
+            info.update(greedy_acc_before=before.pass1, greedy_acc_after=after.pass1,
+                        greedy_acc_before_by_domain=before.pass1_by_domain,
+                        greedy_acc_after_by_domain=after.pass1_by_domain,
+                        majority_answer_baseline=majority_answer_baseline(sets["train"], test), eval_problems=len(test))
+            write_json(path / "falcon_h1r.json", info)
+            write_json(path / "history.json", info)
         return BaseModel(model, tok, sets, info, path)
 
     seed_everything(preset.seed)

@@ -42,3 +42,16 @@ def test_wilson_interval_is_honest_at_zero_and_few_successes():
     assert abs((lo + hi) / 2 - 0.5) < 1e-9 and 0.33 < lo < 0.34
     with pytest.raises(ValueError, match="correct must be in"):
         wilson_interval(31, 30)
+
+
+def test_cached_base_is_re_evaluated_when_the_eval_count_changes(tiny_preset, tmp_path):
+    """The cache key covers what shapes the weights; a new eval.problems_per_domain re-measures the
+    accuracies on the new count (same weights), instead of reporting the old count's figures."""
+    from dataclasses import replace
+
+    first = get_base_model(tiny_preset, root=tmp_path, progress=False)
+    fewer = replace(tiny_preset, eval=replace(tiny_preset.eval, problems_per_domain=2))
+    again = get_base_model(fewer, root=tmp_path, progress=False)
+    assert again.path == first.path and again.info["train_wall_s"] == first.info["train_wall_s"]
+    assert again.info["eval_problems"] == 2 * len(tiny_preset.tasks.domains) != first.info["eval_problems"]
+    assert get_base_model(fewer, root=tmp_path, progress=False).info == again.info  # now cached as is
