@@ -1015,13 +1015,14 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
 def grid_runs(grids: Sequence[Grid], seeds: Sequence[int]) -> list[tuple[str, int]]:
     """Every distinct ``(arm.key(), seed)`` the grids need, in a fixed order (the reference arm that several
     grids share is one run)."""
-    out: list[tuple[str, int]] = []
-    for g in grids:
-        for a in g.arms:
-            for s in seeds:
-                if (a.key(), s) not in out:
-                    out.append((a.key(), s))
-    return out
+    return list(dict.fromkeys((a.key(), s) for g in grids for a in g.arms for s in seeds))
+
+
+def _runs_done(ctx: AblationContext, grids: Sequence[Grid], seeds: Sequence[int]) -> dict[str, int]:
+    """How many of the grids' runs have a row in the work file (every worker's), and how many they need."""
+    need = set(grid_runs(grids, seeds))
+    done = load_rows(ctx.work_dir / "ablation_rows.jsonl", ctx.base_key)
+    return {"done": len(need & set(done)), "needed": len(need)}
 
 
 def _ablation_setup(preset_name: str, overrides: dict[str, Any] | None, progress: bool) -> tuple:
@@ -1055,9 +1056,7 @@ def run_ablations(preset_name: str, overrides: dict[str, Any] | None = None, *, 
     only = set(missing[i::n]) if n > 1 else None
     for g in grids:
         run_grid(ctx, g, progress=progress, done=done, deadline=deadline, only=only)
-    need = set(grid_runs(grids, recipe.ablation_seeds))
-    done = load_rows(work, ctx.base_key)  # other workers' rows too
-    return {"done": len(need & set(done)), "needed": len(need), "wall_s": round(time.time() - t0, 1)}
+    return {**_runs_done(ctx, grids, recipe.ablation_seeds), "wall_s": round(time.time() - t0, 1)}
 
 
 def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *, workers: int,
@@ -1070,7 +1069,7 @@ def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *
     import subprocess
 
     t0 = time.time()
-    _, grids, ctx = _ablation_setup(preset_name, overrides, True)
+    recipe, grids, ctx = _ablation_setup(preset_name, overrides, True)
     for arm in {(a.teacher, a.incorrect): a for g in grids for a in g.arms}.values():
         ctx.curated_pool(arm)  # once, here, before the workers read it
     extra = [a for k, v in (overrides or {}).items() for a in ("--override", f"{k}={json.dumps(v)}")]
@@ -1081,8 +1080,8 @@ def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *
     bad = [c for c in codes if c not in (0, 3)]
     if bad:
         raise RuntimeError(f"SFT ablation workers exited with codes {codes} (0: all done, 3: budget reached)")
-    return {**run_ablations(preset_name, overrides, budget_s=0.0, progress=False),
-            "wall_s": round(time.time() - t0, 1), "workers": workers}
+    # Count the workers' rows; no run is started here (a worker that stopped on its budget leaves runs missing).
+    return {**_runs_done(ctx, grids, recipe.ablation_seeds), "wall_s": round(time.time() - t0, 1), "workers": workers}
 
 
 def load_rows(path: str | Path, base_key: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
