@@ -102,46 +102,48 @@ def get_base_model(preset: Preset, *, root: Path = RESULTS_ROOT, progress: bool 
     key = recipe_hash(preset.model, preset.tokenizer, preset.tasks, preset.train, preset.seed, preset.dtype,
                       GENERATOR_VERSION)
     path = cache_dir(preset, root) / f"base-{key}"
+    test = held_out(sets, preset)
+
+    def untrained() -> torch.nn.Module:
+        return build_model(preset.model, tok.vocab_size, seed=preset.seed, pad_id=tok.pad_id, eos_id=tok.eos_id,
+                           dtype=dtype).to(device)
+
+    def greedy_eval(m: torch.nn.Module) -> Any:
+        return evaluate(m, tok, test, _eval_gen(preset), n_samples=1, seed=preset.seed, progress=progress)
+
+    def accuracy_fields(before: Any, after: Any) -> dict[str, Any]:
+        return {"greedy_acc_before": before.pass1, "greedy_acc_after": after.pass1,
+                "greedy_acc_before_by_domain": before.pass1_by_domain,
+                "greedy_acc_after_by_domain": after.pass1_by_domain,
+                "majority_answer_baseline": majority_answer_baseline(sets["train"], test), "eval_problems": len(test)}
+
     if (path / "falcon_h1r.json").exists() and not force:
         from transformers import FalconH1ForCausalLM
 
         model = FalconH1ForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
         info = json.loads((path / "falcon_h1r.json").read_text())
-        test = held_out(sets, preset)
         if info.get("eval_problems") != len(test):
             # The cache key covers what shapes the weights, not the evaluation: a changed
             # eval.problems_per_domain re-measures the accuracies instead of reporting stale ones.
-            untrained = build_model(preset.model, tok.vocab_size, seed=preset.seed, pad_id=tok.pad_id,
-                                    eos_id=tok.eos_id, dtype=dtype).to(device)
-            before = evaluate(untrained, tok, test, _eval_gen(preset), n_samples=1, seed=preset.seed, progress=progress)
-            after = evaluate(model, tok, test, _eval_gen(preset), n_samples=1, seed=preset.seed, progress=progress)
-            info.update(greedy_acc_before=before.pass1, greedy_acc_after=after.pass1,
-                        greedy_acc_before_by_domain=before.pass1_by_domain,
-                        greedy_acc_after_by_domain=after.pass1_by_domain,
-                        majority_answer_baseline=majority_answer_baseline(sets["train"], test), eval_problems=len(test))
+            info.update(accuracy_fields(greedy_eval(untrained()), greedy_eval(model)))
             write_json(path / "falcon_h1r.json", info)
             write_json(path / "history.json", info)
         return BaseModel(model, tok, sets, info, path)
 
     seed_everything(preset.seed)
-    model = build_model(preset.model, tok.vocab_size, seed=preset.seed, pad_id=tok.pad_id, eos_id=tok.eos_id,
-                        dtype=dtype).to(device)
-    test = held_out(sets, preset)
+    model = untrained()
     t0 = time.time()
-    before = evaluate(model, tok, test, _eval_gen(preset), n_samples=1, seed=preset.seed, progress=progress)
+    before = greedy_eval(model)
     records = teacher_records(sets["train"], preset.tasks.teacher_style, preset.seed)
     examples = examples_from_traces(records, tok, preset.train.max_seq_len)
     hist = train_sft(model, examples, preset.train, pad_id=tok.pad_id, seed=preset.seed, progress=progress,
                      desc="base SFT")
-    after = evaluate(model, tok, test, _eval_gen(preset), n_samples=1, seed=preset.seed, progress=progress)
+    after = greedy_eval(model)
     info = {
         "preset": preset.name, "params": count_params(model), "train_wall_s": round(hist.wall_s, 2),
         "total_wall_s": round(time.time() - t0, 2), "train_tokens": hist.tokens, "steps": preset.train.steps,
-        "greedy_acc_before": before.pass1, "greedy_acc_after": after.pass1,
-        "greedy_acc_before_by_domain": before.pass1_by_domain, "greedy_acc_after_by_domain": after.pass1_by_domain,
-        "majority_answer_baseline": majority_answer_baseline(sets["train"], test),
+        **accuracy_fields(before, after),
         "loss_curve": {"step": hist.steps, "loss": hist.loss}, "recipe_hash": key,
-        "eval_problems": len(test),
     }
     # Write into a private folder, then rename: a concurrent run or an interrupted one never leaves
     # a half-written cache entry behind.
