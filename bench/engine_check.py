@@ -66,9 +66,10 @@ def merge_runs(runs: list[dict]) -> dict:
     """One record from several partial runs (each check's latest run that got to it; ``--only`` and
     ``--budget-s`` make partial runs, and a device session is short). Each check keeps the GPU and
     start time of its run; the top level lists the runs."""
+    runs = sorted(runs, key=lambda r: r["started"])
     latest: dict[str, dict] = {}
     order: list[str] = []
-    for run in sorted(runs, key=lambda r: r["started"]):
+    for run in runs:
         for c in run["checks"]:
             if c["name"] not in order:
                 order.append(c["name"])
@@ -80,9 +81,9 @@ def merge_runs(runs: list[dict]) -> dict:
     keys = ("device", "torch", "transformers", "mamba_ssm_triton_state_update", "triton_f32_default")
     return {"merged_from": [{"started": r["started"], "gpu_name": r.get("gpu_name"), "wall_s": r.get("wall_s"),
                              "checks": [c["name"] for c in r["checks"] if c["status"] != "skipped_budget"]}
-                            for r in sorted(runs, key=lambda r: r["started"])],
+                            for r in runs],
             "gpu_name": " + ".join(gpus), **{k: runs[-1].get(k) for k in keys},
-            "started": min(r["started"] for r in runs), "checks": checks,
+            "started": runs[0]["started"], "checks": checks,
             "passed": sum(c["status"] == "passed" for c in checks), "total": len(checks),
             "wall_s": round(sum(r.get("wall_s") or 0 for r in runs), 1)}
 
