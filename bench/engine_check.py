@@ -298,6 +298,52 @@ def main() -> int:
         return {"deterministic": det, "max_abs_logprob_diff_teacher_forced": worst, "tokens_outside_nucleus": outside,
                 "passed": det and worst < 1e-3 and outside == 0}
 
+    def split_kv_attention_check() -> dict:
+        """The split-KV Triton attention against SDPA on Falcon-H1R-7B's head shapes (12 query heads over 2 KV
+        heads, head_dim 128), bf16, on strided slices of a longer cache with ragged valid masks. Both are
+        scored against float32 attention on the same bf16 values: the kernel may differ from SDPA by
+        rounding, not by more than SDPA's own error (x1.5, plus a floor of 2 bf16 ulps at the output scale)."""
+        from falcon_h1r.decode_kernels import attention_ref, split_kv_attention
+
+        g = torch.Generator(device=device).manual_seed(4)
+        res: dict = {"cases": [], "passed": True}
+        for B, T in ((1, 100), (8, 4096), (32, 24640), (53, 8257)):
+            KV, G, D, S = 2, 6, 128, T + 64
+            kc = torch.randn(B, KV, S, D, generator=g, device=device, dtype=torch.bfloat16)
+            vc = torch.randn(B, KV, S, D, generator=g, device=device, dtype=torch.bfloat16)
+            q = torch.randn(B, KV, G, D, generator=g, device=device, dtype=torch.bfloat16) * 2
+            valid = torch.rand(B, S, generator=g, device=device) > 0.2
+            valid[:, T - 1] = True
+            k, v = kc[:, :, :T], vc[:, :, :T]
+            out = split_kv_attention(q, k, v, valid, D ** -0.5)
+            sdpa = attention_ref(q, k, v, valid[:, :T], D ** -0.5)
+            truth = attention_ref(q.float(), k.float(), v.float(), valid[:, :T], D ** -0.5)
+            e_k, e_s = float((out.float() - truth).abs().max()), float((sdpa.float() - truth).abs().max())
+            floor = 2 * 2.0 ** -8 * float(truth.abs().max())
+            ok = e_k <= max(1.5 * e_s, floor)
+            res["cases"].append({"batch": B, "kv_len": T, "kernel_max_err": e_k, "sdpa_max_err": e_s, "ok": ok})
+            res["passed"] = res["passed"] and ok
+        return res
+
+    def fast_paths(model) -> dict:
+        """The engine with its fast paths (split-KV Triton attention, torch.compile'd glue) against the plain
+        engine on the same float32 weights: identical greedy tokens, top-k log-probs within 1e-3."""
+        import numpy as np
+
+        vocab = model.config.vocab_size
+        ps = prompts(vocab, 16, 5)
+        kw = dict(eos_id=1, pad_id=0, temperature=0.0, top_p=1.0, max_new_tokens=32)
+        width = max(len(p) for p in ps)
+        plain = engine.DecodeEngine(model, len(ps), width + 40).generate(ps, **kw)
+        fast_eng = engine.DecodeEngine(model, len(ps), width + 40, attention="triton", compile=True)
+        t0 = time.time()
+        fast = fast_eng.generate(ps, **kw)
+        same = [a["token_ids"] for a in plain] == [b["token_ids"] for b in fast]
+        gap = max(float(np.abs(a["top_logprobs"] - b["top_logprobs"]).max()) for a, b in zip(plain, fast)
+                  if len(a["token_ids"]) and len(a["token_ids"]) == len(b["token_ids"]))
+        return {"tokens_identical": same, "max_abs_top_logprob_diff": gap, "first_call_s": round(time.time() - t0, 1),
+                "engine": fast_eng.info, "passed": bool(same and gap < 1e-3)}
+
     checks = [  # the most telling first: a run cut short by its budget still answers the main questions
         ("ssm_kernel_vs_reference", ssm_kernel_vs_ref),
         ("chunk_scan_kernel_fp32", chunk_scan_fp32),
@@ -313,9 +359,13 @@ def main() -> int:
         ("sampling_small_fp32", sampling),
         ("early_stop_between_replays", lambda: early_stop(False)),
         ("falcon_h1r_7b_2layer_fp32", lambda: greedy(arch_slice("falcon", torch.float32), 4, 16, True)),
+        ("split_kv_attention_7b_heads_bf16", split_kv_attention_check),
+        ("fast_paths_small_falcon_fp32", lambda: fast_paths(preset_model("small", "falcon_h1", torch.float32))),
+        ("fast_paths_falcon_h1r_7b_2layer_fp32", lambda: fast_paths(arch_slice("falcon", torch.float32))),
+        ("fast_paths_qwen3_8b_2layer_fp32", lambda: fast_paths(arch_slice("qwen3", torch.float32))),
     ]
     if device != "cuda":
-        checks = [c for c in checks if "7b" not in c[0] and "8b" not in c[0]
+        checks = [c for c in checks if "7b" not in c[0] and "8b" not in c[0] and not c[0].startswith(("fast_paths", "split_kv"))
                   and c[0] not in ("graph_vs_eager_small_bf16", "chunk_scan_kernel_fp32", "ssm_kernel_vs_reference")]
     if args.only:
         by_name = dict(checks)

@@ -29,6 +29,7 @@ this engine anywhere), :class:`DecodeEngine` (used directly by the throughput st
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from typing import Any, Sequence
@@ -37,12 +38,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from falcon_h1r.decode_kernels import split_kv_attention, triton_available
 from falcon_h1r.generation import EarlyStop, _left_pad, top_p_filter
 from falcon_h1r.generation import generate as hf_generate
 from falcon_h1r.generation import generate_ids as hf_generate_ids
 
 ENGINES = ("auto", "hf", "fast")
-DEFAULT_ATTENTION = "sdpa"  # the attention mode of engines made by generate() (see DecodeEngine)
+ATTENTION_MODES = ("sdpa", "matmul", "triton")
+# What engines made by generate() use (see DecodeEngine and set_defaults): the plain paths unless a caller
+# (the throughput study, a GPU recipe) asks for the fast ones.
+DEFAULT_ATTENTION = "sdpa"
+DEFAULT_COMPILE = False
 FINISH_REASONS = ("length", "eos", "early_stop")  # codes 0, 1, 2 in the engine's reason buffer
 
 
@@ -161,14 +167,103 @@ def _rope_tables(rotary: torch.nn.Module, pos: torch.Tensor, dtype: torch.dtype)
     return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
 
 
-def _linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
-    return F.linear(x, layer.weight, layer.bias)
-
-
 def _scale(x: torch.Tensor, m: float) -> torch.Tensor:
     """x * m, skipped when m == 1 (µP multipliers are often 1; every kernel saved counts in a decode step)."""
     return x if m == 1.0 else x * m
 
+
+# ============================================================================ the layers' element-wise glue
+# Pure functions of tensors (weights, biases and caches passed in, sizes and multipliers as Python numbers that
+# are the same for every layer), so that one torch.compile'd graph serves all layers. Called directly they
+# are the reference twin of the compiled path and what CPU runs.
+def _rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return qk * cos[:, None, :] + _rotate_half(qk) * sin[:, None, :]
+
+
+def falcon_pre(x: torch.Tensor, norm_w: torch.Tensor, in_proj: tuple, zxbcdt_scale: torch.Tensor,
+               conv_state: torch.Tensor, conv_w: torch.Tensor, conv_b: torch.Tensor | None, q_proj: tuple,
+               k_proj: tuple, v_proj: tuple, cos: torch.Tensor, sin: torch.Tensor, *, eps: float, attn_in: float,
+               key_mult: float, sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """Falcon-H1 layer up to the cache-bound kernels: input RMSNorm, the Mamba-2 in-projection and conv step
+    (``conv_state`` shifted in place), and the attention projections with rope. Returns
+    (gate, x, B, C, dt) for the state update and (q, k, v) for the attention."""
+    P, conv_dim, NH, GN, H, KV, D = sizes
+    B = x.shape[0]
+    h = rms_norm(x, norm_w, eps)
+    # in_proj(h * ssm_in) * mup = in_proj(h) * (mup * ssm_in): one multiply instead of two
+    zxbcdt = F.linear(h, *in_proj) * zxbcdt_scale
+    gate, xbc, dt = zxbcdt.split([P, conv_dim, NH], dim=-1)
+    xbc = conv_update_ref(xbc, conv_state, conv_w, conv_b)
+    xs, Bm, Cm = xbc.split([P, GN, GN], dim=-1)
+    ha = _scale(h, attn_in)
+    q = F.linear(ha, *q_proj).view(B, H, D)
+    k = _scale(F.linear(ha, *k_proj).view(B, KV, D), key_mult)  # Falcon-H1 µP: keys scaled before rope
+    v = F.linear(ha, *v_proj).view(B, KV, D)
+    qk = _rope(torch.cat([q, k], dim=1), cos, sin)  # rope on queries and keys together: half the kernels
+    return gate, xs, Bm, Cm, dt, qk[:, :H], qk[:, H:], v
+
+
+def falcon_post(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, o: torch.Tensor, mamba_norm_w: torch.Tensor | None,
+                out_proj: tuple, o_proj: tuple, pre_ff_w: torch.Tensor, up: tuple, gate_proj: tuple, down: tuple, *,
+                norm_eps: float, norm_groups: int, norm_before_gate: bool, ssm_out: float, attn_out: float,
+                eps: float, gate_mult: float, down_mult: float, act: Any) -> torch.Tensor:
+    """Falcon-H1 layer after the cache-bound kernels: gated norm and out-projection of the mixer, the attention
+    output, the scaled residual sum, then the MLP with its residual."""
+    B = x.shape[0]
+    y = y.reshape(B, -1)
+    if mamba_norm_w is not None:
+        y = gated_rms_norm(y, gate, mamba_norm_w, norm_eps, norm_groups, norm_before_gate)
+    mamba_out = _scale(F.linear(y.to(x.dtype), *out_proj), ssm_out)
+    attn_o = _scale(F.linear(o.reshape(B, -1), *o_proj), attn_out)
+    # transformers' order: residual + (m*s_m + a*s_a). Not torch.add(..., alpha=): Inductor (torch 2.11 on the
+    # H100, 2.13 on CPU) miscompiles torch.add(x, F.linear(...), alpha=a), giving x + a*x@W.T-like garbage
+    # (tests/test_decode_kernels.py keeps a check of the pattern the glue uses).
+    x = x + (mamba_out + attn_o)
+    h = rms_norm(x, pre_ff_w, eps)
+    z = F.linear(h, *up) * act(_scale(F.linear(h, *gate_proj), gate_mult))
+    return x + _scale(F.linear(z, *down), down_mult)
+
+
+def qwen_pre(x: torch.Tensor, norm_w: torch.Tensor, q_proj: tuple, k_proj: tuple, v_proj: tuple, q_norm_w: torch.Tensor,
+             k_norm_w: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, eps: float, qk_eps: float,
+             sizes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Qwen3 layer up to the attention: input RMSNorm, projections, per-head q/k RMSNorm, rope."""
+    H, KV, D = sizes[-3:]
+    B = x.shape[0]
+    h = rms_norm(x, norm_w, eps)
+    q = rms_norm(F.linear(h, *q_proj).view(B, H, D), q_norm_w, qk_eps)
+    k = rms_norm(F.linear(h, *k_proj).view(B, KV, D), k_norm_w, qk_eps)
+    v = F.linear(h, *v_proj).view(B, KV, D)
+    qk = _rope(torch.cat([q, k], dim=1), cos, sin)
+    return qk[:, :H], qk[:, H:], v
+
+
+def qwen_post(x: torch.Tensor, o: torch.Tensor, o_proj: tuple, post_norm_w: torch.Tensor, gate_proj: tuple, up: tuple,
+              down: tuple, *, eps: float, act: Any) -> torch.Tensor:
+    """Qwen3 layer after the attention: output projection and residual, then the MLP and its residual."""
+    B = x.shape[0]
+    x = x + F.linear(o.reshape(B, -1), *o_proj)
+    h = rms_norm(x, post_norm_w, eps)
+    return x + F.linear(act(F.linear(h, *gate_proj)) * F.linear(h, *up), *down)
+
+
+_PLAIN_GLUE = {"falcon_pre": falcon_pre, "falcon_post": falcon_post, "qwen_pre": qwen_pre, "qwen_post": qwen_post}
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled_glue(backend: str = "inductor") -> dict[str, Any]:
+    """torch.compile'd twins of the glue (Inductor fuses the norms, scalings, conv step and rope into a few
+    Triton kernels; matmuls stay cuBLAS). ``fullgraph`` so that a graph break fails loudly instead of silently
+    splitting; each new batch size compiles once (``dynamic=False`` keeps the kernels specialised)."""
+    import torch._dynamo
+
+    limit = max(64, getattr(torch._dynamo.config, "recompile_limit", 8))
+    torch._dynamo.config.recompile_limit = limit
+    return {name: torch.compile(fn, backend=backend, dynamic=False, fullgraph=True) for name, fn in _PLAIN_GLUE.items()}
+
+
+def _wb(layer: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return layer.weight, layer.bias
 
 # ============================================================================ architecture
 def architecture(model: torch.nn.Module) -> dict[str, Any]:
@@ -233,17 +328,20 @@ class DecodeEngine:
     ``cuda_graph=None`` captures graphs on CUDA and runs eagerly elsewhere. ``attention``: ``"sdpa"``
     (PyTorch SDPA over the cache) or ``"matmul"`` (transformers' eager formula: two batched matmuls around a
     float32 softmax, which cuBLAS may split along the KV length when the batch is small); :meth:`pick_attention`
-    times both on the live cache and keeps the faster. ``ssm_state_dtype`` defaults to float32 (what
+    times the modes on the live cache and keeps the fastest; ``"triton"``: the split-KV decode attention of
+    :mod:`falcon_h1r.decode_kernels` (CUDA only; reads each K/V tile once for the G query heads that share it,
+    spread over every SM). ``ssm_state_dtype`` defaults to float32 (what
     transformers keeps; bfloat16 halves the state traffic). ``bucket``: on GPU a graph covers KV lengths up to a
     multiple of ``bucket`` tokens (one graph per bucket, captured before a call's prefill).
     """
 
     def __init__(self, model: torch.nn.Module, batch_size: int, max_len: int, *, cuda_graph: bool | None = None,
-                 attention: str = "sdpa", ssm_state_dtype: torch.dtype = torch.float32, bucket: int | None = None):
+                 attention: str = "sdpa", ssm_state_dtype: torch.dtype = torch.float32, bucket: int | None = None,
+                 compile: bool = False):
         if batch_size < 1 or max_len < 2:
             raise ValueError(f"batch_size must be >= 1 and max_len >= 2, got {batch_size} and {max_len}")
-        if attention not in ("sdpa", "matmul"):
-            raise ValueError(f"attention {attention!r} not accepted; use 'sdpa' or 'matmul'")
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention {attention!r} not accepted; use one of {ATTENTION_MODES}")
         self.arch = architecture(model)
         self._model = weakref.ref(model)
         param = next(model.parameters())
@@ -252,6 +350,8 @@ class DecodeEngine:
         self.cuda_graph = cuda if cuda_graph is None else bool(cuda_graph)
         if self.cuda_graph and not cuda:
             raise ValueError("cuda_graph=True needs the model on a CUDA device")
+        if attention == "triton" and not (cuda and triton_available()):
+            raise ValueError("attention 'triton' needs a CUDA model and Triton; use 'sdpa' or 'matmul' here")
         self.attention = attention
         self.batch_size = batch_size
         self.max_len = _round_up(max_len, 64) if cuda else max_len  # aligned rows for the SDPA mask
@@ -297,7 +397,17 @@ class DecodeEngine:
                                                                               device=dev)})
         self.refresh_constants()
         self.info = {"ssm_update": "triton" if self.use_triton else "torch", "attention": attention,
-                     "cuda_graph": self.cuda_graph, "bucket": self.bucket, "max_len": self.max_len}
+                     "cuda_graph": self.cuda_graph, "bucket": self.bucket, "max_len": self.max_len, "compiled": False}
+        # sizes the glue functions split and reshape by, and the MLP activation (stateless: the first layer's
+        # serves every layer, so a compiled graph does not see a new module object per layer)
+        self._sizes = (a.get("d_ssm", 0), a.get("conv_dim", 0), a.get("m_heads", 0),
+                       a.get("n_groups", 0) * a.get("d_state", 0), a["heads"], a["kv_heads"], a["head_dim"])
+        first = model.model.layers[0]
+        self._act = (first.feed_forward if a["family"] == "falcon_h1" else first.mlp).act_fn
+        self.compiled = False
+        self._glue = _PLAIN_GLUE
+        if compile:
+            self.set_compiled(True)
 
     # ---------------------------------------------------------------- bookkeeping
     @property
@@ -344,33 +454,41 @@ class DecodeEngine:
         return min(self.max_len, _round_up(col + 1, self.bucket))
 
     # ---------------------------------------------------------------- the decode forward
-    def _attention(self, i: int, attn: torch.nn.Module, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   bias: torch.Tensor, kv_len: int, qwen: bool) -> torch.Tensor:
+    # A layer is three parts: the element-wise glue and projections before the cache-bound kernels
+    # (``falcon_pre``/``qwen_pre``), the KV-cache write, SSM state update and attention (run as they are), and
+    # the glue after (``falcon_post``/``qwen_post``). The glue functions are pure functions of tensors so that
+    # ``compile=True`` can hand them to torch.compile (one compiled graph serves every layer); called directly
+    # they are the reference twin of the compiled path.
+    def set_compiled(self, on: bool, backend: str = "inductor") -> None:
+        """Use torch.compile'd layer glue or the plain functions; captured graphs are dropped. Inductor is for
+        CUDA (its fusions pay off inside CUDA graphs); tests pass ``backend='aot_eager'`` to trace on CPU."""
+        if on and backend == "inductor" and self.device.type != "cuda":
+            raise ValueError("compile=True needs a CUDA model (Inductor's fusions pay off inside CUDA graphs)")
+        self.compiled = bool(on)
+        self._glue = _compiled_glue(backend) if on else _PLAIN_GLUE
+        self.info["compiled"] = self.compiled
+        self._graphs.clear()
+        self._warm = False
+
+    def _cache_bound(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_len: int, bias: torch.Tensor,
+                     scale: float) -> torch.Tensor:
+        """Write this token's K/V at column ``col``, then attend over the first ``kv_len`` columns."""
         a = self.arch
-        B, H, KV, D = h.shape[0], a["heads"], a["kv_heads"], a["head_dim"]
-        q = _linear(h, attn.q_proj).view(B, H, D)
-        k = _linear(h, attn.k_proj).view(B, KV, D)
-        v = _linear(h, attn.v_proj).view(B, KV, D)
-        if qwen:  # Qwen3: RMSNorm on each head of q and k, before rope
-            q = rms_norm(q, attn.q_norm.weight, attn.q_norm.variance_epsilon)
-            k = rms_norm(k, attn.k_norm.weight, attn.k_norm.variance_epsilon)
-        else:  # Falcon-H1 µP: keys scaled before rope
-            k = _scale(k, attn.key_multiplier)
-        qk = torch.cat([q, k], dim=1)  # rope on queries and keys together: half the kernels
-        qk = qk * cos[:, None, :] + _rotate_half(qk) * sin[:, None, :]
-        q, k = qk[:, :H], qk[:, H:]
+        B, KV, H, D = q.shape[0], a["kv_heads"], a["heads"], a["head_dim"]
         self.k_cache[i].index_copy_(2, self.col, k[:, :, None, :])
         self.v_cache[i].index_copy_(2, self.col, v[:, :, None, :])
         keys = self.k_cache[i, :, :, :kv_len]
         values = self.v_cache[i, :, :, :kv_len]
         # GQA without copies: the H/KV query heads that share a KV head become that head's query rows.
-        o = self._attend(q.view(B, KV, H // KV, D), keys, values, bias, attn.scaling, self.attention)
-        return _linear(o.reshape(B, H * D), attn.o_proj)
+        return self._attend(q.view(B, KV, H // KV, D), keys, values, bias, scale, self.attention, self.valid)
 
     @staticmethod
     def _attend(qg: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: torch.Tensor, scale: float,
-                mode: str) -> torch.Tensor:
-        """qg [B, KV, G, D] over keys/values [B, KV, T, D] with the additive mask ``bias`` [B, 1, 1, T]."""
+                mode: str, valid: torch.Tensor) -> torch.Tensor:
+        """qg [B, KV, G, D] over keys/values [B, KV, T, D] with the additive mask ``bias`` [B, 1, 1, T]
+        (``valid`` [B, >=T]: the same mask as booleans, what the Triton kernel reads)."""
+        if mode == "triton":
+            return split_kv_attention(qg, keys, values, valid, scale)
         if mode == "sdpa":
             return F.scaled_dot_product_attention(qg, keys, values, attn_mask=bias, scale=scale)
         # Batched matmuls over (row, KV head): the cache slice folds into one batch dimension without a copy.
@@ -381,26 +499,35 @@ class DecodeEngine:
         return torch.bmm(p.view(B * KV, G, T), values.reshape(B * KV, T, D)).view(B, KV, G, D)
 
     @torch.no_grad()
-    def pick_attention(self, kv_len: int, reps: int = 5) -> dict[str, float]:
-        """Time both attention modes on layer 0's live cache at ``kv_len`` and keep the faster (CUDA only)."""
+    def pick_attention(self, kv_len: int, reps: int = 10) -> dict[str, float]:
+        """Time the attention modes on layer 0's live cache at ``kv_len`` and keep the fastest (CUDA only)."""
         if self.device.type != "cuda":
             return {}
         a = self.arch
         q = torch.randn(self.batch_size, a["kv_heads"], a["heads"] // a["kv_heads"], a["head_dim"], dtype=self.dtype,
                         device=self.device)
         bias = torch.zeros(self.batch_size, 1, 1, kv_len, dtype=self.dtype, device=self.device)
+        valid = torch.ones(self.batch_size, kv_len, dtype=torch.bool, device=self.device)
         keys, values = self.k_cache[0, :, :, :kv_len], self.v_cache[0, :, :, :kv_len]
         times = {}
-        for mode in ("sdpa", "matmul"):
+        for mode in ATTENTION_MODES if triton_available() else ("sdpa", "matmul"):
             try:
-                for _ in range(2):
-                    self._attend(q, keys, values, bias, 0.1, mode)
+                for _ in range(2):  # compiles / autotunes, and sets up the side stream's handles
+                    self._attend(q, keys, values, bias, 0.1, mode, valid)
+                torch.cuda.synchronize(self.device)
+                # timed as the step runs it, inside a CUDA graph: eager timing would charge the Python launch
+                # cost (tens of microseconds for a Triton kernel) that graph replays do not pay
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    for _ in range(reps):
+                        self._attend(q, keys, values, bias, 0.1, mode, valid)
+                g.replay()
                 torch.cuda.synchronize(self.device)
                 t0 = time.perf_counter()
-                for _ in range(reps):
-                    self._attend(q, keys, values, bias, 0.1, mode)
+                g.replay()
                 torch.cuda.synchronize(self.device)
                 times[mode] = (time.perf_counter() - t0) / reps
+                del g
             except Exception:  # noqa: BLE001 - a backend that refuses these shapes is not a candidate
                 continue
         if times:
@@ -408,24 +535,44 @@ class DecodeEngine:
             self.info["attention"] = self.attention
         return times
 
-    def _mamba(self, i: int, mx: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
-        a = self.arch
-        B, P, NH, HD, N, G = h.shape[0], a["d_ssm"], a["m_heads"], a["m_head_dim"], a["d_state"], a["n_groups"]
-        consts = self._consts[i]
-        zxbcdt = _linear(h, mx.in_proj) * consts["zxbcdt_scale"]
-        gate, xbc, dt = zxbcdt.split([P, a["conv_dim"], NH], dim=-1)
-        xbc = conv_update_ref(xbc, self.conv_state[i], consts["conv_w"], consts["conv_b"])
-        x, Bm, Cm = xbc.split([P, G * N, G * N], dim=-1)
-        A = consts["A"]
-        y = ssm_update(self.ssm_state[i], x.view(B, NH, HD), dt[:, :, None].expand(B, NH, HD),
-                       A[:, None, None].expand(NH, HD, N), Bm.view(B, G, N), Cm.view(B, G, N),
+    def _falcon_layer(self, i: int, layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      bias: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Falcon-H1: Mamba-2 mixer and attention in parallel on the same normed input, then the MLP."""
+        a, c = self.arch, self._consts[i]
+        mx, attn, ff = layer.mamba, layer.self_attn, layer.feed_forward
+        B, NH, HD, N, G = x.shape[0], a["m_heads"], a["m_head_dim"], a["d_state"], a["n_groups"]
+        gate, xs, Bm, Cm, dt, q, k, v = self._glue["falcon_pre"](
+            x, layer.input_layernorm.weight, _wb(mx.in_proj), c["zxbcdt_scale"], self.conv_state[i], c["conv_w"],
+            c["conv_b"], _wb(attn.q_proj), _wb(attn.k_proj), _wb(attn.v_proj), cos, sin,
+            eps=layer.input_layernorm.variance_epsilon, attn_in=layer.attention_in_multiplier,
+            key_mult=attn.key_multiplier, sizes=self._sizes)
+        y = ssm_update(self.ssm_state[i], xs.view(B, NH, HD), dt[:, :, None].expand(B, NH, HD),
+                       c["A"][:, None, None].expand(NH, HD, N), Bm.view(B, G, N), Cm.view(B, G, N),
                        D=mx.D[:, None].expand(NH, HD), z=None if mx.mamba_rms_norm else gate.view(B, NH, HD),
                        dt_bias=mx.dt_bias[:, None].expand(NH, HD), dt_softplus=True, use_triton=self.use_triton)
-        y = y.view(B, P)
-        if mx.mamba_rms_norm:
-            y = gated_rms_norm(y, gate, mx.norm.weight, mx.norm.variance_epsilon, mx.norm.n_groups,
-                               mx.norm.norm_before_gate)
-        return _linear(y.to(h.dtype), mx.out_proj)
+        o = self._cache_bound(i, q, k, v, kv_len, bias, attn.scaling)
+        norm = mx.norm if mx.mamba_rms_norm else None
+        return self._glue["falcon_post"](
+            x, y, gate, o, None if norm is None else norm.weight, _wb(mx.out_proj), _wb(attn.o_proj),
+            layer.pre_ff_layernorm.weight, _wb(ff.up_proj), _wb(ff.gate_proj), _wb(ff.down_proj),
+            norm_eps=0.0 if norm is None else norm.variance_epsilon,
+            norm_groups=1 if norm is None else norm.n_groups,
+            norm_before_gate=False if norm is None else norm.norm_before_gate,
+            ssm_out=layer.ssm_out_multiplier, attn_out=layer.attn_out_multiplier,
+            eps=layer.pre_ff_layernorm.variance_epsilon, gate_mult=ff.gate_multiplier, down_mult=ff.down_multiplier,
+            act=self._act)
+
+    def _qwen_layer(self, i: int, layer: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                    bias: torch.Tensor, kv_len: int) -> torch.Tensor:
+        attn, mlp = layer.self_attn, layer.mlp
+        q, k, v = self._glue["qwen_pre"](
+            x, layer.input_layernorm.weight, _wb(attn.q_proj), _wb(attn.k_proj), _wb(attn.v_proj),
+            attn.q_norm.weight, attn.k_norm.weight, cos, sin, eps=layer.input_layernorm.variance_epsilon,
+            qk_eps=attn.q_norm.variance_epsilon, sizes=self._sizes)
+        o = self._cache_bound(i, q, k, v, kv_len, bias, attn.scaling)
+        return self._glue["qwen_post"](x, o, _wb(attn.o_proj), layer.post_attention_layernorm.weight,
+                                       _wb(mlp.gate_proj), _wb(mlp.up_proj), _wb(mlp.down_proj),
+                                       eps=layer.post_attention_layernorm.variance_epsilon, act=self._act)
 
     def decode_logits(self, kv_len: int) -> torch.Tensor:
         """Logits [B, V] for ``self.token`` at ``self.pos``, writing its K/V at column ``self.col``."""
@@ -439,25 +586,9 @@ class DecodeEngine:
         self.valid.index_fill_(1, self.col, True)
         bias = torch.zeros(self.batch_size, 1, 1, kv_len, dtype=x.dtype, device=x.device)
         bias.masked_fill_(~self.valid[:, None, None, :kv_len], float("-inf"))
+        layer_step = self._falcon_layer if falcon else self._qwen_layer
         for i, layer in enumerate(inner.layers):
-            if falcon:
-                # Mamba-2 mixer and attention in parallel on the same normed input, outputs scaled and summed
-                h = rms_norm(x, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
-                mamba_out = self._mamba(i, layer.mamba, h)
-                attn_out = self._attention(i, layer.self_attn, _scale(h, layer.attention_in_multiplier), cos, sin,
-                                           bias, kv_len, qwen=False)
-                # x + (m*s_m + a*s_a), each scaling folded into an add
-                x = torch.add(x, mamba_out, alpha=layer.ssm_out_multiplier).add_(attn_out, alpha=layer.attn_out_multiplier)
-                h = rms_norm(x, layer.pre_ff_layernorm.weight, layer.pre_ff_layernorm.variance_epsilon)
-                ff = layer.feed_forward
-                y = _linear(h, ff.up_proj) * ff.act_fn(_scale(_linear(h, ff.gate_proj), ff.gate_multiplier))
-                x = torch.add(x, _linear(y, ff.down_proj), alpha=ff.down_multiplier)
-            else:
-                h = rms_norm(x, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
-                x = x + self._attention(i, layer.self_attn, h, cos, sin, bias, kv_len, qwen=True)
-                h = rms_norm(x, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon)
-                mlp = layer.mlp
-                x = x + _linear(mlp.act_fn(_linear(h, mlp.gate_proj)) * _linear(h, mlp.up_proj), mlp.down_proj)
+            x = layer_step(i, layer, x, cos, sin, bias, kv_len)
         norm = inner.final_layernorm if falcon else inner.norm
         x = rms_norm(x, norm.weight, norm.variance_epsilon)
         logits = F.linear(x, m.lm_head.weight)
@@ -503,6 +634,7 @@ class DecodeEngine:
                                       torch.where(stop, torch.full_like(self.reason, 2), self.reason)))
         self.running.copy_(run & ~ended)
 
+    @torch.no_grad()
     def _step_body(self, kv_len: int, sampling: tuple, early_stop: EarlyStop | None, finish: bool = True) -> None:
         """One decode step, all on device: forward, sample, record, (EOS and early stop), advance.
 
@@ -747,8 +879,9 @@ def _engine_for(model: torch.nn.Module, batch: int, max_len: int, cuda_graph: bo
     fingerprint = tuple(p.data_ptr() for p in model.parameters())
     cached = _ENGINES.get(model)
     if cached is not None:
-        (b, fp, cg), eng = cached
-        if b == batch and fp == fingerprint and cg == cuda_graph and eng.max_len >= max_len:
+        (b, fp, cg, att, comp), eng = cached
+        if (b, fp, cg, att, comp) == (batch, fingerprint, cuda_graph, DEFAULT_ATTENTION, DEFAULT_COMPILE) \
+                and eng.max_len >= max_len:
             return eng
         del _ENGINES[model]
         del eng, cached
@@ -756,9 +889,24 @@ def _engine_for(model: torch.nn.Module, batch: int, max_len: int, cuda_graph: bo
             torch.cuda.empty_cache()
     if next(model.parameters()).is_cuda:  # round up so that calls with slightly different prompts share graphs
         max_len = _round_up(max_len, 256)
-    eng = DecodeEngine(model, batch, max_len, cuda_graph=cuda_graph, attention=DEFAULT_ATTENTION)
-    _ENGINES[model] = ((batch, fingerprint, cuda_graph), eng)
+    eng = DecodeEngine(model, batch, max_len, cuda_graph=cuda_graph, attention=DEFAULT_ATTENTION,
+                       compile=DEFAULT_COMPILE and next(model.parameters()).is_cuda)
+    _ENGINES[model] = ((batch, fingerprint, cuda_graph, DEFAULT_ATTENTION, DEFAULT_COMPILE), eng)
     return eng
+
+
+def set_defaults(attention: str | None = None, compile: bool | None = None) -> dict[str, Any]:
+    """Choose the attention mode and torch.compile'd glue of the engines generate() builds from now on
+    (``compile`` applies on CUDA only). Returns the previous defaults, so a caller can restore them."""
+    global DEFAULT_ATTENTION, DEFAULT_COMPILE
+    before = {"attention": DEFAULT_ATTENTION, "compile": DEFAULT_COMPILE}
+    if attention is not None:
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention {attention!r} not accepted; use one of {ATTENTION_MODES}")
+        DEFAULT_ATTENTION = attention
+    if compile is not None:
+        DEFAULT_COMPILE = bool(compile)
+    return before
 
 
 def free_engines(model: torch.nn.Module | None = None) -> None:

@@ -62,7 +62,9 @@ class ThroughputRecipe:
     top_p: float = 0.95
     top_k: int = 20  # top-k log-probs recorded at every step (DeepConf)
     ssm_state_dtype: typing.Literal["float32", "bfloat16"] = "float32"  # float32: what transformers keeps
-    attention: typing.Literal["auto", "sdpa", "matmul"] = "auto"  # auto: the faster on the live cache, per position
+    # auto: the fastest on the live cache, per position (timed inside a CUDA graph, as the step runs it)
+    attention: typing.Literal["auto", "sdpa", "matmul", "triton"] = "auto"
+    compile: bool = False  # the engine's torch.compile'd layer glue (fuses the element-wise kernels)
     reserve_gib: float = 2.0  # GPU memory kept free beyond the caches (graph pool, allocator slack)
     copy_gib: float = 4.0  # size of the copy that measures HBM bandwidth
     prefill_tokens: int = 8192  # tokens per prefill forward when timing prefill
@@ -433,7 +435,7 @@ class Study:
         self.log(f"[throughput] {name} {setting} batch {batch} {variant} ({self.elapsed():.0f} s)")
         try:
             eng = DecodeEngine(model, batch, inp + out + steps + 1, ssm_state_dtype=ssm_dtype,
-                               attention="sdpa" if r.attention == "auto" else r.attention)
+                               attention="sdpa" if r.attention == "auto" else r.attention, compile=r.compile)
             eng.prepare_outputs(max(out, steps + 1), r.top_k)
             if temperature:
                 eng.noise = torch.empty(batch, eng.arch["vocab"], dtype=torch.float32, device=self.device)
@@ -526,11 +528,12 @@ class Study:
         """transformers' ``generate`` vs the engine, same prompts, greedy, exactly ``hf_new_tokens`` tokens."""
         import torch
 
-        from falcon_h1r.engine import free_engines, generate_ids
+        from falcon_h1r.engine import free_engines, generate_ids, set_defaults
 
         r = self.recipe
         B, P, N = r.hf_batch, r.hf_prompt_tokens, r.hf_new_tokens
         base = dict(kind="hf_generate", model=name, batch=B, prompt_tokens=P, new_tokens=N)
+        before = None
         if self.left(soft_deadline) < 60:
             self.add(**base, status="skipped_budget")
             return
@@ -554,6 +557,9 @@ class Study:
             t_hf, out = hf(N)
             hf_tokens = out[:, P:].cpu()
             prompts = ids.tolist()
+            # the engine as the study configures it; "auto" is SDPA here: contexts of 160 tokens, where its
+            # single pass over the cache is as fast as a split one (bench/decode_profile.py)
+            before = set_defaults(attention="sdpa" if r.attention == "auto" else r.attention, compile=r.compile)
             run = lambda: generate_ids(model, prompts, eos_id=-1, pad_id=0, temperature=0.0, top_p=1.0,  # noqa: E731
                                        max_new_tokens=N, top_k=r.top_k, engine="fast")
             self._sync()
@@ -581,6 +587,8 @@ class Study:
             self.add(**base, status="oom" if _is_oom(exc) else "error", error=repr(exc)[:500])
             self.log(f"    failed: {exc!r}"[:300])
         finally:
+            if before is not None:
+                set_defaults(**before)
             free_engines(model)
 
     def variants(self, model: Any, name: str, config: Any, params: int, soft_deadline: float | None) -> None:

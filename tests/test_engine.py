@@ -164,8 +164,8 @@ def test_matmul_attention_equals_sdpa_on_a_cache_slice():
     valid = torch.rand(B, T, generator=g) < 0.7
     valid[:, -1] = True
     bias = torch.zeros(B, 1, 1, T).masked_fill_(~valid[:, None, None, :], float("-inf"))
-    ref = engine.DecodeEngine._attend(q, k, v, bias, 0.25, "sdpa")
-    torch.testing.assert_close(engine.DecodeEngine._attend(q, k, v, bias, 0.25, "matmul"), ref, rtol=1e-5, atol=1e-5)
+    ref = engine.DecodeEngine._attend(q, k, v, bias, 0.25, "sdpa", valid)
+    torch.testing.assert_close(engine.DecodeEngine._attend(q, k, v, bias, 0.25, "matmul", valid), ref, rtol=1e-5, atol=1e-5)
     # and the layout: query head h reads KV head h // G (what transformers' repeat_kv does)
     expanded = torch.softmax((q.reshape(B, KV * G, 1, D) @ k.repeat_interleave(G, 1).transpose(-1, -2)) * 0.25
                              + bias, -1) @ v.repeat_interleave(G, 1)

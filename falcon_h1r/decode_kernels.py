@@ -1,0 +1,187 @@
+"""Decode-step kernels the field's libraries lack for our shapes, each with a plain-torch reference twin.
+
+**Split-KV grouped-query decode attention** (flash-decoding). One new token per row attends over a static
+KV cache. PyTorch's SDPA treats the G query heads that share a KV head as G query rows of one block and walks
+the whole cache in a single program per (row, KV head): at batch 32 with 2 KV heads that is 64 programs for
+132 SMs, and the cache is read at about 2 TB/s of the H100's 3. vLLM and FlashAttention split the KV length
+across programs and merge the partial softmaxes; flash-attn is not installable on the lent GPU machine (a long
+CUDA build), so this module writes the same two-pass scheme in Triton:
+
+1. ``_attn_partial``: program (row·KV head, split) loads the G queries once, walks its slice of the cache in
+   ``block_n`` tiles with an online softmax (masked by the row's ``valid`` columns), and writes its unnormalised
+   output, running max and running sum.
+2. ``_attn_combine``: one program per (row·KV head) rescales the splits to a common max and normalises.
+
+Each K/V tile is read once for all G query heads (the GQA saving). The reference twin is
+:func:`attention_ref` (SDPA with the same mask); ``tests/test_decode_kernels.py`` compares them under Triton's
+CPU interpreter and ``bench/engine_check.py`` on the GPU.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+# H100 has 132 SMs; aim for about four programs per SM so that the cache is streamed by every SM.
+PROGRAMS_PER_SM = 4
+
+
+def attention_ref(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor,
+                  scale: float) -> torch.Tensor:
+    """q [B, KV, G, D] over keys/values [B, KV, T, D] where ``valid`` [B, T] (bool) marks the columns to attend."""
+    bias = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill_(~valid, float("-inf"))
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=bias[:, None, None, :], scale=scale)
+
+
+@functools.lru_cache(maxsize=1)
+def _kernels() -> tuple[Any, Any]:
+    """Build the Triton kernels on first use (so that ``TRITON_INTERPRET`` set by a test is honoured and
+    machines without Triton can import this module)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _attn_partial(Q, K, V, VALID, O_PART, M_PART, L_PART,
+                      s_qb, s_qh, s_qg, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_valid,
+                      kv_len, n_splits, scale,
+                      KV_HEADS: tl.constexpr, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
+                      BLOCK_N: tl.constexpr, SPLIT_LEN: tl.constexpr):
+        bh = tl.program_id(0)
+        split = tl.program_id(1)
+        b = bh // KV_HEADS
+        h = bh % KV_HEADS
+        offs_g = tl.arange(0, G_PAD)
+        offs_d = tl.arange(0, D)
+        q = tl.load(Q + b * s_qb + h * s_qh + offs_g[:, None] * s_qg + offs_d[None, :],
+                    mask=offs_g[:, None] < G, other=0.0)
+        start = split * SPLIT_LEN
+        end = tl.minimum(start + SPLIT_LEN, kv_len)  # the last split may be short: its tail tiles are masked
+        m_i = tl.full([G_PAD], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([G_PAD], dtype=tl.float32)
+        acc = tl.zeros([G_PAD, D], dtype=tl.float32)
+        k_base = K + b * s_kb + h * s_kh
+        v_base = V + b * s_vb + h * s_vh
+        for i in range(0, SPLIT_LEN, BLOCK_N):
+            offs_n = start + i + tl.arange(0, BLOCK_N)
+            inside = offs_n < end
+            ok = (tl.load(VALID + b * s_valid + offs_n, mask=inside, other=0) != 0) & inside
+            k = tl.load(k_base + offs_n[:, None] * s_kt + offs_d[None, :], mask=inside[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k)) * scale
+            s = tl.where(ok[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing valid yet stays at 0
+            alpha = tl.exp(m_i - m_safe)
+            p = tl.exp(s - m_safe[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(v_base + offs_n[:, None] * s_vt + offs_d[None, :], mask=inside[:, None], other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        part = bh * n_splits + split
+        tl.store(O_PART + (part * G_PAD + offs_g[:, None]) * D + offs_d[None, :], acc)
+        tl.store(M_PART + part * G_PAD + offs_g, m_i)
+        tl.store(L_PART + part * G_PAD + offs_g, l_i)
+
+    @triton.jit
+    def _attn_combine(O_PART, M_PART, L_PART, OUT, s_ob, s_oh, s_og, n_splits,
+                      KV_HEADS: tl.constexpr, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
+                      SPLITS_PAD: tl.constexpr):
+        bh = tl.program_id(0)
+        b = bh // KV_HEADS
+        h = bh % KV_HEADS
+        offs_s = tl.arange(0, SPLITS_PAD)
+        offs_g = tl.arange(0, G_PAD)
+        offs_d = tl.arange(0, D)
+        in_s = offs_s < n_splits
+        ml_idx = (bh * n_splits + offs_s[:, None]) * G_PAD + offs_g[None, :]
+        m = tl.load(M_PART + ml_idx, mask=in_s[:, None], other=float("-inf"))  # [S, G]
+        l = tl.load(L_PART + ml_idx, mask=in_s[:, None], other=0.0)
+        m_max = tl.max(m, 0)
+        m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+        w = tl.exp(m - m_max[None, :])  # [S, G]; empty splits carry m = -inf -> weight 0
+        denom = tl.sum(w * l, 0)  # [G]
+        acc = tl.zeros([G_PAD, D], dtype=tl.float32)
+        for s_i in range(SPLITS_PAD):  # a constexpr bound; the splits past n_splits load nothing
+            w_s = tl.sum(tl.where(offs_s[:, None] == s_i, w, 0.0), 0)  # [G]
+            o = tl.load(O_PART + ((bh * n_splits + s_i) * G_PAD + offs_g[:, None]) * D + offs_d[None, :],
+                        mask=(offs_g[:, None] < G_PAD) & (s_i < n_splits), other=0.0)
+            acc += o * w_s[:, None]
+        out = acc / denom[:, None]
+        tl.store(OUT + b * s_ob + h * s_oh + offs_g[:, None] * s_og + offs_d[None, :],
+                 out.to(OUT.dtype.element_ty), mask=offs_g[:, None] < G)
+
+    return _attn_partial, _attn_combine
+
+
+def triton_available() -> bool:
+    """Whether Triton can be imported here (the GPU image has it; CPU installs use it only in tests)."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def plan_splits(rows_times_heads: int, kv_len: int, block_n: int, sm_count: int,
+                max_splits: int = 256) -> tuple[int, int]:
+    """(number of KV splits, tokens per split): enough programs to keep every SM streaming, no split
+    shorter than one tile. The split length is ``block_n`` times a power of two (it is a compile-time
+    constant of the kernel, so few variants get compiled); fixed per (batch, KV length), so a captured
+    graph replays the same plan."""
+    want = min(max_splits, max(1, math.ceil(PROGRAMS_PER_SM * sm_count / max(1, rows_times_heads))))
+    tiles = max(1, math.ceil(kv_len / block_n))
+    per_split = 1
+    while math.ceil(tiles / per_split) > want:
+        per_split *= 2
+    split_len = per_split * block_n
+    return math.ceil(kv_len / split_len), split_len
+
+
+@functools.lru_cache(maxsize=8)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def split_kv_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor,
+                       scale: float, *, block_n: int = 64, num_warps: int = 4, num_stages: int = 2,
+                       sm_count: int | None = None) -> torch.Tensor:
+    """The Triton twin of :func:`attention_ref`: same arguments, same result within rounding.
+
+    ``keys``/``values`` may be strided slices of a larger cache (only their last dimension must be
+    contiguous); ``valid`` [B, T'] with T' >= T.
+    """
+    B, KV, G, D = q.shape
+    T = keys.shape[2]
+    if keys.shape != (B, KV, T, D) or values.shape != keys.shape:
+        raise ValueError(f"keys/values must be [B, KV, T, D] = [{B}, {KV}, T, {D}], got {tuple(keys.shape)} "
+                         f"and {tuple(values.shape)}")
+    if D & (D - 1) or D < 16:
+        raise ValueError(f"head_dim must be a power of two >= 16 for the Triton kernel, got {D}")
+    if valid.dtype != torch.bool or valid.shape[0] != B or valid.shape[1] < T:
+        raise ValueError(f"valid must be a bool [B, >=T] mask, got {valid.dtype} {tuple(valid.shape)}")
+    for name, t in (("q", q), ("keys", keys), ("values", values), ("valid", valid)):
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must be contiguous in its last dimension")
+    if sm_count is None:
+        sm_count = _sm_count(q.device.index or 0) if q.is_cuda else 132
+    partial_kernel, combine_kernel = _kernels()
+    n_splits, split_len = plan_splits(B * KV, T, block_n, sm_count)
+    g_pad = max(16, 1 << (G - 1).bit_length())
+    o_part = torch.empty(B * KV * n_splits * g_pad * D, dtype=torch.float32, device=q.device)
+    m_part = torch.empty(B * KV * n_splits * g_pad, dtype=torch.float32, device=q.device)
+    l_part = torch.empty_like(m_part)
+    valid_u8 = valid.view(torch.uint8)
+    partial_kernel[(B * KV, n_splits)](
+        q, keys, values, valid_u8, o_part, m_part, l_part,
+        q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
+        values.stride(0), values.stride(1), values.stride(2), valid_u8.stride(0),
+        T, n_splits, float(scale),
+        KV_HEADS=KV, G=G, G_PAD=g_pad, D=D, BLOCK_N=block_n, SPLIT_LEN=split_len,
+        num_warps=num_warps, num_stages=num_stages)
+    out = torch.empty_like(q)
+    combine_kernel[(B * KV,)](o_part, m_part, l_part, out, out.stride(0), out.stride(1), out.stride(2), n_splits,
+                              KV_HEADS=KV, G=G, G_PAD=g_pad, D=D,
+                              SPLITS_PAD=max(2, 1 << (n_splits - 1).bit_length()), num_warps=4)
+    return out
