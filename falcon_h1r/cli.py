@@ -1,9 +1,11 @@
-"""Command line: ``falcon-h1r list`` and ``falcon-h1r reproduce [--preset P] [--sections ...]``.
+"""Command line: ``falcon-h1r list`` and ``falcon-h1r reproduce [--preset P] [--sections ...] [--override K=V ...]``.
 
 ``reproduce`` executes the section notebooks with papermill, one after another, each with
-``preset`` injected into its ``parameters`` cell. The executed copy of each notebook lands in
-``results/<preset>/<section>/`` beside what it wrote; a failing notebook keeps its traceback there,
-the run goes on to the next one, and the command exits non-zero naming what failed.
+``preset`` (and ``overrides``, from ``--override``) injected into its ``parameters`` cell. The executed
+copy of each notebook lands in ``results/<preset>/<section>/`` beside what it wrote; a failing notebook
+keeps its traceback there, the run goes on to the next one, and the command exits non-zero naming what
+failed. ``FALCON_H1R_RESULTS`` moves that results root (e.g. for a probe run with overrides whose records
+must not replace the committed ones).
 """
 
 from __future__ import annotations
@@ -56,6 +58,49 @@ def check_preset(preset: str) -> str:
     return preset
 
 
+# the dataclass that parses each section block of a preset (each notebook calls cfg.section(name, cls))
+SECTION_RECIPES = {"curation": ("falcon_h1r.curation", "CurationRecipe"), "sft": ("falcon_h1r.sft", "SFTRecipe"),
+                   "rl": ("falcon_h1r.grpo", "RLRecipe"), "throughput": ("falcon_h1r.throughput", "ThroughputRecipe"),
+                   "deepconf": ("falcon_h1r.deepconf", "DeepConfRecipe"), "safety": ("falcon_h1r.safety", "SafetyRecipe")}
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["rl.steps=200", "rl.curricula=[math_only]"]`` -> ``{"rl.steps": 200, "rl.curricula": ["math_only"]}``.
+
+    Each value is read as YAML (numbers, ``true``/``false``, ``[a, b]`` lists); the recipe's own types
+    decide the rest (``5e-5`` reads as a string in YAML and is accepted where a number is expected).
+    """
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--override {item!r}: expected KEY=VALUE, e.g. rl.steps=200")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--override {item!r}: the value is not valid YAML ({exc.__class__.__name__})") from None
+    return out
+
+
+def check_overrides(preset: str, overrides: dict) -> None:
+    """Fail before any notebook starts: the preset with the overrides must load, and every section block
+    an override touches must parse with its section's recipe class."""
+    import importlib
+
+    from falcon_h1r.config import RecipeError, load_preset
+
+    try:
+        cfg = load_preset(preset, overrides)
+        for block in sorted({k.split(".", 1)[0] for k in overrides} & set(SECTION_RECIPES)):
+            module, cls = SECTION_RECIPES[block]
+            cfg.section(block, getattr(importlib.import_module(module), cls))
+    except RecipeError as exc:
+        raise UsageError(f"--override: {exc}") from None
+
+
 def run_notebook(section: str, preset: str, *, parameters: dict | None = None, root: Path = RESULTS_ROOT,
                  log_output: bool = False) -> Path:
     """Execute one section notebook with papermill; returns the executed copy's path."""
@@ -84,18 +129,22 @@ def cmd_list() -> int:
     return 0
 
 
-def cmd_reproduce(preset: str, sections: list[str], log_output: bool) -> int:
+def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides: dict | None = None) -> int:
     from tqdm.auto import tqdm
 
     failed = []
     t0 = time.time()
+    params = {"overrides": overrides} if overrides else None
+    if overrides:
+        print(f"reproduce {preset}: overrides {overrides}; results under {RESULTS_ROOT}", file=sys.stderr)
     bar = tqdm(sections, desc=f"reproduce {preset}", unit="notebook", file=sys.stderr)
     for section in bar:
         bar.set_postfix_str(section)
         t = time.time()
         try:
-            out = run_notebook(section, preset, log_output=log_output)
-            tqdm.write(f"[ok] {section} in {time.time() - t:.0f}s -> {out.relative_to(REPO_ROOT)}", file=sys.stderr)
+            out = run_notebook(section, preset, parameters=params, log_output=log_output)
+            shown = out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out
+            tqdm.write(f"[ok] {section} in {time.time() - t:.0f}s -> {shown}", file=sys.stderr)
         except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
             failed.append(section)
             where = RESULTS_ROOT / preset / section / NOTEBOOKS[section]
@@ -119,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--preset", default="tiny")
     rep.add_argument("--sections", nargs="*", default=None, help="e.g. 01 02_sft deepconf (default: all)")
     rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    rep.add_argument("--override", action="append", default=None, metavar="KEY=VALUE",
+                     help="a recipe value for this run, e.g. rl.steps=200 or 'rl.curricula=[math_only]' (repeatable; "
+                          "set FALCON_H1R_RESULTS to keep the committed records)")
     summ = sub.add_parser("summary", help="print a preset's headline figures from results/*/summary.json")
     summ.add_argument("--preset", default="tiny")
     summ.add_argument("--write-readme", action="store_true", help="update README.md's results block")
@@ -135,10 +187,13 @@ def main(argv: list[str] | None = None) -> int:
                 update_readme(preset)
             return 0
         sections = resolve_sections(args.sections)
+        overrides = parse_overrides(args.override)
+        if overrides:
+            check_overrides(preset, overrides)
     except UsageError as exc:
         print(f"falcon-h1r: {exc}", file=sys.stderr)
         return 2
-    return cmd_reproduce(preset, sections, args.log_output)
+    return cmd_reproduce(preset, sections, args.log_output, overrides)
 
 
 if __name__ == "__main__":

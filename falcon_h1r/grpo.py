@@ -390,9 +390,13 @@ def make_sample_fn(model: torch.nn.Module, tok: Any, recipe: RLRecipe, gen_cfg: 
 
     ``state["gen_calls"]`` numbers the calls (it seeds each call, so a resumed run samples the same
     rollouts); ``state["step"]`` is the current policy version. Every rollout's reward, length and
-    correctness goes to ``log`` (the step's training-dynamics record).
+    correctness goes to ``log`` (the step's training-dynamics record); the rewards of rollouts whose
+    prompt this run generates for the first time also go to ``log["reward_first_seen"]`` (ids in
+    ``state["seen_ids"]``): on a pool seen more than once, the reward on never-seen prompts separates a
+    policy that improves on new problems from one that improves on the problems it has trained on.
     """
     G = recipe.group_size
+    seen: set[str] = state.setdefault("seen_ids", set())
 
     def sample_fn(problems: list[dict[str, Any]]) -> list[Group]:
         prompts = [tok.prompt(p["question"]) for p in problems for _ in range(G)]
@@ -410,6 +414,12 @@ def make_sample_fn(model: torch.nn.Module, tok: Any, recipe: RLRecipe, gen_cfg: 
                                 advantages=group_advantages(rewards, recipe.advantage_eps, recipe.advantage_std),
                                 born_step=state["step"]))
         log["reward"] += [r.reward for r in results]
+        for i, p in enumerate(problems):
+            key = str(p.get("id", p["question"]))
+            if key not in seen:
+                seen.add(key)
+                log.setdefault("reward_first_seen", []).extend(r.reward for r in results[i * G:(i + 1) * G])
+                log["first_seen_prompts"] = log.get("first_seen_prompts", 0) + 1
         log["correct"] += [float(r.correct) for r in results]
         log["format_ok"] += [float(r.format_ok) for r in results]
         log["length"] += [c.num_tokens for c in comps]
@@ -567,6 +577,9 @@ def train_grpo(model: torch.nn.Module, tok: Any, pool: Sequence[dict[str, Any]],
         sched.step()
         row = {"step": step + 1, **st.as_dict(), **upd, "lr": sched.get_last_lr()[0],
                "reward_mean": _mean(log["reward"]), "accuracy": _mean(log["correct"]),
+               # None (not NaN) when every prompt of the step had been generated before: rows stay comparable
+               "reward_first_seen": _mean(log["reward_first_seen"]) if log.get("reward_first_seen") else None,
+               "first_seen_prompts": log.get("first_seen_prompts", 0),
                "batch_reward_mean": _mean([r for g in groups for r in g.rewards]),
                "format_ok_frac": _mean(log["format_ok"]), "response_len_mean": _mean(log["length"]),
                "truncated_frac": _mean(log["truncated"]), "batch_groups": len(groups),

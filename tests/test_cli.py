@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from falcon_h1r.cli import main, resolve_sections
+from falcon_h1r.cli import UsageError, main, parse_overrides, resolve_sections
 
 
 def test_unknown_preset_exits_2_naming_valid(capsys):
@@ -21,6 +21,44 @@ def test_unknown_section_exits_2_naming_valid(capsys):
 def test_section_aliases():
     assert resolve_sections(["02", "deepconf", "6"]) == ["02_sft", "05_deepconf", "06_safety"]
     assert resolve_sections(None)[0] == "01_data_curation"
+
+
+def test_overrides_are_read_as_yaml_and_malformed_ones_named():
+    got = parse_overrides(["rl.steps=200", "rl.curricula=[math_only]", "rl.lr=5e-5", "rl.attack_suite=false",
+                           "rl.rewards.science_judge=numeric"])
+    assert got == {"rl.steps": 200, "rl.curricula": ["math_only"], "rl.lr": "5e-5", "rl.attack_suite": False,
+                   "rl.rewards.science_judge": "numeric"}
+    assert parse_overrides(None) == {}
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        parse_overrides(["rl.steps"])
+    with pytest.raises(UsageError, match="not valid YAML"):
+        parse_overrides(["rl.curricula=[math_only"])
+
+
+def test_bad_override_exits_2_before_any_notebook(capsys, monkeypatch):
+    from falcon_h1r import cli
+
+    monkeypatch.setattr(cli, "run_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+    assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override", "rl.stepz=3"]) == 2
+    assert "unknown key rl.stepz" in capsys.readouterr().err
+    assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override", "rl.curricula=[math_then_math]"]) == 2
+    assert "rl.curricula" in capsys.readouterr().err
+    assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override", "train.stepz=3"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+
+
+def test_overrides_reach_each_notebook_as_a_parameter(monkeypatch, tmp_path):
+    from falcon_h1r import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "run_notebook", lambda s, p, **kw: calls.append((s, p, kw)) or tmp_path / "x.ipynb")
+    assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override", "rl.steps=7",
+                 "--override", "rl.lr=5e-5"]) == 0
+    assert calls == [("03_rl", "tiny", {"parameters": {"overrides": {"rl.steps": 7, "rl.lr": "5e-5"}},
+                                        "log_output": False})]
+    calls.clear()
+    assert main(["reproduce", "--preset", "tiny", "--sections", "03"]) == 0
+    assert calls[0][2]["parameters"] is None  # no overrides: the notebook's own default ({}) stands
 
 
 def test_list_runs_as_a_module():

@@ -154,6 +154,26 @@ def test_kill_and_resume_gives_the_same_final_metrics_and_weights(setup, tmp_pat
     assert any(r["updated"] for r in full.history) and full.sampler["gen_calls"] >= 5
 
 
+def test_reward_on_first_seen_prompts_is_logged_and_survives_a_resume(setup, tmp_path):
+    import copy
+
+    preset, sets, tok, base = setup
+    gen = RECIPE.sampling(preset.generation)
+    pool = sets["train"][:5]  # 2 prompts a call: the third call already repeats a prompt
+    res = train_grpo(copy.deepcopy(base), tok, pool, RECIPE, gen_cfg=gen, steps=5, seed=3, score_fn=_length_score,
+                     progress=False, run_dir=tmp_path / "run")
+    h = res.history
+    first = h[0]
+    assert first["first_seen_prompts"] == first["prompts_generated"]  # every prompt of step 1 is new
+    assert first["reward_first_seen"] == pytest.approx(first["reward_mean"])
+    assert sum(r["first_seen_prompts"] for r in h) == len(pool)  # each pool problem counted once
+    assert sum(r["prompts_generated"] for r in h) > len(pool)
+    late = [r for r in h if r["prompts_generated"] and not r["first_seen_prompts"]]
+    assert late and all(r["reward_first_seen"] is None for r in late)  # None, not NaN: rows stay comparable
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=False)
+    assert state["counters"]["seen_ids"] == {p["id"] for p in pool}
+
+
 def test_micro_batching_does_not_change_the_update(setup):
     import copy
 
