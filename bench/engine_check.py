@@ -74,8 +74,9 @@ def merge_runs(runs: list[dict]) -> dict:
             if c["name"] not in order:
                 order.append(c["name"])
             if c["status"] != "skipped_budget" or c["name"] not in latest:
-                latest[c["name"]] = {**c, "run_started": run["started"], "run_gpu_name": run.get("gpu_name"),
-                                     "run_triton_f32_default": run.get("triton_f32_default")}
+                # a check from an already merged record keeps its own run's start and GPU
+                latest[c["name"]] = {"run_started": run["started"], "run_gpu_name": run.get("gpu_name"),
+                                     "run_triton_f32_default": run.get("triton_f32_default"), **c}
     checks = [latest[n] for n in order]
     gpus = sorted({c["run_gpu_name"] for c in checks if c["status"] != "skipped_budget"} - {None})
     keys = ("device", "torch", "transformers", "mamba_ssm_triton_state_update", "triton_f32_default")

@@ -135,8 +135,10 @@ else:
 # output length** (linear between the measured positions: attention grows linearly with the context, the
 # Mamba part is constant), plus the batch's prefill time (transformers' forward with mamba-ssm's Triton scan,
 # timed per sequence on ~8K-token forwards and scaled by the batch); tokens/s = batch × output length / that
-# total. At each position the attention kernel (SDPA, or batched matmuls) is the faster of the two on the live
-# cache. The **roofline** is the bytes a step must move (weights but the embedding table, K/V up to the
+# total. At each position the attention kernel is the fastest on the live cache of SDPA, batched matmuls and the
+# split-KV Triton kernel of `falcon_h1r.decode_kernels` (timed inside a CUDA graph, as the step runs it), and
+# with the recipe's `compile: true` the layers' element-wise glue runs torch.compile'd (the plain functions
+# are its reference; `bench/engine_check.py` checks both fast paths against the plain engine). The **roofline** is the bytes a step must move (weights but the embedding table, K/V up to the
 # position, Mamba states read and written) over the bandwidth of a large device copy. Random bf16 weights of the full architectures; the Mamba-2 SSM state in float32 (what
 # transformers keeps). The **largest batch** is where the whole run's caches (K/V for input + output, Mamba
 # states, the per-token outputs) fit beside the weights, computed from the bytes and checked by allocating.
@@ -243,6 +245,46 @@ if records:
         "largest batch that fits one GPU when 64 or 128 do not (the `_batch` entries)."))
     if write_gpu:
         writer.summary(summary)
+
+# %% [markdown]
+# ## Where a decode step's time goes
+# `bench/decode_profile.py` on the same GPU, Falcon-H1R-7B: one eager step under `torch.profiler` (kernel time
+# per category, at batch 32 and an 8K context, plain engine), and the captured step of every combination of
+# the engine's paths: attention by SDPA or the split-KV Triton kernel, the layer glue plain or compiled, and
+# the SSM state in float32 or bfloat16 (vLLM's default keeps it in the model dtype). The profile's GPU time was
+# measured before the compiled glue's last numerical fix (`torch.add(..., alpha=)` replaced by multiplies,
+# the same kernels).
+
+# %%
+profile_path = gpu_dir / "decode_profile.json"
+if profile_path.exists():
+    prof = read_json(profile_path)
+    k = prof["kernels"]
+    cats = pd.DataFrame({"ms": {c: 1e3 * v for c, v in k["per_category_s"].items()},
+                         "kernels": k["per_category_count"]}).sort_values("ms", ascending=False)
+    display(Markdown(f"**One eager step** (batch {k['batch']}, context {k['context']}, {prof['gpu']}): "
+                     f"{k['kernels']} kernels, {1e3 * k['kernel_s_total']:.2f} ms of kernel time; the same step "
+                     f"captured in a CUDA graph takes {1e3 * k['graph_step_s']:.2f} ms, so launch gaps are not "
+                     "where the time goes: the kernels are."))
+    display(cats)
+    prof_steps = pd.DataFrame([r for r in prof["steps"] if "step_s" in r])
+    prof_steps["ssm_state"] = prof_steps.get("ssm_state_dtype", pd.Series(dtype=object)).fillna("float32")
+    prof_steps["step_ms"] = 1e3 * prof_steps["step_s"]
+    path_name = lambda cols: [f"{a}, {'compiled' if c else 'plain'} glue, {st} state" for a, c, st in cols]  # noqa: E731
+    view = prof_steps.pivot_table(index=["batch", "context"], columns=["attention", "compiled", "ssm_state"],
+                                  values="step_ms")
+    view.columns = path_name(view.columns)
+    display(Markdown(f"Captured decode step (ms) per path ({prof['gpu']}, Falcon-H1R-7B, random weights):"))
+    display(view.round(2))
+    ratio = prof_steps.pivot_table(index=["batch", "context"], columns=["attention", "compiled", "ssm_state"],
+                                   values="step_over_roofline")
+    ratio.columns = path_name(ratio.columns)
+    display(Markdown("Step time over its roofline (bytes to move / copy bandwidth):"))
+    display(ratio.round(2))
+    if write_gpu:
+        writer.table("decode_step_paths", view.reset_index(), caption=f"Decode step (ms) per engine path, {prof['gpu']}")
+else:
+    display(Markdown(f"No decode profile committed (`{profile_path}`)."))
 
 # %%
 writer.provenance({"gpu_records": str(gpu_dir) if records else None})
