@@ -277,7 +277,10 @@ display(stages[[c for c in ["curriculum", "stage", "domains", "pool", "remeasure
 # %% [markdown]
 # ## Did math-only RL improve on the SFT checkpoint?
 # Paired by held-out math problem: the change in per-problem pass rate from the SFT base to the final
-# math-only checkpoint, with its 95 % interval.
+# math-only checkpoint, with its 95 % interval. With `rl.eval_every` > 0 the same comparison follows at
+# every evaluation (the trajectory table), beside the training reward over the steps since the previous
+# evaluation: on all rollouts, and on the rollouts of prompts the run had never generated before
+# (`reward_first_seen`; a rise there, unlike a rise on prompts seen again, is a rise on new problems).
 
 # %%
 summary = {"sft_heldout_pass1": sft_eval.get("pass1_math"), "sft_heldout_pass1_all": sft_eval["pass1"],
@@ -300,6 +303,23 @@ if "math_only" in set(evals["curriculum"]):
                      + ("**Not a measurable change**: the interval includes 0, so the rise in training reward on the "
                         "pool did not carry over to held-out problems at this scale." if abs(diff) <= ci else
                         f"The interval excludes 0: a measurable {'gain' if diff > 0 else 'loss'} on held-out problems.")))
+    traj, prev = [], 0
+    for _, e in mo.iterrows():
+        d_, ci_, n_ = paired_difference(e["per_problem"], sft_eval["per_problem"], math_ids)
+        win = h[(h["global_step"] > prev) & (h["global_step"] <= e["global_step"])]
+        row = {"step": int(e["global_step"]), "pass1_math": e["pass1_math"], "minus_sft": d_, "ci95": ci_, "n": n_,
+               "train_reward": win["reward_mean"].mean()}
+        if "reward_first_seen" in win.columns and win["first_seen_prompts"].sum() > 0:
+            w = win.dropna(subset=["reward_first_seen"])
+            row["train_reward_first_seen"] = float((w["reward_first_seen"] * w["first_seen_prompts"]).sum()
+                                                   / w["first_seen_prompts"].sum())
+            row["first_seen_prompts"] = int(win["first_seen_prompts"].sum())
+        traj.append(row)
+        prev = e["global_step"]
+    traj = pd.DataFrame(traj)
+    writer.table("math_only_trajectory", traj, caption=f"Math-only GRPO: held-out math pass@1 minus the SFT base's "
+                 f"(paired, 95 %) at each evaluation, and the training reward since the previous one ({OURS})")
+    display(traj)
 
 # %% [markdown]
 # ## Training dynamics (the paper's Fig. 6 shows these for its final math-only run)
@@ -360,6 +380,50 @@ if "backfill_nocache" in saving:
     summary["backfill_gen_call_saving_vs_nocache"] = saving["backfill_nocache"]
 if "duplicate" in saving:
     summary["backfill_gen_call_saving_vs_duplicate"] = saving["duplicate"]
+# %% [markdown]
+# ## A longer math-only run (its own record set)
+# The curricula above run 40 steps each. On the small preset the math-only run then had seen each pool problem
+# about three times, its training reward rose only on problems seen again, and held-out math did not move.
+# `math_only_long/` (beside this notebook's records) holds one more run of this notebook, math-only, with a
+# 4x larger pool (12,000 candidates), 200 steps at the same learning rate, and a held-out evaluation every 50
+# steps; it was made with `scripts/gpu_rl_probe.sh` and its full recipe is in its `provenance.json`. Its SFT
+# base is the same recipe's base rebuilt on another GPU machine, so it is compared with its own SFT score.
+
+# %%
+long_dir = writer.dir / "math_only_long"
+if (long_dir / "summary.json").exists() and (long_dir / "math_only_trajectory.csv").exists():
+    long_sum = read_json(long_dir / "summary.json")
+    long_traj = pd.read_csv(long_dir / "math_only_trajectory.csv")
+    long_rl = read_json(long_dir / "provenance.json")["parameters"]["rl"]
+    display(Markdown("Recipe differences from this preset's `rl` block: " + ", ".join(
+        f"`{k}` {rl_value} -> {long_rl[k]}" for k, rl_value in to_dict(rl).items()
+        if k in long_rl and long_rl[k] != rl_value) + "."))
+    display(long_traj)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.6))
+    ax[0].errorbar(long_traj["step"], long_traj["minus_sft"], yerr=long_traj["ci95"], marker="o", capsize=4)
+    ax[0].axhline(0, color="grey", lw=0.8)
+    ax[0].set(xlabel="GRPO step", ylabel="held-out math pass@1 minus SFT", title="paired change, 95 % interval")
+    ax[1].plot(long_traj["step"], long_traj["train_reward"], marker="o", label="all rollouts")
+    if "train_reward_first_seen" in long_traj:
+        ax[1].plot(long_traj["step"], long_traj["train_reward_first_seen"], marker="s", label="prompts never seen before")
+    ax[1].set(xlabel="GRPO step (end of window)", ylabel="mean training reward", title="training reward per window")
+    ax[1].legend()
+    fig.suptitle(f"Math-only GRPO, {int(long_traj['step'].max())} steps ({OURS})")
+    fig.tight_layout()
+    writer.figure("math_only_long_trajectory", fig)
+    plt.show()
+    for k in ("sft_heldout_pass1", "math_only_heldout_pass1", "math_only_minus_sft_math",
+              "math_only_minus_sft_math_ci95", "math_only_minus_sft_math_n"):
+        summary[f"long_{k}"] = long_sum[k]
+    summary["long_steps"] = int(long_traj["step"].max())
+    d, ci = long_sum["math_only_minus_sft_math"], long_sum["math_only_minus_sft_math_ci95"]
+    display(Markdown(f"After {summary['long_steps']} steps: held-out math {long_sum['sft_heldout_pass1']:.3f} -> "
+                     f"{long_sum['math_only_heldout_pass1']:.3f}, a paired change of **{d:+.3f} ± {ci:.3f}** "
+                     f"(95 %, {int(long_sum['math_only_minus_sft_math_n'])} problems): "
+                     + ("the interval excludes 0." if abs(d) > ci else "the interval includes 0.")))
+else:
+    display(Markdown("No `math_only_long/` record set beside this notebook's records (only the small preset has one)."))
+
 summary["sandbox_attacks_tried"] = attacks_summary.get("attacks_tried", 0)
 summary["sandbox_escapes"] = attacks_summary.get("escapes", 0)
 summary["rl_compute_s"] = timings["total_s"]
