@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from falcon_h1r.decode_kernels import split_kv_attention, triton_available
-from falcon_h1r.generation import EarlyStop, _left_pad, top_p_filter
+from falcon_h1r.generation import EarlyStop, _left_pad, sample_step
 from falcon_h1r.generation import generate as hf_generate
 from falcon_h1r.generation import generate_ids as hf_generate_ids
 
@@ -604,18 +604,9 @@ class DecodeEngine:
     # ---------------------------------------------------------------- sampling and bookkeeping (on device)
     def _sample_and_record(self, logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
                            eos_id: int, pad_id: int) -> None:
-        logits = logits.float()
-        raw = torch.log_softmax(logits, dim=-1)
-        top_lp, top_ids = raw.topk(top_k, dim=-1)
-        if temperature == 0.0:
-            token = logits.argmax(-1)
-            tok_lp = raw.gather(-1, token[:, None])[:, 0]
-        else:
-            proc = torch.log_softmax(top_p_filter(logits / temperature, top_p), dim=-1)
-            # Exponential race: argmax(log p - log E), E ~ Exp(1), is a draw from p; unlike multinomial it
-            # needs only pre-drawn noise, so it can live inside a CUDA graph.
-            token = (proc - self.noise.clamp_min(1e-30).log()).argmax(-1)
-            tok_lp = proc.gather(-1, token[:, None])[:, 0]
+        # the transformers loop's step, drawing from the pre-drawn noise (graph-safe) instead of multinomial
+        token, tok_lp, top_lp, top_ids = sample_step(logits, temperature, top_p, top_k, None,
+                                                     noise=None if temperature == 0.0 else self.noise)
         token = torch.where(self.running, token, torch.full_like(token, pad_id))
         idx = self.step
         self.out_tokens.index_copy_(1, idx, token[:, None])

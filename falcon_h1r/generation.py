@@ -66,8 +66,14 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def sample_step(logits: torch.Tensor, temperature: float, top_p: float, k: int,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One decoding step on ``[B, V]`` logits -> (token, sampled log-prob, raw top-k log-probs, ids)."""
+                generator: torch.Generator | None, noise: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One decoding step on ``[B, V]`` logits -> (token, sampled log-prob, raw top-k log-probs, ids).
+
+    With ``noise`` (``[B, V]`` draws of Exp(1)) the token is drawn by an exponential race,
+    argmax(log p - log E), instead of ``torch.multinomial``: the same distribution from pre-drawn noise, so
+    the fast engine can run this step inside a CUDA graph.
+    """
     logits = logits.float()
     raw_logp = torch.log_softmax(logits, dim=-1)
     top_lp, top_ids = raw_logp.topk(k, dim=-1)
@@ -77,7 +83,10 @@ def sample_step(logits: torch.Tensor, temperature: float, top_p: float, k: int,
         return token, tok_lp, top_lp, top_ids
     proc = top_p_filter(logits / temperature, top_p)
     proc_logp = torch.log_softmax(proc, dim=-1)
-    token = torch.multinomial(proc_logp.exp(), 1, generator=generator)[:, 0]
+    if noise is not None:
+        token = (proc_logp - noise.clamp_min(1e-30).log()).argmax(-1)
+    else:
+        token = torch.multinomial(proc_logp.exp(), 1, generator=generator)[:, 0]
     tok_lp = proc_logp.gather(-1, token[:, None])[:, 0]
     return token, tok_lp, top_lp, top_ids
 
