@@ -27,21 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def smoke_architectures() -> dict:
-    from transformers import FalconH1Config, Qwen3Config
-
-    from falcon_h1r.models import FALCON_H1R_7B_MUP
-    from falcon_h1r.throughput import HYBRID, TRANSFORMER
-
-    fal = FalconH1Config(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, mamba_d_ssm=64, mamba_n_heads=4,
-                         mamba_d_head=16, mamba_d_state=16, mamba_d_conv=4, mamba_chunk_size=16, mamba_rms_norm=True,
-                         max_position_embeddings=1024, **FALCON_H1R_7B_MUP)
-    qwen = Qwen3Config(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024)
-    return {HYBRID: fal, TRANSFORMER: qwen}
-
-
 def targets(summary: dict, fig8) -> list[str]:
     """The issue's targets beside what was measured (printed, not asserted)."""
     def paper(model: str, setting: str, batch: int) -> float:
@@ -107,6 +92,8 @@ def main() -> int:
         recipe = ThroughputRecipe(batch_sizes=[1, 2, 4], settings={"8K->16K": [16, 32], "512->32K": [8, 40]},
                                   positions=2, warmup_steps=1, timed_steps=2, hf_batch=4, hf_prompt_tokens=8,
                                   hf_new_tokens=4, prefill_tokens=64, reserve_gib=0.0, copy_gib=0.25)
+        from falcon_h1r.throughput import smoke_architectures
+
         architectures = smoke_architectures()
         if args.device != "cuda":
             free = lambda: 3 * 2**20  # noqa: E731 - a pretend GPU: a few sequences fit

@@ -199,6 +199,22 @@ def default_architectures(recipe: ThroughputRecipe) -> dict[str, Any]:
     return {HYBRID: falcon_h1r_7b_config(recipe.falcon_layers), TRANSFORMER: qwen3_8b_config(recipe.qwen3_layers)}
 
 
+def smoke_architectures() -> dict[str, Any]:
+    """Two-layer, 64-wide Falcon-H1 (with Falcon-H1R-7B's µP multipliers) and Qwen3 configs: the study's code
+    path on CPU in seconds (``bench/throughput.py --smoke`` and the tests)."""
+    from transformers import FalconH1Config, Qwen3Config
+
+    from falcon_h1r.models import FALCON_H1R_7B_MUP
+
+    fal = FalconH1Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, mamba_d_ssm=64, mamba_n_heads=4,
+                         mamba_d_head=16, mamba_d_state=8, mamba_d_conv=4, mamba_chunk_size=8, mamba_rms_norm=True,
+                         max_position_embeddings=512, **FALCON_H1R_7B_MUP)
+    qwen = Qwen3Config(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512)
+    return {HYBRID: fal, TRANSFORMER: qwen}
+
+
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -821,7 +837,7 @@ def paper_comparison(records: list[dict[str, Any]], fig8: pd.DataFrame,
 
 
 __all__ = [
-    "ThroughputRecipe", "Study", "HYBRID", "TRANSFORMER", "arch_numbers", "kv_bytes_per_token",
+    "ThroughputRecipe", "Study", "HYBRID", "TRANSFORMER", "smoke_architectures", "arch_numbers", "kv_bytes_per_token",
     "state_bytes_per_sequence", "output_bytes_per_token", "sequence_bytes", "param_count", "decode_step_bytes",
     "max_batch", "sample_positions", "integrate_steps", "tokens_per_s", "load_records", "records_dir",
     "step_table", "config_table", "capacities", "summarize", "paper_comparison", "default_architectures",

@@ -7,21 +7,14 @@ import torch
 
 from falcon_h1r import throughput as tp
 from falcon_h1r.config import RecipeError, load_preset
-from falcon_h1r.models import FALCON_H1R_7B_MUP, falcon_h1r_7b_config, qwen3_8b_config
+from falcon_h1r.models import falcon_h1r_7b_config, qwen3_8b_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_configs():
-    from transformers import FalconH1Config, Qwen3Config
-
-    fal = FalconH1Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, mamba_d_ssm=64, mamba_n_heads=4,
-                         mamba_d_head=16, mamba_d_state=8, mamba_d_conv=4, mamba_chunk_size=8, mamba_rms_norm=True,
-                         max_position_embeddings=512, **FALCON_H1R_7B_MUP)
-    qwen = Qwen3Config(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512)
-    return fal, qwen
+    arch = tp.smoke_architectures()
+    return arch[tp.HYBRID], arch[tp.TRANSFORMER]
 
 
 # ----------------------------------------------------------------------------- recipe
