@@ -18,7 +18,6 @@ Figures print as they come; nothing here is a test.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -49,6 +48,27 @@ CATEGORIES = (("attention", ("attn_partial", "attn_combine", "fmha", "flash", "e
               ("sampling", ("sort", "topk", "radix", "cumsum", "scan", "softmax", "argmax", "exponential")),
               ("reduction", ("reduce", "norm")),
               ("copy_index", ("copy", "index", "cat", "fill")))
+
+
+def build_engine(model: Any, batch: int, context: int, **kw: Any) -> Any:
+    """An engine for ``batch`` rows up to ``context`` (+64) tokens, caches filled with random values and
+    sampling noise drawn (a step's cost does not depend on either)."""
+    import torch
+
+    from falcon_h1r.engine import DecodeEngine
+
+    eng = DecodeEngine(model, batch, context + 64, **kw)
+    eng.prepare_outputs(64, 20)
+    eng.noise = torch.empty(batch, eng.arch["vocab"], dtype=torch.float32, device="cuda").exponential_()
+    eng.fill_random(0)
+    return eng
+
+
+def time_captured_step(eng: Any, kv_len: int, sampling: tuple, context: int) -> float:
+    """Seconds per replay of the step captured for ``kv_len`` columns, every row at ``context`` tokens."""
+    g = eng.graph(kv_len, sampling, None, True)
+    eng.set_position(context, 1)
+    return _time_cuda(g.replay, reps=10, warm=2)
 
 
 def categorize(name: str) -> str:
@@ -161,16 +181,12 @@ def main() -> None:
             if time.time() - t_start > args.budget_s:
                 rec.setdefault("skipped", []).append([B, ctx])
                 continue
-            g = None
             try:
-                eng = DecodeEngine(model, B, ctx + 64)
+                eng = build_engine(model, B, ctx)
             except torch.OutOfMemoryError:
                 rec.setdefault("oom", []).append([B, ctx])
                 print(f"B={B} ctx={ctx}: does not fit", flush=True)
                 continue
-            eng.prepare_outputs(64, 20)
-            eng.noise = torch.empty(B, a["vocab"], dtype=torch.float32, device="cuda").exponential_()
-            eng.fill_random(0)
             kv_len = eng.kv_len_for(ctx + 12)
             nbytes = decode_step_bytes(config, B, ctx + 1, params=params)
             roof = nbytes["total"] / bw
@@ -218,9 +234,7 @@ def main() -> None:
                     if comp != getattr(eng, "compiled", False):
                         eng.set_compiled(comp)
                     eng._graphs.clear()
-                    g = eng.graph(kv_len, sampling, None, True)
-                    eng.set_position(ctx, 1)
-                    t = _time_cuda(g.replay, reps=10, warm=2)
+                    t = time_captured_step(eng, kv_len, sampling, ctx)
                     row = {"batch": B, "context": ctx, "kv_len": kv_len, "attention": mode, "compiled": comp,
                            "step_s": t, "roofline_s": roof, "step_over_roofline": t / roof,
                            "bytes": nbytes, "tok_s": B / t}
@@ -253,14 +267,9 @@ def main() -> None:
                     del q, valid, bias, keys, values, ref, eng
                     torch.cuda.empty_cache()
                     try:
-                        eng = DecodeEngine(model, B, ctx + 64, ssm_state_dtype=torch.bfloat16,
+                        eng = build_engine(model, B, ctx, ssm_state_dtype=torch.bfloat16,
                                            attention=best["attention"], compile=best["compiled"])
-                        eng.prepare_outputs(64, 20)
-                        eng.noise = torch.empty(B, a["vocab"], dtype=torch.float32, device="cuda").exponential_()
-                        eng.fill_random(0)
-                        g = eng.graph(kv_len, sampling, None, True)
-                        eng.set_position(ctx, 1)
-                        t = _time_cuda(g.replay, reps=10, warm=2)
+                        t = time_captured_step(eng, kv_len, sampling, ctx)
                         nb = decode_step_bytes(config, B, ctx + 1, params=params, ssm_state_bytes=2)
                         rec["steps"].append({"batch": B, "context": ctx, "kv_len": kv_len, "attention": best["attention"],
                                              "compiled": best["compiled"], "ssm_state_dtype": "bfloat16", "step_s": t,
@@ -271,7 +280,7 @@ def main() -> None:
                     except Exception as exc:  # noqa: BLE001
                         print(f"bf16 state B={B} ctx={ctx}: failed {exc!r}"[:300], flush=True)
             save()
-            q = valid = bias = keys = values = ref = eng = g = None  # the views keep the caches alive otherwise
+            q = valid = bias = keys = values = ref = eng = None  # the views keep the caches alive otherwise
             torch.cuda.empty_cache()
     rec["wall_s"] = time.time() - t_start
     save()
