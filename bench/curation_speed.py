@@ -31,7 +31,7 @@ from falcon_h1r.config import load_preset  # noqa: E402
 def _model(preset, kind: str):
     import torch
 
-    from falcon_h1r.stages import cache_dir, get_base_model, get_tokenizer, recipe_hash, task_sets
+    from falcon_h1r.sections.common import cache_dir, get_base_model, get_tokenizer, recipe_hash, task_sets
 
     if kind == "auto":
         # the key get_base_model caches under: "base" only when that exact model is on disk (never train here)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from falcon_h1r import verify
     from falcon_h1r.env import device_info
-    from falcon_h1r.stages import task_sets
+    from falcon_h1r.sections.common import task_sets
 
     torch.set_num_threads(args.threads)
     preset = load_preset(args.preset, {"device": "cpu"})  # dtype kept: it is part of the base model's cache key

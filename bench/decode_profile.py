@@ -55,7 +55,7 @@ def build_engine(model: Any, batch: int, context: int, **kw: Any) -> Any:
     sampling noise drawn (a step's cost does not depend on either)."""
     import torch
 
-    from falcon_h1r.engine import DecodeEngine
+    from falcon_h1r.inference.engine import DecodeEngine
 
     eng = DecodeEngine(model, batch, context + 64, **kw)
     eng.prepare_outputs(64, 20)
@@ -120,7 +120,8 @@ def main() -> None:
 
     import torch
 
-    from falcon_h1r.engine import DecodeEngine, triton_state_update
+    from falcon_h1r.inference.engine import DecodeEngine
+    from falcon_h1r.inference.engine_ops import triton_state_update
     from falcon_h1r.models import falcon_h1r_7b_config
     from falcon_h1r.results import write_json
     from falcon_h1r.throughput import decode_step_bytes, param_count
@@ -212,7 +213,7 @@ def main() -> None:
                 f"{m} {arow[m]['s'] * 1e6:.0f} us {arow[m]['bytes_per_s'] / 1e9:.0f} GB/s"
                 for m in ("sdpa", "matmul", "triton") if "s" in arow[m]), flush=True)
             if B == batches[0] and ctx == contexts[-1]:
-                from falcon_h1r.decode_kernels import split_kv_attention
+                from falcon_h1r.inference.decode_kernels import split_kv_attention
                 for bn in (32, 64, 128):
                     for nw in (2, 4, 8):
                         for ns in (1, 2, 3):

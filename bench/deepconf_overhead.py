@@ -2,7 +2,7 @@
 
 Decodes the same batch with and without an ``EarlyStopController`` (its threshold set so that it never
 fires, EOS disabled, so both decode the same steps) through the engine ``--engine`` resolves to: on a
-GPU the fast engine of ``falcon_h1r/engine.py`` (static caches, the controller captured in the step's
+GPU the fast engine of ``falcon_h1r/inference/engine.py`` (static caches, the controller captured in the step's
 CUDA graph), else transformers' loop. Prints one JSON line; ``--write`` also stores it as
 ``results/<preset>/05_deepconf/overhead.json`` (what notebook 05 renders when it does not measure).
 Target on GPU: at most 3 % of a decode step.
@@ -47,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from falcon_h1r.env import device_info, pick_device
-    from falcon_h1r.stages import torch_dtype
+    from falcon_h1r.sections.common import torch_dtype
 
     preset = load_preset(args.preset)
     recipe = experiment_recipe(preset)
     gen = preset.generation
     if args.model == "base":
-        from falcon_h1r.stages import get_base_model
+        from falcon_h1r.sections.common import get_base_model
 
         base = get_base_model(preset, progress=False)
         model, vocab = base.model, base.tokenizer.vocab_size

@@ -109,7 +109,8 @@ def main() -> int:
 
     import torch
 
-    from falcon_h1r import engine
+    from falcon_h1r import inference
+    from falcon_h1r.inference import engine, engine_check, engine_ops
     from falcon_h1r.config import load_preset
     from falcon_h1r.models import build_model, falcon_h1r_7b_config, model_from_config, qwen3_8b_config
     from falcon_h1r.results import write_json
@@ -132,7 +133,7 @@ def main() -> int:
     import transformers
 
     results.update(torch=torch.__version__, transformers=transformers.__version__,
-                   mamba_ssm_triton_state_update=engine.triton_state_update() is not None,
+                   mamba_ssm_triton_state_update=engine_ops.triton_state_update() is not None,
                    triton_f32_default=os.environ.get("TRITON_F32_DEFAULT"))
 
     def save() -> None:
@@ -149,7 +150,7 @@ def main() -> int:
     def greedy(model, n_prompts: int, new_tokens: int, fp32: bool, **kw) -> dict:
         vocab = model.config.vocab_size
         if fp32:
-            res = engine.compare_with_hf(model, prompts(vocab, n_prompts), max_new_tokens=new_tokens, eos_id=1,
+            res = engine_check.compare_with_hf(model, prompts(vocab, n_prompts), max_new_tokens=new_tokens, eos_id=1,
                                          pad_id=0, greedy_tol=1e-3, **kw)
             res["passed"] = bool(res["tokens_identical"] and res["max_abs_top_logprob_diff_teacher_forced"] < 1e-3
                                  and res["max_abs_logprob_diff_prefix"] < 1e-3)
@@ -167,7 +168,7 @@ def main() -> int:
         # 1.2x leaves room for the sampling noise of two different streams (measured ratio 0.99).
         truth = copy.deepcopy(model).float()
         try:
-            res = engine.compare_with_hf(model, prompts(vocab, n_prompts), max_new_tokens=new_tokens, eos_id=1,
+            res = engine_check.compare_with_hf(model, prompts(vocab, n_prompts), max_new_tokens=new_tokens, eos_id=1,
                                          pad_id=0, greedy_tol=0.1, truth_model=truth, **kw)
         finally:
             del truth
@@ -198,13 +199,13 @@ def main() -> int:
         dtb = torch.randn(H, **bf)[:, None].expand(H, P)
         z = torch.randn(B, H, P, **bf)
         s0 = torch.randn(B, H, P, N, generator=g, device=device) * 0.1
-        res: dict = {"triton": engine.triton_state_update() is not None, "passed": True}
+        res: dict = {"triton": engine_ops.triton_state_update() is not None, "passed": True}
         for tag, gate in (("", None), ("_z_gate", z)):  # presets use the gated norm (no z); mamba_rms_norm=False uses z
             s_kernel, s_ref, s_fallback = s0.clone(), s0.clone(), s0.clone()
-            y = engine.ssm_update(s_kernel, x, dt, A, Bm, Cm, D=D, z=gate, dt_bias=dtb, use_triton=True)
-            y_ref = engine.ssm_update_ref(s_ref, x.float(), dt.float(), A, Bm.float(), Cm.float(), D=D.float(),
+            y = engine_ops.ssm_update(s_kernel, x, dt, A, Bm, Cm, D=D, z=gate, dt_bias=dtb, use_triton=True)
+            y_ref = engine_ops.ssm_update_ref(s_ref, x.float(), dt.float(), A, Bm.float(), Cm.float(), D=D.float(),
                                           z=None if gate is None else gate.float(), dt_bias=dtb.float())
-            y_fb = engine.ssm_update_ref(s_fallback, x, dt, A, Bm, Cm, D=D, z=gate, dt_bias=dtb)
+            y_fb = engine_ops.ssm_update_ref(s_fallback, x, dt, A, Bm, Cm, D=D, z=gate, dt_bias=dtb)
             y_err = (y.float() - y_ref).abs()
             state_diff, state_scale = float((s_kernel - s_ref).abs().max()), float(s_ref.abs().max())
             y_scale = float(y_ref.abs().max())
@@ -233,7 +234,7 @@ def main() -> int:
         y_chunk, final = mamba_chunk_scan_combined(xs, dts, A, Bs, Cs, chunk, D=D, dt_bias=dt_bias, dt_softplus=True,
                                                    return_final_states=True)
         state = torch.zeros(Bsz, H, P, N, device=device)
-        ys = torch.stack([engine.ssm_update_ref(state, xs[:, t], dts[:, t, :, None].expand(Bsz, H, P),
+        ys = torch.stack([engine_ops.ssm_update_ref(state, xs[:, t], dts[:, t, :, None].expand(Bsz, H, P),
                                                 A[:, None, None].expand(H, P, N), Bs[:, t], Cs[:, t],
                                                 D=D[:, None].expand(H, P), dt_bias=dt_bias[:, None].expand(H, P))
                           for t in range(T)], dim=1)
@@ -247,9 +248,9 @@ def main() -> int:
         model = preset_model("small", "falcon_h1", torch.bfloat16)
         ps = prompts(model.config.vocab_size, 16, 1)
         kw = dict(eos_id=1, pad_id=0, temperature=0.0, top_p=1.0, max_new_tokens=48, engine="fast")
-        a = engine.generate_ids(model, ps, cuda_graph=True, **kw)
+        a = inference.generate_ids(model, ps, cuda_graph=True, **kw)
         engine.free_engines()
-        b = engine.generate_ids(model, ps, cuda_graph=False, **kw)
+        b = inference.generate_ids(model, ps, cuda_graph=False, **kw)
         same = [x["token_ids"] for x in a] == [y["token_ids"] for y in b]
         lp = max(float(abs(x["logprobs"] - y["logprobs"]).max()) for x, y in zip(a, b) if len(x["logprobs"]))
         return {"tokens_identical": same, "max_abs_logprob_diff": lp, "passed": same and lp < 1e-3}
@@ -258,7 +259,7 @@ def main() -> int:
         import numpy as np
 
         from falcon_h1r.deepconf import EarlyStopController
-        from falcon_h1r.generation import generate_ids as hf_generate_ids
+        from falcon_h1r.inference.hf_loop import generate_ids as hf_generate_ids
 
         class Eager(EarlyStopController):
             graph_safe = False  # forces the engine to run it between graph replays
@@ -272,23 +273,23 @@ def main() -> int:
         thr = float(np.median(lowest)) + 1e-9
         cls = EarlyStopController if graph_safe else Eager
         ref = hf_generate_ids(model, ps, early_stop=EarlyStopController(thr, 4), **kw)
-        fast = engine.generate_ids(model, ps, early_stop=cls(thr, 4), engine="fast", **kw)
+        fast = inference.generate_ids(model, ps, early_stop=cls(thr, 4), engine="fast", **kw)
         reasons = [r["finish_reason"] for r in ref]
         same = [r["token_ids"] for r in fast] == [r["token_ids"] for r in ref] and \
             [r["finish_reason"] for r in fast] == reasons
         return {"reasons": reasons, "identical": same, "passed": same and "early_stop" in reasons}
 
     def sampling() -> dict:
-        from falcon_h1r.generation import top_p_filter
+        from falcon_h1r.inference.sampling import top_p_filter
 
         # float32: the check is about the sampling logic, and bf16 rounding would blur it (see the greedy checks)
         model = preset_model("small", "falcon_h1", torch.float32)
         ps = prompts(model.config.vocab_size, 32, 3)
         kw = dict(eos_id=-1, pad_id=0, temperature=0.6, top_p=0.95, max_new_tokens=32, engine="fast")
-        a = engine.generate_ids(model, ps, seed=5, **kw)
-        b = engine.generate_ids(model, ps, seed=5, **kw)
+        a = inference.generate_ids(model, ps, seed=5, **kw)
+        b = inference.generate_ids(model, ps, seed=5, **kw)
         det = [r["token_ids"] for r in a] == [r["token_ids"] for r in b]
-        raw = engine.teacher_forced_logprobs(model, ps, [r["token_ids"] for r in a], pad_id=0)
+        raw = engine_check.teacher_forced_logprobs(model, ps, [r["token_ids"] for r in a], pad_id=0)
         worst, outside = 0.0, 0
         for row, lp in zip(a, raw):
             proc = torch.log_softmax(top_p_filter(lp / 0.6, 0.95), dim=-1)

@@ -528,7 +528,7 @@ def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
 def curate_sft_records(pool: Sequence[Any], tokenizer: Any, recipe: CurationRecipe, *,
                        eval_questions: Iterable[str] = (), pass_rates: dict[str, float] | None = None,
                        levels: Sequence[int] = (1, 2, 3), progress: bool = False) -> SFTCuration:
-    """Filter, verify and weight a pool of teacher traces (records of ``sft.teacher_records``).
+    """Filter, verify and weight a pool of teacher traces (records of ``tasks.teacher_records``).
 
     Order: bad input -> quality -> length -> contamination -> verification -> difficulty weights.
     ``pass_rates`` (problem id -> pass rate) switches the difficulty source from metadata to pass rate.
@@ -683,9 +683,8 @@ def estimate_pass_rates(model: Any, tokenizer: Any, problems: Sequence[dict[str,
 
     ``gen`` is the GenerationConfig to sample with (the paper: T 0.6, top-p 0.95, max 32K tokens).
     """
-    # engine.generate is generation.generate with ``cfg.engine`` honoured: the static-cache CUDA-graph
-    # engine on GPU, transformers' loop on CPU.
-    from falcon_h1r.engine import generate
+    # ``gen.engine`` picks the static-cache CUDA-graph engine on GPU, transformers' loop on CPU.
+    from falcon_h1r.inference import generate
 
     prompts = [tokenizer.prompt(p["question"]) for p in problems for _ in range(k)]
     comps = generate(model, tokenizer, prompts, gen, seed=seed, progress=progress, desc=f"pass-rate rollouts (k={k})")
@@ -982,14 +981,14 @@ def model_fingerprint(model: Any) -> str:
 
 
 def _cache_path(preset: Preset, root: Path, kind: str, *parts: Any) -> Path:
-    from falcon_h1r.stages import cache_dir, recipe_hash
+    from falcon_h1r.sections.common import cache_dir, recipe_hash
 
     return cache_dir(preset, root) / f"curation-{kind}-{recipe_hash(CURATION_VERSION, *parts)}.json"
 
 
 def sft_pool(preset: Preset, recipe: CurationRecipe, problems: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The imperfect teacher's traces for ``problems``, some corrupted as bad input (recipe rates)."""
-    from falcon_h1r.sft import teacher_records
+    from falcon_h1r.tasks import teacher_records
 
     recs = [public(r) for r in teacher_records(problems, preset.tasks.teacher_style, preset.seed,
                                                rollouts=recipe.teacher_rollouts, noise=recipe.noise())]
@@ -1004,7 +1003,7 @@ def curate_sft(preset: Preset, *, model: Any = None, tokenizer: Any = None, root
     ``curation.sft_difficulty: pass_rate`` the difficulty comes from ``curation.sft_pass_rate_k``
     rollouts of ``model`` (default: the preset's SFT base model) on each training problem.
     """
-    from falcon_h1r.stages import get_tokenizer, task_sets
+    from falcon_h1r.sections.common import get_tokenizer, task_sets
 
     recipe = load_recipe(preset)
     sets = task_sets(preset)
@@ -1012,7 +1011,7 @@ def curate_sft(preset: Preset, *, model: Any = None, tokenizer: Any = None, root
     model_key = None
     if recipe.sft_difficulty == "pass_rate":
         if model is None:
-            from falcon_h1r.stages import get_base_model
+            from falcon_h1r.sections.common import get_base_model
 
             base = get_base_model(preset, root=root, progress=progress)
             model, tok = base.model, base.tokenizer
@@ -1059,11 +1058,11 @@ def curate_rl_pool(preset: Preset, model: Any = None, tokenizer: Any = None, *, 
                    progress: bool = True, force: bool = False) -> RLCuration:
     """The preset's curated RL pool, cached: held-out problems, disjoint from the SFT problems, with
     pass rates from ``model`` (default: the preset's SFT base model) and the 0/8..8/8 rules applied."""
-    from falcon_h1r.stages import task_sets
+    from falcon_h1r.sections.common import task_sets
 
     recipe = load_recipe(preset)
     if model is None:
-        from falcon_h1r.stages import get_base_model
+        from falcon_h1r.sections.common import get_base_model
 
         base = get_base_model(preset, root=root, progress=progress)
         model, tokenizer = base.model, base.tokenizer

@@ -428,7 +428,7 @@ class Trace:
 
 
 def trace_from_completion(completion: Any, *, trace_idx: int = 0, problem_id: str = "") -> Trace:
-    """A :class:`falcon_h1r.generation.Completion` -> :class:`Trace`. Early-stopped traces were cut
+    """A :class:`falcon_h1r.inference.Completion` -> :class:`Trace`. Early-stopped traces were cut
     mid-thought and do not vote, so their answer is not extracted."""
     stopped = completion.finish_reason == "early_stop"
     return Trace(confidences=token_confidence(completion.top_logprobs) if len(completion.token_ids) else [],
@@ -586,7 +586,7 @@ def warmup_threshold(lowest_group: Sequence[float], keep_percent: float) -> floa
 
 
 class EarlyStopController:
-    """DeepConf's live stop inside :func:`falcon_h1r.generation.generate` (the ``EarlyStop`` protocol).
+    """DeepConf's live stop inside :func:`falcon_h1r.inference.generate` (the ``EarlyStop`` protocol).
 
     Per decode step and row: confidence = -mean(top-k raw log-probs); a ring buffer ``[B, window]``
     and a running window sum give the current window mean in O(1); a row stops when its window is
@@ -601,6 +601,8 @@ class EarlyStopController:
     window`` instead of dividing (about 12 small kernels instead of about 20; the target is <= 3 %
     of a decode step). :class:`StreamingConfidence` is the plain per-trace twin the tests compare it to.
     """
+
+    graph_safe = True  # its state lives in device tensors updated in place: the engine may capture it
 
     def __init__(self, threshold: float | None = None, window: int = WINDOW):
         _check_window(window)
@@ -763,7 +765,7 @@ def run_online(sample_fn: SampleFn, variant: Variant = "low", recipe: DeepConfRe
                grade: Callable[[str | None], bool | None] | None = None) -> OnlineResult:
     """Live online DeepConf with our generation engine.
 
-    ``sample_fn(n, early_stop)`` must return ``n`` :class:`falcon_h1r.generation.Completion` for the
+    ``sample_fn(n, early_stop)`` must return ``n`` :class:`falcon_h1r.inference.Completion` for the
     problem (e.g. ``lambda n, es: generate(model, tok, [prompt] * n, cfg, seed=next(seeds), early_stop=es)``:
     each call must draw fresh samples, so vary the seed). Warm-up
     is one call with ``early_stop=None``; afterwards traces are launched in batches of ``batch_size``

@@ -114,12 +114,10 @@ def cpu_decode_threads(model: Any, n: int = 1) -> Iterator[None]:
 
 
 def _generate(model: Any, *args: Any, **kw: Any) -> list[Any]:
-    """The engine ``generation.engine`` asks for: :mod:`falcon_h1r.engine` (static caches, CUDA graphs; its
-    ``auto`` picks it on GPU and transformers' loop on CPU) when that module is there, else the loop."""
-    try:
-        from falcon_h1r.engine import generate
-    except ImportError:
-        from falcon_h1r.generation import generate
+    """The engine ``generation.engine`` asks for (:func:`falcon_h1r.inference.generate`: ``auto`` picks the
+    static-cache engine on GPU and transformers' loop on CPU), with one decode thread on CPU."""
+    from falcon_h1r.inference import generate
+
     with cpu_decode_threads(model):
         return generate(model, *args, **kw)
 
@@ -392,10 +390,10 @@ def measure_confidence_overhead(model: Any, *, vocab_size: int, batch_size: int,
     (0: confidences are >= 0), EOS disabled, so both decode the same steps. ``engine`` as
     ``generation.engine`` ("auto": the fast engine on GPU, transformers' loop on CPU):
 
-    * "fast", :class:`falcon_h1r.engine.DecodeEngine`: on GPU the controller is captured inside the
+    * "fast", :class:`falcon_h1r.inference.engine.DecodeEngine`: on GPU the controller is captured inside the
       step's CUDA graph, so its cost is only visible as the difference of the two decode clocks (graph
       capture and prefill excluded): ``(step_with - step_without) / step_without``;
-    * "hf", the loop of :mod:`falcon_h1r.generation`: the controller's calls are timed inside the loop
+    * "hf", the loop of :mod:`falcon_h1r.inference.hf_loop`: the controller's calls are timed inside the loop
       and divided by the step time without it. (The difference of two whole runs, also reported as
       ``overhead_fraction_loop_diff``, drowns in noise on a shared CPU: +-20 % between identical runs.)
 
@@ -404,17 +402,12 @@ def measure_confidence_overhead(model: Any, *, vocab_size: int, batch_size: int,
     """
     import torch
 
-    from falcon_h1r.generation import generate_ids
+    from falcon_h1r.inference import engine as fast_engine
+    from falcon_h1r.inference import resolve_engine
+    from falcon_h1r.inference.hf_loop import generate_ids
 
     device = next(model.parameters()).device
-    try:
-        from falcon_h1r import engine as fast_engine
-
-        resolved = fast_engine.resolve_engine(engine, model)
-    except ImportError:  # the fast engine is optional
-        if engine == "fast":
-            raise
-        fast_engine, resolved = None, "hf"
+    resolved = resolve_engine(engine, model)
     gen = torch.Generator().manual_seed(seed)
     prompts = torch.randint(2, vocab_size, (batch_size, prompt_len), generator=gen).tolist()
     kw = dict(eos_id=-1, pad_id=0, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
@@ -548,10 +541,10 @@ def run(preset: Preset, *, base: Any = None, writer: Any = None, progress: bool 
         overhead: bool = True) -> DeepConfRun:
     """The whole section at ``preset``: screen, pool (saved as ``traces.parquet``), replay, live runs and
     (``overhead``) the controller's cost. ``base`` is the preset's SFT base (default
-    :func:`falcon_h1r.stages.get_base_model`); ``writer`` a :class:`falcon_h1r.results.SectionWriter`
+    :func:`falcon_h1r.sections.common.get_base_model`); ``writer`` a :class:`falcon_h1r.results.SectionWriter`
     that receives every table, the trace store and the headline figures."""
     from falcon_h1r.env import device_info, seed_everything
-    from falcon_h1r.stages import get_base_model
+    from falcon_h1r.sections.common import get_base_model
     from falcon_h1r.tracestore import save_traces
 
     recipe = experiment_recipe(preset)

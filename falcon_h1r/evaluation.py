@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from falcon_h1r.config import GenerationConfig
-from falcon_h1r.generation import Completion, generate
+from falcon_h1r.inference import Completion, generate
 from falcon_h1r.verify import check
 
 # Samples per query and max response length per benchmark (paper §4.1; also papers/eval_protocol.csv).

@@ -36,12 +36,9 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 
 from falcon_h1r.config import GenerationConfig, Preset, RecipeError
-from falcon_h1r.generation import Completion
-
-try:  # the rollout engine: the static-cache CUDA-graph engine on GPU, transformers' loop on CPU (generation.engine)
-    from falcon_h1r.engine import generate
-except ImportError:  # pragma: no cover - the engine module is optional
-    from falcon_h1r.generation import generate
+# the rollout engine: the static-cache CUDA-graph engine on GPU, transformers' loop on CPU (generation.engine)
+from falcon_h1r.inference import Completion, generate
+from falcon_h1r.packed_mamba import enable_packed_mamba
 from falcon_h1r.rewards import RewardPool, RewardRecipe, RewardResult
 from falcon_h1r.rollout_buffer import (STRATEGIES, BatchFiller, Group, PromptStream, group_advantages, summarize,
                                       totals_from_rows)
@@ -291,6 +288,8 @@ def token_logprobs(model: torch.nn.Module, batch: SeqBatch, temperature: float, 
                    with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Per-token log-prob of the target at ``temperature`` (the sampled distribution), optionally the
     log-prob at temperature 1 (CE term) and the entropy of the sampled distribution (logged)."""
+    if getattr(getattr(model, "config", None), "model_type", "") == "falcon_h1":
+        enable_packed_mamba()  # keeps training on transformers' split Mamba-2 path (see packed_mamba)
     out = model(input_ids=batch.ids, attention_mask=batch.attn, use_cache=False)
     logits = out.logits[:, :-1].float()
     target = batch.ids[:, 1:]

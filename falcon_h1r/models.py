@@ -35,27 +35,6 @@ FALCON_H1R_7B_MUP = {
 }
 
 
-def use_unfused_mamba_training_without_causal_conv1d() -> bool:
-    """Route Falcon-H1 training through transformers' unfused Mamba-2 path when causal-conv1d is absent.
-
-    With mamba-ssm installed, transformers binds mamba-ssm's fused split-conv1d-scan for training, and
-    that kernel calls the causal-conv1d CUDA extension, which the lent GPU image lacks (and which takes
-    longer to build than a device call lasts, see README). The unfused path is the same computation:
-    a torch depthwise conv1d, then mamba-ssm's Triton chunked scan. Returns True when it patched.
-    """
-    try:
-        import causal_conv1d_cuda  # noqa: F401
-        return False
-    except ImportError:
-        import transformers.models.falcon_h1.modeling_falcon_h1 as falcon_h1
-
-        falcon_h1.mamba2_split_conv1d_scan_combined = lambda *args, **kwargs: None
-        return True
-
-
-use_unfused_mamba_training_without_causal_conv1d()
-
-
 def falcon_config(m: ModelConfig, vocab_size: int, *, pad_id: int = 0, eos_id: int = 1) -> Any:
     from transformers import FalconH1Config
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -44,7 +43,8 @@ import torch.nn.functional as F
 from falcon_h1r.config import TrainConfig
 from falcon_h1r.distributed import (DistContext, all_reduce_sum, batch_units, check_normalization, micro_batches,
                                     no_sync_unless, normalized_loss, shard_indices, unwrap)
-from falcon_h1r.tasks import TeacherNoise, style_for, teacher_trace
+from falcon_h1r.packed_mamba import enable_packed_mamba
+from falcon_h1r.tasks import TeacherNoise, teacher_records
 from falcon_h1r.tokenizer import ChatTokenizer, format_response
 
 
@@ -125,19 +125,6 @@ def examples_from_traces(records: Sequence[dict[str, Any]], tokenizer: ChatToken
         ids, mask = tokenizer.encode_example(r["question"], format_response(r["reasoning"], r["final"]))
         out.append(Example(ids[:max_seq_len], mask[:max_seq_len], float(r.get("weight", 1.0)),
                            r.get("domain", ""), r.get("id", "")))
-    return out
-
-
-def teacher_records(problems: Sequence[dict[str, Any]], teacher_style: str, seed: int,
-                    rollouts: int = 1, noise: TeacherNoise | None = None) -> list[dict[str, Any]]:
-    """``rollouts`` teacher traces per problem (the paper's "n responses per prompt")."""
-    rng = random.Random(f"{seed}-teacher")
-    out = []
-    for i, p in enumerate(problems):
-        for r in range(rollouts):
-            style = style_for(i * 7919 + r, teacher_style, seed)
-            t = teacher_trace(p, style, rng, noise)
-            out.append({**p, "reasoning": t["reasoning"], "final": t["final"], "style": t["style"], "rollout": r})
     return out
 
 
@@ -226,140 +213,6 @@ def collate_packed(batch: Sequence[Example], pad_id: int, pack_len: int) -> dict
 
 def make_batch(examples: Sequence[Example], pad_id: int, *, packing: bool, pack_len: int) -> dict[str, torch.Tensor]:
     return collate_packed(examples, pad_id, pack_len) if packing else collate(examples, pad_id)
-
-
-# ============================================================================== packed Mamba-2
-_HAS_CAUSAL_CONV1D = importlib.util.find_spec("causal_conv1d") is not None
-
-
-def segmented_causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                            activation: str | None, seq_idx: torch.Tensor) -> torch.Tensor:
-    """Depthwise causal conv ``[B, D, T]`` whose window never reaches into the previous sample: tap ``j``
-    of position ``t`` counts only when ``seq_idx[t - j] == seq_idx[t]`` (what causal-conv1d does with
-    ``seq_idx``). Plain torch, so it runs on CPU and on GPUs without the causal-conv1d build."""
-    _, _, t = x.shape
-    k = weight.shape[-1]
-    xp = F.pad(x.to(weight.dtype), (k - 1, 0))
-    sp = F.pad(seq_idx, (k - 1, 0), value=-1)
-    out = torch.zeros_like(xp[..., k - 1:])
-    for j in range(k):  # tap j looks j steps back; weight[:, k - 1 - j] multiplies it (cross-correlation)
-        same = (sp[:, k - 1 - j:k - 1 - j + t] == seq_idx)[:, None, :].to(xp.dtype)
-        out = out + weight[:, k - 1 - j, None] * xp[..., k - 1 - j:k - 1 - j + t] * same
-    if bias is not None:
-        out = out + bias[:, None]
-    if activation in ("silu", "swish"):
-        out = F.silu(out)
-    elif activation is not None:
-        raise ValueError(f"conv activation {activation!r} not supported; Falcon-H1 uses silu")
-    return out.to(x.dtype)
-
-
-def segmented_chunk_scan(hidden_states: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                         C: torch.Tensor, chunk_size: int, D: torch.Tensor | None = None,
-                         dt_bias: torch.Tensor | None = None, initial_states: torch.Tensor | None = None,
-                         dt_softplus: bool = False, dt_limit: tuple[float, float] = (0.0, float("inf")),
-                         return_final_states: bool = False, seq_idx: torch.Tensor | None = None,
-                         **_: Any) -> Any:
-    """transformers' chunked Mamba-2 (SSD) scan in torch, with the SSM state reset where ``seq_idx``
-    changes: the same masks mamba-ssm's Triton kernels apply (intra-chunk decay, chunk-end states and
-    the inter-chunk recurrence only connect positions of the same sample). Without ``seq_idx`` it is
-    transformers' scan step for step (tests check both)."""
-    from transformers.models.falcon_h1 import modeling_falcon_h1 as mf
-
-    b, L, h, p = hidden_states.shape
-    g = B.shape[2]
-    if seq_idx is None:
-        seq_idx = torch.zeros(b, L, dtype=torch.int32, device=hidden_states.device)
-    if dt_bias is not None:
-        dt = dt + dt_bias.to(dt.dtype)
-    if dt_softplus:
-        dt = F.softplus(dt)
-    dt = torch.clamp(dt, min=dt_limit[0], max=dt_limit[1])
-    x = hidden_states.float()
-    B = B.float().repeat_interleave(h // g, dim=2, output_size=h)
-    C = C.float().repeat_interleave(h // g, dim=2, output_size=h)
-    pad = (chunk_size - L % chunk_size) % chunk_size
-    d_res = D[..., None] * mf.pad_tensor_by_size(x, pad) if D is not None else None
-    x = x * dt[..., None].float()
-    A = A.to(x.dtype) * dt.float()
-    x, A, B, C = [mf.reshape_into_chunks(t, pad, chunk_size) for t in (x, A, B, C)]
-    seg = torch.cat([seq_idx, seq_idx[:, -1:].expand(b, pad)], dim=1).view(b, -1, chunk_size)  # b c l
-    A = A.permute(0, 3, 1, 2)  # b h c l
-    a_cum = torch.cumsum(A, dim=-1)
-    # 1. within a chunk: position l sees position s only inside the same sample
-    same = (seg[..., :, None] == seg[..., None, :]).to(x.dtype)  # b c l s
-    decay = torch.exp(mf.segment_sum(A)) * same[:, None]
-    y_diag = torch.einsum("bclsh,bcshp->bclhp", torch.einsum("bclhn,bcshn->bclsh", C, B) * decay.permute(0, 2, 3, 4, 1), x)
-    # 2. each chunk's end state, from the positions of the sample live at the chunk's end
-    last = seg[..., -1]  # b c
-    to_end = torch.exp(a_cum[:, :, :, -1:] - a_cum) * (seg == last[..., None]).to(x.dtype)[:, None]
-    states = torch.einsum("bclhn,bclhp->bchpn", B * to_end.permute(0, 2, 3, 1)[..., None], x)
-    prev = (initial_states[:, None].to(dtype=states.dtype, device=states.device) if initial_states is not None
-            else torch.zeros_like(states[:, :1]))
-    states = torch.cat([prev, states], dim=1)
-    # 3. carry states across chunks only while the sample continues (source z's sample is live at target c)
-    live = torch.cat([seg[:, :1, 0], last], dim=1)  # b (c+1): sample live before chunk 0, then at each chunk end
-    chain = (live[:, :, None] == live[:, None, :]).to(x.dtype)  # b z c
-    decay_chunk = torch.exp(mf.segment_sum(F.pad(a_cum[:, :, :, -1], (1, 0)))).transpose(1, 3)  # b z c h
-    new_states = torch.einsum("bzch,bzhpn->bchpn", decay_chunk * chain[..., None], states)
-    states, final_state = new_states[:, :-1], new_states[:, -1]
-    # 4. a chunk's carried-in state reaches only the positions of the sample it belongs to
-    cont = (seg == live[:, :-1, None]).to(x.dtype)  # b c l
-    y_off = torch.einsum("bclhn,bchpn->bclhp", C, states) * (torch.exp(a_cum).permute(0, 2, 3, 1) * cont[..., None])[..., None]
-    out = (y_diag + y_off).contiguous().reshape(b, -1, h, p)
-    if d_res is not None:
-        out = out + d_res
-    out = out[:, :L]
-    return (out, final_state) if return_final_states else out
-
-
-def enable_packed_mamba() -> None:
-    """Make transformers' Falcon-H1 Mamba-2 path keep packed samples apart, on CPU and GPU. Idempotent.
-
-    What transformers 5.23 does by itself (checked in tests/test_sft.py): the attention honours
-    packing through position ids; the Mamba-2 mixer forwards ``seq_idx`` to its kernels, but its torch
-    fallbacks (CPU, or a GPU without causal-conv1d for the conv) refuse it with a ValueError, so a
-    packed batch would either fail or, without ``seq_idx``, leak state across samples. This installs
-    dispatchers that keep the library kernel whenever it honours ``seq_idx`` (mamba-ssm's Triton scan
-    on GPU, causal-conv1d when installed) and use the torch twins above otherwise. Calls without
-    ``seq_idx`` are passed through untouched.
-
-    It also routes training through the split (conv, then scan) path instead of the fused
-    ``mamba_split_conv1d_scan_combined``: that kernel needs the causal-conv1d CUDA build (absent on
-    the lent GPUs: it fails with a TypeError) and transformers calls it with ``norm_before_gate=False``
-    while the model's own path follows ``config.mamba_norm_before_gate`` (True by default), so
-    training and inference would compute different functions.
-    """
-    from transformers.models.falcon_h1 import modeling_falcon_h1 as mf
-
-    if getattr(mf, "_falcon_h1r_packed", False):
-        return
-    lib_scan, lib_conv = mf.mamba2_chunk_scan, mf.causal_conv1d_fn
-
-    def chunk_scan(*args: Any, seq_idx: torch.Tensor | None = None, **kw: Any) -> Any:
-        if seq_idx is None:
-            return lib_scan(*args, **kw)
-        if (args[0] if args else kw["hidden_states"]).is_cuda:
-            try:
-                return lib_scan(*args, seq_idx=seq_idx, **kw)
-            except ValueError:  # torch fallback (mamba-ssm missing): use the segmented twin
-                pass
-        return segmented_chunk_scan(*args, seq_idx=seq_idx, **kw)
-
-    def conv(hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-             activation: str | None = None, seq_idx: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
-        if seq_idx is None:
-            return lib_conv(hidden_states, weight, bias, activation, **kw)
-        if hidden_states.is_cuda and _HAS_CAUSAL_CONV1D:
-            return lib_conv(hidden_states, weight, bias, activation, seq_idx=seq_idx, **kw)
-        return segmented_causal_conv1d(hidden_states, weight, bias, activation, seq_idx)
-
-    def fused(*args: Any, **kw: Any) -> None:
-        return None  # None tells the mixer to take the split path (see the docstring)
-
-    mf._falcon_h1r_library = {"chunk_scan": lib_scan, "conv": lib_conv, "fused": mf.mamba2_split_conv1d_scan_combined}
-    mf.mamba2_chunk_scan, mf.causal_conv1d_fn, mf.mamba2_split_conv1d_scan_combined = chunk_scan, conv, fused
-    mf._falcon_h1r_packed = True
 
 
 def _is_falcon_h1(model: Any) -> bool:
@@ -834,7 +687,7 @@ def evaluate_arm(model: torch.nn.Module, tokenizer: ChatTokenizer, problems: Seq
     """Greedy pass@1 on held-out problems (by domain and difficulty), per-problem outcomes and the
     output entropy."""
     from falcon_h1r.evaluation import score_completions
-    from falcon_h1r.generation import generate
+    from falcon_h1r.inference import generate
 
     prompts = [tokenizer.prompt(p["question"]) for p in problems]
     comps = generate(model, tokenizer, prompts, gen_cfg, seed=seed, progress=False)
@@ -866,7 +719,7 @@ class AblationContext:
 
     @classmethod
     def build(cls, preset: Any, base: Any, work_dir: str | Path, max_rollouts: int = 12) -> "AblationContext":
-        from falcon_h1r.generation import greedy
+        from falcon_h1r.inference import greedy
 
         recipe = load_recipe(preset)
         per = recipe.ablation_eval_per_domain
@@ -1029,7 +882,7 @@ def _ablation_setup(preset_name: str, overrides: dict[str, Any] | None, progress
     """(sft recipe, grids, AblationContext) of a preset: its base model (trained or cached) and work folder."""
     from falcon_h1r.config import load_preset
     from falcon_h1r.results import section_dir
-    from falcon_h1r.stages import get_base_model
+    from falcon_h1r.sections.common import get_base_model
 
     preset = load_preset(preset_name, overrides)
     recipe = load_recipe(preset)
@@ -1248,11 +1101,11 @@ def normalization_curves(rows: Sequence[dict[str, Any]], base_acc: float | None 
 
 
 __all__ = ["AblationContext", "Arm", "ablation_report", "normalization_curves", "Example", "StepStats", "backward_step", "plan_step", "GRIDS", "Grid", "SFTRecipe", "TrainHistory", "arm_summary",
-           "collate", "collate_packed", "cpu_threads", "curate_arm", "enable_packed_mamba", "evaluate_arm", "examples_from_traces",
+           "collate", "collate_packed", "cpu_threads", "curate_arm", "evaluate_arm", "examples_from_traces",
            "finding_status", "heldout_eval", "latest_checkpoint", "linear_warmup_schedule", "load_grid",
            "load_recipe", "load_rows", "append_row", "grid_runs", "run_ablations_parallel", "make_batch", "mixture_sample", "output_entropy", "pack_rows",
            "paired_difference", "per_sample_losses", "run_ablations", "run_arm", "run_grid", "save_checkpoint",
-           "segmented_causal_conv1d", "segmented_chunk_scan", "teacher_records", "token_losses", "train_sft"]
+           "teacher_records", "token_losses", "train_sft"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 # Bump when generation changes what a seed produces: cached tokenizers and models are keyed on it.
 GENERATOR_VERSION = 2
@@ -369,3 +369,17 @@ def style_for(problem_index: int, teacher_style: str, seed: int) -> str:
 
 __all__ = ["DOMAINS", "STYLES", "TeacherNoise", "generate_split", "make_problem", "make_task_sets", "public",
            "style_for", "teacher_trace"]
+
+
+def teacher_records(problems: Sequence[dict[str, Any]], teacher_style: str, seed: int,
+                    rollouts: int = 1, noise: TeacherNoise | None = None) -> list[dict[str, Any]]:
+    """``rollouts`` teacher traces per problem (the paper's "n responses per prompt"): each problem's record
+    with ``reasoning``, ``final``, ``style`` and ``rollout`` added."""
+    rng = random.Random(f"{seed}-teacher")
+    out = []
+    for i, p in enumerate(problems):
+        for r in range(rollouts):
+            style = style_for(i * 7919 + r, teacher_style, seed)
+            t = teacher_trace(p, style, rng, noise)
+            out.append({**p, "reasoning": t["reasoning"], "final": t["final"], "style": t["style"], "rollout": r})
+    return out

@@ -4,7 +4,7 @@ The paper ran vLLM on H100s with several GPUs per model (tensor/data parallel) a
 Falcon-H1R-7B and Qwen3-8B at batch 2..128, for 512 -> 32K and 8K -> 16K tokens. Full runs (32K decode steps
 per point) are far beyond a lent GPU's minutes, so we measure what sets that number:
 
-* **decode step time** of our engine (:class:`falcon_h1r.engine.DecodeEngine`, CUDA graph, random weights of
+* **decode step time** of our engine (:class:`falcon_h1r.inference.engine.DecodeEngine`, CUDA graph, random weights of
   the full architectures) at a few context positions spread over the output, with the caches filled with
   random values (a step's cost does not depend on them), then **integrate over the output length**
   (piecewise linear between the sampled positions: attention grows linearly with the context, the Mamba
@@ -381,7 +381,7 @@ class Study:
 
     def verify_capacity(self, model: Any, cap: dict[str, Any], name: str) -> None:
         """Allocating the caches of ``alloc_limit + 1`` sequences must fail (the byte count is right)."""
-        from falcon_h1r.engine import DecodeEngine
+        from falcon_h1r.inference.engine import DecodeEngine
 
         if self.device.type != "cuda":
             self.add(kind="capacity", model=name, verified="not_on_cpu", **cap)
@@ -431,7 +431,7 @@ class Study:
                 ssm_dtype: Any = None, positions: list[int] | None = None, is_max_batch: bool = False) -> None:
         import torch
 
-        from falcon_h1r.engine import DecodeEngine
+        from falcon_h1r.inference.engine import DecodeEngine
 
         r = self.recipe
         inp, out = r.settings[setting]
@@ -544,7 +544,8 @@ class Study:
         """transformers' ``generate`` vs the engine, same prompts, greedy, exactly ``hf_new_tokens`` tokens."""
         import torch
 
-        from falcon_h1r.engine import free_engines, generate_ids, set_defaults
+        from falcon_h1r.inference import generate_ids
+        from falcon_h1r.inference.engine import free_engines, set_defaults
 
         r = self.recipe
         B, P, N = r.hf_batch, r.hf_prompt_tokens, r.hf_new_tokens
@@ -587,7 +588,7 @@ class Study:
             rows = run()
             self._sync()
             t_warm = time.perf_counter() - t0
-            from falcon_h1r.engine import _ENGINES
+            from falcon_h1r.inference.engine import _ENGINES
 
             timing = dict(_ENGINES[model][1].last_timing) if model in _ENGINES else {}
             eng_tokens = torch.tensor([row["token_ids"] for row in rows])
@@ -648,7 +649,7 @@ def _device_record(device: Any) -> dict[str, Any]:
                    cuda=torch.version.cuda)
     else:
         rec["gpu_name"] = None
-    from falcon_h1r.engine import triton_state_update
+    from falcon_h1r.inference.engine_ops import triton_state_update
 
     rec["mamba_ssm_triton_state_update"] = triton_state_update() is not None
     return rec

@@ -162,7 +162,7 @@ def _problem_id(problem: dict[str, Any] | None, fallback: str) -> str:
 
 
 def from_completions(completions: Sequence[Any], problem: dict[str, Any]) -> list[Trace]:
-    """Our engine's :class:`falcon_h1r.generation.Completion` for one problem -> graded traces."""
+    """Our engine's :class:`falcon_h1r.inference.Completion` for one problem -> graded traces."""
     pid = _problem_id(problem, "")
     traces = []
     for i, c in enumerate(completions):

@@ -44,7 +44,7 @@ BASE=$(FALCON_H1R_RESULTS="$REPO/results" "$PY" - "$PRESET" "$@" <<'EOF'
 import sys
 from falcon_h1r.cli import parse_overrides
 from falcon_h1r.config import load_preset
-from falcon_h1r.stages import get_base_model
+from falcon_h1r.sections.common import get_base_model
 
 cfg = load_preset(sys.argv[1], parse_overrides(sys.argv[2:]))
 base = get_base_model(cfg, progress=False)

@@ -52,8 +52,9 @@ def worker(args: argparse.Namespace) -> dict:
     from falcon_h1r.distributed import deepspeed_config, init_from_env, wrap_ddp
     from falcon_h1r.env import device_info, package_versions
     from falcon_h1r.models import build_model, count_params
-    from falcon_h1r.sft import examples_from_traces, linear_warmup_schedule, load_recipe, teacher_records, train_sft
-    from falcon_h1r.stages import get_tokenizer
+    from falcon_h1r.sft import examples_from_traces, linear_warmup_schedule, load_recipe, train_sft
+    from falcon_h1r.tasks import teacher_records
+    from falcon_h1r.sections.common import get_tokenizer
     from falcon_h1r.tasks import generate_split
 
     ctx = init_from_env(engine=args.engine)

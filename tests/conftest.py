@@ -31,3 +31,13 @@ def tiny_preset():
     return load_preset("tiny", {"tasks.train_per_domain": 60, "tasks.test_per_domain": 10, "train.steps": 6,
                                 "train.batch_size": 8, "eval.problems_per_domain": 4,
                                 "generation.max_new_tokens": 12, "tokenizer.vocab_size": 300})
+
+
+@pytest.fixture(autouse=True)
+def _transformers_unpatched():
+    """The trainers install the packed-Mamba dispatchers into transformers explicitly
+    (``falcon_h1r.packed_mamba.enable_packed_mamba``); each test leaves transformers as it found it."""
+    yield
+    from falcon_h1r.packed_mamba import disable_packed_mamba
+
+    disable_packed_mamba()

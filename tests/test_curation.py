@@ -172,7 +172,7 @@ def test_skipping_math_verify_for_distinct_exact_rationals_changes_no_verdict():
 
 
 def test_corrupt_records_only_produces_rejects():
-    from falcon_h1r.sft import teacher_records
+    from falcon_h1r.tasks import teacher_records
     from falcon_h1r.tasks import generate_split
 
     probs = generate_split(["math", "code", "science"], [1, 2, 3], 30, "train", 0)
@@ -432,7 +432,7 @@ def test_curate_sft_is_cached(tiny_preset, tmp_path):
 def test_curate_sft_with_pass_rate_difficulty_uses_the_model(tmp_path):
     from falcon_h1r.config import ModelConfig
     from falcon_h1r.models import build_model
-    from falcon_h1r.stages import get_tokenizer, task_sets
+    from falcon_h1r.sections.common import get_tokenizer, task_sets
 
     cfg = load_preset("tiny", {"tasks.train_per_domain": 4, "tasks.test_per_domain": 2, "tokenizer.vocab_size": 300,
                                "curation.sft_difficulty": "pass_rate", "curation.sft_pass_rate_k": 2,

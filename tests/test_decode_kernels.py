@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from falcon_h1r import decode_kernels, engine
+from falcon_h1r.inference import decode_kernels, engine
 
 triton = pytest.importorskip("triton", reason="Triton (installed with the dev extra) runs the kernel's interpreter")
 

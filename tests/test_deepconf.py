@@ -12,7 +12,8 @@ import torch
 
 from falcon_h1r import deepconf as dc
 from falcon_h1r.config import RecipeError, parse
-from falcon_h1r.generation import Completion, generate_ids
+from falcon_h1r.inference import Completion
+from falcon_h1r.inference.hf_loop import generate_ids
 
 
 def const_trace(value: float, n: int, answer: str | None = "1", **kw) -> dc.Trace:
@@ -387,7 +388,7 @@ def test_recipe_defaults_and_parse():
 
 
 def test_vllm_module_clear_error_and_request_stop():
-    from falcon_h1r import vllm_deepconf as vd
+    from falcon_h1r.inference import vllm_deepconf as vd
 
     if not vd.HAVE_VLLM:
         with pytest.raises(ImportError, match="vLLM is not installed.*pip install"):

@@ -129,7 +129,7 @@ def _preset(**extra):
 
 def test_fake_reasoner_confident_traces_are_more_often_right():
     base = _base()
-    comps = __import__("falcon_h1r.generation", fromlist=["generate"]).generate(
+    comps = __import__("falcon_h1r.inference", fromlist=["generate"]).generate(
         base.model, base.tokenizer, ["Q <think>"] * 200, GEN, seed=3, progress=False)
     traces = ts.from_completions(comps, _problems()[0])
     answered = [t for t in traces if t.answer is not None]
@@ -340,8 +340,6 @@ def test_run_stops_with_a_clear_message_when_nothing_qualifies(tmp_path):
 @pytest.mark.parametrize("engine", ["hf", "fast"])
 def test_overhead_probe_runs_on_both_engines(engine):
     """The bench's probe on a tiny random Falcon-H1 (timings are not checked, the bookkeeping is)."""
-    if engine == "fast":
-        pytest.importorskip("falcon_h1r.engine")
     from falcon_h1r.models import build_model
 
     model = build_model(load_preset("tiny").model, 64, seed=0).eval()

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from falcon_h1r import engine
+from falcon_h1r import inference
+from falcon_h1r.inference import engine, engine_check, engine_ops
 from falcon_h1r.config import GenerationConfig
-from falcon_h1r.generation import generate_ids as hf_generate_ids
+from falcon_h1r.inference.hf_loop import generate_ids as hf_generate_ids
 from falcon_h1r.models import FALCON_H1R_7B_MUP
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -74,7 +75,7 @@ def test_conv_update_ref_matches_transformers_conv_update():
     w, b = torch.randn(10, 4, generator=g), torch.randn(10, generator=g)
     s_ref = state.clone()
     ref = causal_conv1d_update(x[:, :, None], s_ref, w, b, "silu")[:, :, 0]
-    out = engine.conv_update_ref(x, state, w, b)
+    out = engine_ops.conv_update_ref(x, state, w, b)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(state, s_ref)
 
@@ -94,12 +95,12 @@ def test_ssm_update_ref_matches_transformers_step_and_the_chunked_scan():
     s2 = s1.clone()
     args = (xs[:, 0], dts[:, 0, :, None].expand(Bsz, H, P), exp["A"], Bs[:, 0], Cs[:, 0])
     y_ref = mamba2_selective_state_update(s2, *args, exp["D"], dt_bias=exp["dt_bias"], dt_softplus=True)
-    y = engine.ssm_update_ref(s1, *args, D=exp["D"], dt_bias=exp["dt_bias"])
+    y = engine_ops.ssm_update_ref(s1, *args, D=exp["D"], dt_bias=exp["dt_bias"])
     torch.testing.assert_close(y, y_ref)
     torch.testing.assert_close(s1, s2)
     # T steps from a zero state = the chunked (parallel) scan over the sequence: the recurrence itself is right
     state = torch.zeros(Bsz, H, P, N)
-    ys = torch.stack([engine.ssm_update_ref(state, xs[:, t], dts[:, t, :, None].expand(Bsz, H, P), exp["A"],
+    ys = torch.stack([engine_ops.ssm_update_ref(state, xs[:, t], dts[:, t, :, None].expand(Bsz, H, P), exp["A"],
                                             Bs[:, t], Cs[:, t], D=exp["D"], dt_bias=exp["dt_bias"])
                       for t in range(T)], dim=1)
     y_chunk, final = mamba2_chunk_scan(xs, dts, A, Bs, Cs, chunk_size=4, D=D, dt_bias=dt_bias, dt_softplus=True,
@@ -137,11 +138,11 @@ def test_ssm_update_ref_on_float32_copies_is_the_triton_kernels_arithmetic():
     for gate in (None, z):
         s_kernel, s_twin, s_fallback = s0.clone(), s0.clone(), s0.clone()
         y_kernel = _kernel_arithmetic(s_kernel, x, dt, A, Bm, Cm, D, gate, dtb)
-        y_twin = engine.ssm_update_ref(s_twin, x.float(), dt.float(), A, Bm.float(), Cm.float(), D=D.float(),
+        y_twin = engine_ops.ssm_update_ref(s_twin, x.float(), dt.float(), A, Bm.float(), Cm.float(), D=D.float(),
                                        z=None if gate is None else gate.float(), dt_bias=dtb.float())
         torch.testing.assert_close(s_twin, s_kernel, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(y_twin, y_kernel, rtol=1e-5, atol=1e-4)
-        engine.ssm_update_ref(s_fallback, x, dt, A, Bm, Cm, D=D, z=gate, dt_bias=dtb)
+        engine_ops.ssm_update_ref(s_fallback, x, dt, A, Bm, Cm, D=D, z=gate, dt_bias=dtb)
         # the bf16 fallback arithmetic is further from the kernel than the check's float32 state tolerance
         assert float((s_fallback - s_kernel).abs().max()) > 1e-4 * float(s_kernel.abs().max())
 
@@ -152,7 +153,7 @@ def test_ssm_update_uses_the_reference_without_cuda():
     args = (torch.randn(1, 2, 4, generator=g), torch.randn(1, 2, 4, generator=g), -torch.rand(2, 4, 3, generator=g),
             torch.randn(1, 1, 3, generator=g), torch.randn(1, 1, 3, generator=g))
     s2 = s.clone()
-    torch.testing.assert_close(engine.ssm_update(s, *args), engine.ssm_update_ref(s2, *args))
+    torch.testing.assert_close(engine_ops.ssm_update(s, *args), engine_ops.ssm_update_ref(s2, *args))
 
 
 def test_matmul_attention_equals_sdpa_on_a_cache_slice():
@@ -191,12 +192,12 @@ def test_greedy_matches_transformers_fp32(build, attention, monkeypatch):
     model = build()
     monkeypatch.setattr(engine, "DEFAULT_ATTENTION", attention)
     eos = _eos_that_stops_row0(model)
-    res = engine.compare_with_hf(model, PROMPTS, max_new_tokens=12, eos_id=eos, pad_id=0)
+    res = engine_check.compare_with_hf(model, PROMPTS, max_new_tokens=12, eos_id=eos, pad_id=0)
     assert res["tokens_identical"], res
     assert res["max_abs_logprob_diff_prefix"] < 1e-3
     assert res["max_abs_top_logprob_diff_prefix"] < 1e-3
     assert res["max_abs_top_logprob_diff_teacher_forced"] < 1e-3
-    fast = engine.generate_ids(model, PROMPTS, eos_id=eos, pad_id=0, temperature=0.0, top_p=1.0, max_new_tokens=12,
+    fast = inference.generate_ids(model, PROMPTS, eos_id=eos, pad_id=0, temperature=0.0, top_p=1.0, max_new_tokens=12,
                                engine="fast")
     ref = hf_generate_ids(model, PROMPTS, eos_id=eos, pad_id=0, temperature=0.0, top_p=1.0, max_new_tokens=12)
     assert fast[0]["finish_reason"] == "eos" and fast[0]["token_ids"][-1] == eos
@@ -209,21 +210,21 @@ def test_greedy_matches_transformers_fp32(build, attention, monkeypatch):
 def test_a_wrong_gate_is_caught(monkeypatch):
     """The comparison has teeth: flipping where Falcon's gated norm applies its gate breaks it."""
     model = tiny_falcon()
-    real = engine.gated_rms_norm
-    monkeypatch.setattr(engine, "gated_rms_norm", lambda x, g, w, eps, n, before: real(x, g, w, eps, n, not before))
-    res = engine.compare_with_hf(model, PROMPTS, max_new_tokens=6, eos_id=-1, pad_id=0)
+    real = engine_ops.gated_rms_norm
+    monkeypatch.setattr(engine_ops, "gated_rms_norm", lambda x, g, w, eps, n, before: real(x, g, w, eps, n, not before))
+    res = engine_check.compare_with_hf(model, PROMPTS, max_new_tokens=6, eos_id=-1, pad_id=0)
     assert res["max_abs_top_logprob_diff_teacher_forced"] > 1e-2
 
 
 def test_bf16_engine_stays_close_to_transformers():
     model = tiny_falcon(dtype=torch.bfloat16)
-    res = engine.compare_with_hf(model, PROMPTS, max_new_tokens=6, eos_id=-1, pad_id=0, greedy_tol=0.1)
+    res = engine_check.compare_with_hf(model, PROMPTS, max_new_tokens=6, eos_id=-1, pad_id=0, greedy_tol=0.1)
     # bf16 rounds differently along every path: transformers' own cached decoding is the yardstick
     assert res["max_abs_top_logprob_diff_teacher_forced"] <= max(0.15, 1.5 * res["hf_max_abs_top_logprob_diff_teacher_forced"]), res
     assert res["engine_tokens_are_hf_argmax_frac"] >= res["hf_tokens_are_full_forward_argmax_frac"] - 0.02
     assert res["rows_identical_frac"] >= 0.5
     # against exact arithmetic on the same bf16-valued weights (the GPU check's yardstick), both paths alike
-    truth = engine.compare_with_hf(model, PROMPTS, max_new_tokens=6, eos_id=-1, pad_id=0, greedy_tol=0.1,
+    truth = engine_check.compare_with_hf(model, PROMPTS, max_new_tokens=6, eos_id=-1, pad_id=0, greedy_tol=0.1,
                                    truth_model=tiny_falcon(dtype=torch.bfloat16).float())
     assert 0 < truth["engine_mean_abs_top_logprob_err_vs_fp32"] <= 1.2 * truth["hf_mean_abs_top_logprob_err_vs_fp32"], truth
     assert truth["engine_max_abs_top_logprob_err_vs_fp32"] >= truth["engine_mean_abs_top_logprob_err_vs_fp32"]
@@ -244,7 +245,7 @@ def test_early_stop_matches_transformers():
     threshold = float(np.median(lowest)) + 1e-9  # about half of the rows cross it somewhere
     kw = dict(eos_id=-1, pad_id=0, temperature=0.0, top_p=1.0, max_new_tokens=12)
     ref = hf_generate_ids(model, PROMPTS, early_stop=EarlyStopController(threshold, window), **kw)
-    fast = engine.generate_ids(model, PROMPTS, early_stop=EarlyStopController(threshold, window), engine="fast", **kw)
+    fast = inference.generate_ids(model, PROMPTS, early_stop=EarlyStopController(threshold, window), **kw)
     reasons = [r["finish_reason"] for r in ref]
     assert "early_stop" in reasons and "length" in reasons
     assert [r["finish_reason"] for r in fast] == reasons
@@ -252,16 +253,16 @@ def test_early_stop_matches_transformers():
 
 
 def test_sampled_logprobs_are_the_processed_distribution_and_seeded():
-    from falcon_h1r.generation import top_p_filter
+    from falcon_h1r.inference.sampling import top_p_filter
 
     model = tiny_falcon()
     kw = dict(eos_id=-1, pad_id=0, temperature=0.7, top_p=0.8, max_new_tokens=8, engine="fast")
-    a = engine.generate_ids(model, PROMPTS, seed=3, **kw)
-    b = engine.generate_ids(model, PROMPTS, seed=3, **kw)
-    c = engine.generate_ids(model, PROMPTS, seed=4, **kw)
+    a = inference.generate_ids(model, PROMPTS, seed=3, **kw)
+    b = inference.generate_ids(model, PROMPTS, seed=3, **kw)
+    c = inference.generate_ids(model, PROMPTS, seed=4, **kw)
     assert [r["token_ids"] for r in a] == [r["token_ids"] for r in b]
     assert [r["token_ids"] for r in a] != [r["token_ids"] for r in c]
-    raw = engine.teacher_forced_logprobs(model, PROMPTS, [r["token_ids"] for r in a], pad_id=0)
+    raw = engine_check.teacher_forced_logprobs(model, PROMPTS, [r["token_ids"] for r in a], pad_id=0)
     for row, lp in zip(a, raw):
         proc = torch.log_softmax(top_p_filter(lp / 0.7, 0.8), dim=-1)  # log_softmax(raw/T) = log_softmax(logits/T)
         chosen = proc.gather(-1, torch.as_tensor(row["token_ids"])[:, None])[:, 0]
@@ -273,10 +274,10 @@ def test_sampled_logprobs_are_the_processed_distribution_and_seeded():
 def test_exponential_race_draws_from_the_softmax():
     model = tiny_falcon()
     n = 400
-    rows = engine.generate_ids(model, [[5, 6, 7]] * n, eos_id=-1, pad_id=0, temperature=1.0, top_p=1.0,
+    rows = inference.generate_ids(model, [[5, 6, 7]] * n, eos_id=-1, pad_id=0, temperature=1.0, top_p=1.0,
                                max_new_tokens=1, engine="fast", seed=11)
     first = np.array([r["token_ids"][0] for r in rows])
-    lp = engine.teacher_forced_logprobs(model, [[5, 6, 7]], [[0]], pad_id=0)[0][0]
+    lp = engine_check.teacher_forced_logprobs(model, [[5, 6, 7]], [[0]], pad_id=0)[0][0]
     probs = torch.softmax(lp, -1).numpy().astype(np.float64)
     np.testing.assert_allclose([r["logprobs"][0] for r in rows], np.log(probs[first]), atol=1e-4)
     # chi-square over the 5 likeliest tokens and the rest: 5 degrees of freedom, 20.5 is the 0.1 % tail
@@ -288,7 +289,7 @@ def test_exponential_race_draws_from_the_softmax():
 
 # ----------------------------------------------------------------------------- the interface
 def test_generate_honours_the_engine_setting():
-    from falcon_h1r.generation import generate as hf_generate
+    from falcon_h1r.inference import generate as hf_generate
 
     class Tok:
         eos_id, pad_id = -1, 0
@@ -303,12 +304,12 @@ def test_generate_honours_the_engine_setting():
     prompts = ["abc", "de", "fghij"]
     cfg = GenerationConfig(temperature=0.0, max_new_tokens=6, batch_size=2, engine="hf")
     ref = hf_generate(model, tok, prompts, cfg, progress=False)
-    via_hf = engine.generate(model, tok, prompts, cfg, progress=False)
+    via_hf = inference.generate(model, tok, prompts, cfg, progress=False)
     assert [c.token_ids for c in via_hf] == [c.token_ids for c in ref]
-    auto = engine.generate(model, tok, prompts, GenerationConfig(temperature=0.0, max_new_tokens=6, batch_size=2,
+    auto = inference.generate(model, tok, prompts, GenerationConfig(temperature=0.0, max_new_tokens=6, batch_size=2,
                                                                   engine="auto"), progress=False)
     assert all(c.meta.get("engine") != "fast" for c in auto)  # CPU: auto keeps transformers' loop
-    fast = engine.generate(model, tok, prompts, GenerationConfig(temperature=0.0, max_new_tokens=6, batch_size=2,
+    fast = inference.generate(model, tok, prompts, GenerationConfig(temperature=0.0, max_new_tokens=6, batch_size=2,
                                                                   engine="fast"), progress=False)
     assert [c.token_ids for c in fast] == [c.token_ids for c in ref]
     assert [c.text for c in fast] == [c.text for c in ref] and [c.prompt_index for c in fast] == [0, 1, 2]
@@ -320,12 +321,12 @@ def test_bad_engine_name_and_unsupported_models_are_clear_errors():
 
     model = tiny_qwen3()
     with pytest.raises(ValueError, match="'auto', 'hf', 'fast'"):
-        engine.resolve_engine("vllm", model)
+        inference.resolve_engine("vllm", model)
     llama = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=1))
     with pytest.raises(engine.EngineUnsupported, match="FalconH1ForCausalLM and Qwen3ForCausalLM"):
-        engine.resolve_engine("fast", llama)
-    assert engine.resolve_engine("auto", llama) == "hf"
+        inference.resolve_engine("fast", llama)
+    assert inference.resolve_engine("auto", llama) == "hf"
     eng = engine.DecodeEngine(model, 2, 8)
     with pytest.raises(ValueError, match="exceed"):
         eng.prefill([[5] * 6, [6]], pad_id=0, max_new_tokens=4)
@@ -338,12 +339,12 @@ def test_bad_engine_name_and_unsupported_models_are_clear_errors():
 def test_engine_is_reused_across_calls_with_the_same_shape():
     model = tiny_falcon()
     kw = dict(eos_id=-1, pad_id=0, temperature=0.0, top_p=1.0, max_new_tokens=5, engine="fast")
-    first = engine.generate_ids(model, PROMPTS, **kw)
+    first = inference.generate_ids(model, PROMPTS, **kw)
     eng = engine._ENGINES[model][1]
-    again = engine.generate_ids(model, PROMPTS[::-1], **kw)
+    again = inference.generate_ids(model, PROMPTS[::-1], **kw)
     assert engine._ENGINES[model][1] is eng
     assert [r["token_ids"] for r in again] == [r["token_ids"] for r in first][::-1]
-    engine.generate_ids(model, PROMPTS[:2], **kw)
+    inference.generate_ids(model, PROMPTS[:2], **kw)
     assert engine._ENGINES[model][1] is not eng
     assert eng.cache_bytes() == sum(t.numel() * t.element_size()
                                     for t in (eng.k_cache, eng.v_cache, eng.conv_state, eng.ssm_state))

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from falcon_h1r.config import GenerationConfig, ModelConfig
-from falcon_h1r.generation import generate_ids, top_p_filter
+from falcon_h1r.inference.hf_loop import generate_ids
+from falcon_h1r.inference.sampling import top_p_filter
 from falcon_h1r.models import build_model
 
 

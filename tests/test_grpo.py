@@ -98,7 +98,7 @@ def test_vectorized_loss_equals_plain_python_twin():
 @pytest.fixture(scope="module")
 def setup():
     from falcon_h1r.models import build_model
-    from falcon_h1r.stages import task_sets, tokenizer_corpus
+    from falcon_h1r.sections.common import task_sets, tokenizer_corpus
     from falcon_h1r.tokenizer import train_tokenizer
 
     preset = load_preset("tiny", {"tasks.train_per_domain": 30, "tasks.test_per_domain": 6})

@@ -27,7 +27,7 @@ def test_paper_architectures_have_the_paper_shapes():
 
 
 def test_save_and_load_round_trip(tmp_path, tiny_preset):
-    from falcon_h1r.stages import get_tokenizer
+    from falcon_h1r.sections.common import get_tokenizer
 
     tok = get_tokenizer(tiny_preset, root=tmp_path)
     model = build_model(tiny_preset.model, tok.vocab_size, pad_id=tok.pad_id, eos_id=tok.eos_id).eval()
@@ -50,7 +50,7 @@ def test_missing_checkpoint_is_one_clear_error(tmp_path):
 
 def test_paper_preset_without_weights_fails_clearly(tmp_path):
     from falcon_h1r.config import load_preset
-    from falcon_h1r.stages import get_base_model
+    from falcon_h1r.sections.common import get_base_model
 
     p = load_preset("paper", {"device": "cpu", "model.checkpoint": str(tmp_path / "nope")})
     with pytest.raises(FileNotFoundError, match="nope does not exist"):

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from falcon_h1r.config import ModelConfig, RecipeError, TrainConfig, load_preset
 from falcon_h1r.sft import (GRIDS, Example, SFTRecipe, collate, collate_packed, finding_status,
                             latest_checkpoint, linear_warmup_schedule, load_grid, load_recipe, make_batch,
-                            mixture_sample, pack_rows, paired_difference, per_sample_losses, segmented_causal_conv1d,
-                            segmented_chunk_scan, token_losses, train_sft)
+                            mixture_sample, pack_rows, paired_difference, per_sample_losses, token_losses, train_sft)
+from falcon_h1r.packed_mamba import segmented_causal_conv1d, segmented_chunk_scan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -68,7 +68,7 @@ def _scan_inputs(b=2, L=37, h=4, p=8, g=1, n=16):
 def test_segmented_scan_is_transformers_scan_without_segments_and_per_sample_with_them():
     from transformers.models.falcon_h1 import modeling_falcon_h1 as mf
 
-    enable = __import__("falcon_h1r.sft", fromlist=["enable_packed_mamba"]).enable_packed_mamba
+    enable = __import__("falcon_h1r.packed_mamba", fromlist=["enable_packed_mamba"]).enable_packed_mamba
     enable()
     lib = mf._falcon_h1r_library["chunk_scan"]
     args, kw = _scan_inputs()
@@ -104,7 +104,7 @@ def test_transformers_alone_refuses_or_leaks_packed_mamba_state_on_cpu():
     fallback, and position ids alone separate attention but leak Mamba-2 state across samples."""
     from transformers.models.falcon_h1 import modeling_falcon_h1 as mf
 
-    from falcon_h1r.sft import enable_packed_mamba
+    from falcon_h1r.packed_mamba import enable_packed_mamba
 
     enable_packed_mamba()
     args, kw = _scan_inputs()
@@ -147,8 +147,9 @@ def test_packed_and_padded_training_give_the_same_gradients():
 
 # ----------------------------------------------------------------------------- batches and losses
 def test_loss_is_on_the_assistant_turn_only_and_weighted(tiny_preset):
-    from falcon_h1r.sft import examples_from_traces, teacher_records
-    from falcon_h1r.stages import get_tokenizer
+    from falcon_h1r.sft import examples_from_traces
+    from falcon_h1r.tasks import teacher_records
+    from falcon_h1r.sections.common import get_tokenizer
     from falcon_h1r.tasks import generate_split
 
     probs = generate_split(["math"], [1], 2, "t", 0)

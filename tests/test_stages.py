@@ -2,7 +2,7 @@
 
 import pytest
 
-from falcon_h1r.stages import get_base_model, held_out, task_sets
+from falcon_h1r.sections.common import get_base_model, held_out, task_sets
 
 
 @pytest.mark.slow

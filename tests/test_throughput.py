@@ -48,7 +48,7 @@ def test_cache_bytes_of_the_two_7b_architectures_follow_their_shapes():
 def test_static_engine_allocates_what_the_byte_count_says():
     from transformers import AutoModelForCausalLM
 
-    from falcon_h1r.engine import DecodeEngine
+    from falcon_h1r.inference.engine import DecodeEngine
 
     for cfg in tiny_configs():
         model = AutoModelForCausalLM.from_config(cfg)

@@ -9,7 +9,7 @@ import pytest
 
 from falcon_h1r import deepconf as dc
 from falcon_h1r import tracestore as ts
-from falcon_h1r.generation import Completion
+from falcon_h1r.inference import Completion
 
 
 def _traces() -> list[dc.Trace]:

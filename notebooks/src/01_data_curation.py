@@ -15,7 +15,7 @@
 #
 # Where each number is computed: `falcon_h1r.curation` (`curate_sft`, `curate_rl_pool`, the filters,
 # `rl_decision`, `contamination`, `build_mixture`, `fit_lognormal`), `falcon_h1r.verify` (grading),
-# `falcon_h1r.sandbox` (code tests), `falcon_h1r.stages.get_base_model` (the SFT model).
+# `falcon_h1r.sandbox` (code tests), `falcon_h1r.sections.common.get_base_model` (the SFT model).
 # **At the tiny and small presets every "ours" number is about synthetic tasks, never the paper's data.**
 
 # %% tags=["parameters"]
@@ -34,7 +34,7 @@ from falcon_h1r import curation as C
 from falcon_h1r import papers
 from falcon_h1r.config import load_preset
 from falcon_h1r.results import SectionWriter, read_json
-from falcon_h1r.stages import get_base_model, run_mode, task_sets
+from falcon_h1r.sections.common import get_base_model, run_mode, task_sets
 
 cfg = load_preset(preset, overrides)
 recipe = C.load_recipe(cfg)

@@ -6,7 +6,7 @@
 # the paper's §2 ablations as a recipe grid (`falcon_h1r/recipes/sft/*.yaml`), several seeds, with 95 %
 # intervals, each result beside the paper's finding.
 # **At the tiny and small presets every "ours" number is about those synthetic tasks, not the paper's
-# benchmarks.** Where each number is computed: `falcon_h1r.stages.get_base_model` (base training and its
+# benchmarks.** Where each number is computed: `falcon_h1r.sections.common.get_base_model` (base training and its
 # before/after evaluation), `falcon_h1r.sft` (trainer, packing, ablation runs and their statistics),
 # `falcon_h1r.distributed` (loss normalizations), `falcon_h1r.curation` (filtering, verification and
 # difficulty weights of the teacher traces), `falcon_h1r.evaluation` (pass@1), `bench/train_throughput.py`
@@ -29,7 +29,7 @@ from falcon_h1r.config import load_preset
 from falcon_h1r.evaluation import wilson_interval
 from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json
 from falcon_h1r.sft import AblationContext, ablation_report, load_grid, load_recipe, normalization_curves, run_grid
-from falcon_h1r.stages import get_base_model, run_mode
+from falcon_h1r.sections.common import get_base_model, run_mode
 
 cfg = load_preset(preset, overrides)
 recipe = load_recipe(cfg)
@@ -102,7 +102,7 @@ plt.show()
 # ## The trainer's two guarantees, measured on the base model
 # **Packing without cross-contamination.** transformers 5.23 keeps packed samples apart in attention
 # (position ids that restart per sample give a block-diagonal mask), but its Mamba-2 torch path refuses
-# `seq_idx` (CPU, or a GPU without causal-conv1d for the conv). `falcon_h1r.sft.enable_packed_mamba`
+# `seq_idx` (CPU, or a GPU without causal-conv1d for the conv). `falcon_h1r.packed_mamba.enable_packed_mamba`
 # supplies segment-aware twins there and keeps mamba-ssm's Triton scan (which honours `seq_idx`) on GPU.
 # Below: each sample's loss packed into shared rows vs alone, and what position ids alone would give.
 #
@@ -114,7 +114,8 @@ if mode == "compute":
     import torch
 
     from falcon_h1r.distributed import shard_indices
-    from falcon_h1r.sft import collate_packed, examples_from_traces, per_sample_losses, teacher_records
+    from falcon_h1r.sft import collate_packed, examples_from_traces, per_sample_losses
+    from falcon_h1r.tasks import teacher_records
 
     probe = examples_from_traces(teacher_records(base.sets["test"][:12], cfg.tasks.teacher_style, cfg.seed),
                                  base.tokenizer, cfg.train.max_seq_len)

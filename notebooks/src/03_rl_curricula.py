@@ -9,7 +9,7 @@
 # verifiable rewards (`falcon_h1r.rewards`: tiered math, sandboxed code, numeric science, a format
 # penalty). **At the tiny and small presets every "ours" number is about synthetic tasks and a model
 # trained from scratch, not the paper's benchmarks.** RL starts from the preset's cached SFT base model
-# (`falcon_h1r.stages.get_base_model`).
+# (`falcon_h1r.sections.common.get_base_model`).
 
 # %% tags=["parameters"]
 preset = "tiny"
@@ -32,7 +32,7 @@ from falcon_h1r.grpo import (CURRICULA, PAPER_TABLE3_ROW, PoolBuilder, RLRecipe,
                              paired_difference, per_problem_rates, run_curriculum)
 from falcon_h1r.results import read_json
 from falcon_h1r.results import SectionWriter
-from falcon_h1r.stages import recipe_hash, run_mode
+from falcon_h1r.sections.common import recipe_hash, run_mode
 
 cfg = load_preset(preset, overrides)
 rl = cfg.section("rl", RLRecipe)
@@ -85,7 +85,7 @@ if mode == "compute":
         torch.set_num_threads(1)  # microscopic models: one thread is as fast and does not fight other work
     from falcon_h1r.env import pick_device
     from falcon_h1r.rewards import RewardPool, load_llm_judge
-    from falcon_h1r.stages import get_base_model
+    from falcon_h1r.sections.common import get_base_model
 
     device = pick_device(cfg.device)
     base = get_base_model(cfg)

@@ -7,7 +7,7 @@
 # counts of the two architectures from their configs (`falcon_h1r.models`).
 #
 # Then **ours**: the same two architectures with random weights on **one** GPU, decoded by our own engine
-# (`falcon_h1r.engine`: static caches, the decode step captured in a CUDA graph, mamba-ssm's Triton state
+# (`falcon_h1r.inference.engine`: static caches, the decode step captured in a CUDA graph, mamba-ssm's Triton state
 # update, PyTorch SDPA), measured by `bench/throughput.py` (`falcon_h1r.throughput`) and committed under
 # `results/small/04_throughput/`. Before any speed figure: the engine must decode exactly what transformers
 # decodes, which this notebook checks on the preset's own base model.
@@ -27,11 +27,11 @@ from transformers import AutoModelForCausalLM
 from falcon_h1r import papers
 from falcon_h1r import throughput as tp
 from falcon_h1r.config import load_preset
-from falcon_h1r.engine import compare_with_hf
+from falcon_h1r.inference.engine_check import compare_with_hf
 from falcon_h1r.env import REPO_ROOT
 from falcon_h1r.models import count_params, falcon_h1r_7b_config, qwen3_8b_config
 from falcon_h1r.results import SectionWriter, read_json
-from falcon_h1r.stages import get_base_model, held_out, run_mode
+from falcon_h1r.sections.common import get_base_model, held_out, run_mode
 
 cfg = load_preset(preset, overrides)
 recipe = cfg.section("throughput", tp.ThroughputRecipe)
@@ -70,7 +70,7 @@ plt.show()
 # %% [markdown]
 # ## Does the engine decode what transformers decodes?
 # Greedy decoding of held-out prompts with the preset's base model, once through transformers' cached loop
-# (`falcon_h1r.generation.generate_ids`) and once through the engine's static-cache step (on CPU it runs
+# (`falcon_h1r.inference.hf_loop.generate_ids`) and once through the engine's static-cache step (on CPU it runs
 # eagerly; on a GPU as a CUDA graph). Besides token equality, the engine's top-20 log-probs are compared with
 # transformers' full forward over the engine's own tokens, a check that stays meaningful even if the two
 # paths diverge after a near-tie.
@@ -136,7 +136,7 @@ else:
 # Mamba part is constant), plus the batch's prefill time (transformers' forward with mamba-ssm's Triton scan,
 # timed per sequence on ~8K-token forwards and scaled by the batch); tokens/s = batch × output length / that
 # total. At each position the attention kernel is the fastest on the live cache of SDPA, batched matmuls and the
-# split-KV Triton kernel of `falcon_h1r.decode_kernels` (timed inside a CUDA graph, as the step runs it), and
+# split-KV Triton kernel of `falcon_h1r.inference.decode_kernels` (timed inside a CUDA graph, as the step runs it), and
 # with the recipe's `compile: true` the layers' element-wise glue runs torch.compile'd (the plain functions
 # are its reference; `bench/engine_check.py` checks both fast paths against the plain engine). The **roofline** is the bytes a step must move (weights but the embedding table, K/V up to the
 # position, Mamba states read and written) over the bandwidth of a large device copy. Random bf16 weights of the full architectures; the Mamba-2 SSM state in float32 (what

@@ -7,7 +7,7 @@
 #
 # 1. **The paper's Table 7** (from `papers/`): accuracy and generated tokens at DeepConf@512, with its
 #    token-saving arithmetic recomputed.
-# 2. **Ours**: DeepConf on this preset's own SFT base model (`falcon_h1r.stages.get_base_model`) and
+# 2. **Ours**: DeepConf on this preset's own SFT base model (`falcon_h1r.sections.common.get_base_model`) and
 #    held-out synthetic problems, run by `falcon_h1r.deepconf_experiments`: a pool of complete traces per
 #    problem (`traces.parquet`, `falcon_h1r.tracestore`), evaluated with the DeepConf paper's protocol
 #    (every number a mean over 64 resamplings of the pool), plus one *live* online run per variant with
@@ -29,7 +29,7 @@ from falcon_h1r import deepconf_experiments as dx
 from falcon_h1r import papers
 from falcon_h1r.config import load_preset
 from falcon_h1r.results import SectionWriter
-from falcon_h1r.stages import run_mode
+from falcon_h1r.sections.common import run_mode
 
 cfg = load_preset(preset, overrides)
 recipe = dx.experiment_recipe(cfg)
@@ -201,7 +201,7 @@ if len(live):
 # %% [markdown]
 # ### Cost of the live stop per decode step
 # The decode loop with and without the controller (threshold set so that it never fires, so both decode the
-# same steps). On GPU with the fast engine (`falcon_h1r.engine`) the controller is captured in the step's CUDA
+# same steps). On GPU with the fast engine (`falcon_h1r.inference.engine`) the controller is captured in the step's CUDA
 # graph and its cost is the difference of the two decode clocks; in transformers' loop (CPU) its calls are
 # timed inside the loop, because two whole runs on a shared CPU differ by more than the controller costs.
 # Target on GPU: at most 3 % of a decode step (`bench/deepconf_overhead.py` measures the same).

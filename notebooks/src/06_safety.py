@@ -24,11 +24,11 @@ from IPython.display import Markdown, display
 
 from falcon_h1r import papers
 from falcon_h1r.config import load_preset
-from falcon_h1r.generation import generate
+from falcon_h1r.inference import generate
 from falcon_h1r.results import SectionWriter, read_json
 from falcon_h1r.safety import (KeywordJudge, SafetyRecipe, evaluate_judge, load_labelled_judge_set, load_prompts,
                                make_judge, reasoning_answer_gap, run_safety_eval)
-from falcon_h1r.stages import cache_dir, get_base_model, run_mode
+from falcon_h1r.sections.common import cache_dir, get_base_model, run_mode
 
 cfg = load_preset(preset, overrides)
 recipe = cfg.section("safety", SafetyRecipe)

@@ -1,5 +1,7 @@
-"""Shared stages the section notebooks build on: the preset's task sets, its tokenizer and its SFT base
-model, each computed once and cached by a hash of the recipe values that shape it.
+"""What every section shares: the preset's task sets, its tokenizer and its SFT base model (each computed
+once and cached by a hash of the recipe values that shape it), the one cache helper, the held-out selection,
+the torch thread setting for small CPU models, and whether this machine computes a preset or renders its
+committed records.
 
 The cache lives in ``results/<preset>/_cache/`` (git-ignored); deleting it reruns the stage. At the
 paper preset the base is the real checkpoint loaded from ``model.checkpoint``.
@@ -7,6 +9,7 @@ paper preset the base is the real checkpoint loaded from ``model.checkpoint``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,15 +17,17 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
 from falcon_h1r.config import Preset, to_dict
 from falcon_h1r.env import pick_device, seed_everything
-from falcon_h1r.results import RESULTS_ROOT, write_json
-from falcon_h1r.tasks import GENERATOR_VERSION, make_task_sets
+from falcon_h1r.results import RESULTS_ROOT, read_json, write_json
+from falcon_h1r.tasks import GENERATOR_VERSION, make_task_sets, teacher_records
 from falcon_h1r.tokenizer import ChatTokenizer, format_response, train_tokenizer
+
+T = TypeVar("T")
 
 
 def cache_dir(preset: Preset, root: Path = RESULTS_ROOT) -> Path:
@@ -30,8 +35,43 @@ def cache_dir(preset: Preset, root: Path = RESULTS_ROOT) -> Path:
 
 
 def recipe_hash(*parts: Any) -> str:
+    """A short hash of recipe values (dataclasses, dicts, numbers): the key of a cached stage."""
     blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def cached_json(path: str | Path | None, compute: Callable[[], T]) -> T:
+    """The one cache of the sections' JSON-able stages: ``compute()`` once, kept at ``path`` (atomic write);
+    later calls read it back. ``path`` None computes without caching."""
+    if path is None:
+        return compute()
+    path = Path(path)
+    if path.exists():
+        return read_json(path)
+    value = compute()
+    write_json(path, value)
+    return value
+
+
+@contextlib.contextmanager
+def torch_threads(n: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run with ``n`` torch threads when ``device`` is the CPU (0: unchanged), restoring the count after.
+
+    Why: a tiny model's step is a hundred small ops, where OpenMP threads cost more than they bring, and on a
+    shared machine spinning threads made it far worse (64 traces x 96 tokens of the tiny model took 2.2 s with
+    one thread and 20-30 s with two while other jobs ran).
+    """
+    before = torch.get_num_threads()
+    if n and torch.device(device).type == "cpu":
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def task_sets(preset: Preset) -> dict[str, list[dict[str, Any]]]:
@@ -41,8 +81,6 @@ def task_sets(preset: Preset) -> dict[str, list[dict[str, Any]]]:
 
 def tokenizer_corpus(sets: dict[str, list[dict[str, Any]]], seed: int) -> list[str]:
     """Questions and teacher responses of the training set (both styles), for BPE training."""
-    from falcon_h1r.sft import teacher_records
-
     recs = teacher_records(sets["train"], "mixed", seed)
     return [r["question"] for r in recs] + [format_response(r["reasoning"], r["final"]) for r in recs]
 
@@ -87,7 +125,7 @@ def get_base_model(preset: Preset, *, root: Path = RESULTS_ROOT, progress: bool 
     """
     from falcon_h1r.evaluation import evaluate, majority_answer_baseline
     from falcon_h1r.models import build_model, count_params, load_checkpoint, save_model
-    from falcon_h1r.sft import examples_from_traces, teacher_records, train_sft
+    from falcon_h1r.sft import examples_from_traces, train_sft
 
     device = pick_device(preset.device)
     dtype = torch_dtype(preset)
@@ -159,19 +197,26 @@ def get_base_model(preset: Preset, *, root: Path = RESULTS_ROOT, progress: bool 
     return BaseModel(model.eval(), tok, sets, info, path)
 
 
-def held_out(sets: dict[str, list[dict[str, Any]]], preset: Preset) -> list[dict[str, Any]]:
-    """The first ``eval.problems_per_domain`` test problems of each domain."""
-    per = preset.eval.problems_per_domain
+def first_per_domain(problems: Sequence[dict[str, Any]], per_domain: int,
+                     domains: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The first ``per_domain`` problems of each domain (of ``domains`` only, when given), in order: the one
+    held-out selection every section uses."""
     out, seen = [], {}
-    for p in sets["test"]:
-        if seen.get(p["domain"], 0) < per:
+    for p in problems:
+        d = p["domain"]
+        if (domains is None or d in domains) and seen.get(d, 0) < per_domain:
             out.append(p)
-            seen[p["domain"]] = seen.get(p["domain"], 0) + 1
+            seen[d] = seen.get(d, 0) + 1
     return out
 
 
+def held_out(sets: dict[str, list[dict[str, Any]]], preset: Preset) -> list[dict[str, Any]]:
+    """The first ``eval.problems_per_domain`` test problems of each domain."""
+    return first_per_domain(sets["test"], preset.eval.problems_per_domain)
+
+
 def _eval_gen(preset: Preset):
-    from falcon_h1r.generation import greedy
+    from falcon_h1r.inference import greedy
 
     return greedy(preset.generation)
 

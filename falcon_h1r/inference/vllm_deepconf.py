@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-VLLM_MISSING = ("vLLM is not installed, and falcon_h1r.vllm_deepconf needs it. Install it on a CUDA machine with "
+VLLM_MISSING = ("vLLM is not installed, and falcon_h1r.inference.vllm_deepconf needs it. Install it on a CUDA machine with "
                 "`pip install 'vllm>=0.10.2'` (V1 engine, custom logits processors). Without vLLM, use "
                 "falcon_h1r.deepconf.run_online with our own generation engine.")
 EXTRA_ARGS_KEY = "falcon_h1r_deepconf"

@@ -14,11 +14,11 @@ preallocates the caches and replays a captured graph; this module does the same 
   copy); the SSM state update is mamba-ssm's Triton ``selective_state_update`` on GPU and the plain-torch twin
   :func:`ssm_update_ref` elsewhere; the depthwise conv update is :func:`conv_update_ref` (cheap everywhere);
 * two **fast paths** on GPU, each with its plain twin: ``attention="triton"`` (the split-KV decode attention of
-  :mod:`falcon_h1r.decode_kernels`, which streams the cache at ~2.8 TB/s where SDPA's one program per row and
+  :mod:`falcon_h1r.inference.decode_kernels`, which streams the cache at ~2.8 TB/s where SDPA's one program per row and
   KV head reaches ~1.6 on an H100) and ``compile=True`` (the layers' element-wise glue, :func:`falcon_pre` and
   friends, through torch.compile: Inductor fuses the ~1,800 small element-wise, copy and norm kernels that a
   profiled 7B step launches, and the H100 step drops by 3.3-3.6 ms, ``bench/decode_profile.py``);
-* **sampling** (temperature, top-p, as :func:`falcon_h1r.generation.sample_step`), the raw top-k log-probs, EOS
+* **sampling** (temperature, top-p, as :func:`falcon_h1r.inference.sampling.sample_step`), the raw top-k log-probs, EOS
   and the per-row early stop all run on device inside the same step. On GPU the step is captured once per
   KV-length bucket and replayed; the host only looks at the "still running" mask every few steps.
 
@@ -27,14 +27,14 @@ Sampling draws differ from the transformers loop for the same seed (an exponenti
 ``torch.multinomial``, so that it can live in a graph), the distribution is the same; greedy decoding is the
 same token for token.
 
-Public entry points: :func:`generate` / :func:`generate_ids` (same semantics and outputs as
-``falcon_h1r.generation``; ``engine="auto"`` picks this engine on CUDA, ``"hf"`` the transformers loop, ``"fast"``
-this engine anywhere), :class:`DecodeEngine` (used directly by the throughput study), :func:`compare_with_hf`.
+The layer arithmetic and its reference twins live in :mod:`falcon_h1r.inference.engine_ops`; this module holds
+the engine (:class:`DecodeEngine`, used directly by the throughput study) and :func:`generate_ids`, one batch on
+the model's cached engine. Callers go through :func:`falcon_h1r.inference.generate`, which picks this engine or
+transformers' loop (``generation.engine``: ``auto`` | ``fast`` | ``hf``).
 """
 
 from __future__ import annotations
 
-import functools
 import time
 import weakref
 from typing import Any, Sequence
@@ -43,12 +43,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from falcon_h1r.decode_kernels import split_kv_attention, triton_available
-from falcon_h1r.generation import EarlyStop, _left_pad, sample_step
-from falcon_h1r.generation import generate as hf_generate
-from falcon_h1r.generation import generate_ids as hf_generate_ids
+from falcon_h1r.inference.decode_kernels import split_kv_attention, triton_available
+from falcon_h1r.inference.engine_ops import (PLAIN_GLUE, compiled_glue, falcon_post, falcon_pre, qwen_post, qwen_pre,
+                                             rms_norm, rope_tables, scale_by, ssm_update, triton_state_update,
+                                             weight_bias)
+from falcon_h1r.inference.sampling import EarlyStop, left_pad, sample_step
 
-ENGINES = ("auto", "hf", "fast")
 ATTENTION_MODES = ("sdpa", "matmul", "triton")
 # What engines made by generate() use (see DecodeEngine and set_defaults): the plain paths unless a caller
 # (the throughput study, a GPU recipe) asks for the fast ones.
@@ -60,215 +60,6 @@ FINISH_REASONS = ("length", "eos", "early_stop")  # codes 0, 1, 2 in the engine'
 class EngineUnsupported(ValueError):
     """The model is not one the fast engine implements; the message says what is accepted."""
 
-
-# ============================================================================ plain-torch reference twins
-def conv_update_ref(x: torch.Tensor, conv_state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    activation: bool = True) -> torch.Tensor:
-    """One decode step of Mamba-2's depthwise causal conv.
-
-    ``x`` [B, C] is the new input column, ``conv_state`` [B, C, K] holds the last K inputs and is shifted in
-    place, ``weight`` [C, K]. Same result as transformers' ``causal_conv1d_update`` (a K-tap conv1d over
-    state+x whose last output is taken), computed in float32 and rounded once.
-    """
-    window = torch.cat([conv_state[:, :, 1:], x.to(conv_state.dtype)[:, :, None]], dim=-1)
-    conv_state.copy_(window)
-    out = (window.float() * weight.float()).sum(-1)
-    if bias is not None:
-        out = out + bias.float()
-    if activation:
-        out = F.silu(out)
-    return out.to(x.dtype)
-
-
-def ssm_update_ref(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-                   C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
-                   dt_bias: torch.Tensor | None = None, dt_softplus: bool = True) -> torch.Tensor:
-    """One step of the Mamba-2 selective state update, in place on ``state`` [B, H, P, N]; returns y [B, H, P].
-
-    Shapes as mamba-ssm's ``selective_state_update``: x, dt, z [B, H, P]; A [H, P, N]; B, C [B, G, N];
-    D, dt_bias [H, P]. h <- exp(dt*A) h + dt * B x ; y = C.h + D x (times silu(z) when given). The arithmetic
-    and its dtypes follow transformers' torch fallback, so CPU runs match transformers exactly: with bf16
-    inputs it rounds dt + dt_bias, softplus(dt), dt*B*x and the state fed to C.h to bf16. mamba-ssm's Triton
-    kernel instead upcasts every input and computes in float32, rounding only y; its twin is this function
-    called on float32 copies of the inputs (what ``bench/engine_check.py`` compares the kernel with).
-    """
-    batch, heads, head_dim = x.shape
-    groups, n = B.shape[1], B.shape[-1]
-    if dt_bias is not None:
-        dt = dt + dt_bias.to(dt.dtype)
-    if dt_softplus:
-        dt = F.softplus(dt)
-    dt = dt[..., None]
-    dA = torch.exp(dt.float() * A.float())
-    Bh = B.reshape(batch, groups, 1, n).expand(batch, groups, heads // groups, n).reshape(batch, heads, 1, n)
-    dBx = dt * Bh * x[..., None]
-    new_state = state * dA + dBx
-    state.copy_(new_state.to(state.dtype))
-    Ch = C.reshape(batch, groups, 1, n).expand(batch, groups, heads // groups, n).reshape(batch * heads, n, 1)
-    out = torch.bmm(new_state.to(C.dtype).view(batch * heads, head_dim, n), Ch).view(batch, heads, head_dim)
-    if D is not None:
-        out = (out + x * D).to(out.dtype)
-    if z is not None:
-        out = out * F.silu(z)
-    return out.to(x.dtype)
-
-
-_TRITON_SSU: Any = None
-
-
-def triton_state_update() -> Any:
-    """mamba-ssm's Triton ``selective_state_update``, or None where it cannot be imported (CPU machines)."""
-    global _TRITON_SSU
-    if _TRITON_SSU is None:
-        try:
-            from mamba_ssm.ops.triton.selective_state_update import selective_state_update
-            _TRITON_SSU = selective_state_update
-        except Exception:  # not installed, or its compiled parts missing: the torch twin is used
-            _TRITON_SSU = False
-    return _TRITON_SSU or None
-
-
-def ssm_update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
-               C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
-               dt_bias: torch.Tensor | None = None, dt_softplus: bool = True, *, use_triton: bool = True) -> torch.Tensor:
-    """The state update on the fastest path available: Triton on CUDA, :func:`ssm_update_ref` otherwise."""
-    kernel = triton_state_update() if (use_triton and x.is_cuda) else None
-    if kernel is not None:
-        return kernel(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus)
-    return ssm_update_ref(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus)
-
-
-# ============================================================================ small pieces of the layers
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm as transformers computes it: normalise in float32, round, then scale (``F.rms_norm`` is the
-    same formula in fewer kernels)."""
-    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
-
-
-def gated_rms_norm(x: torch.Tensor, gate: torch.Tensor, weight: torch.Tensor, eps: float, n_groups: int,
-                   norm_before_gate: bool) -> torch.Tensor:
-    """Falcon-H1's grouped RMSNorm with a silu gate (``FalconH1RMSNormGated``) on [B, D]."""
-    dtype = x.dtype
-    if not norm_before_gate:
-        x = x * F.silu(gate.float())
-    b, d = x.shape
-    h = F.rms_norm(x.float().view(b, n_groups, d // n_groups), (d // n_groups,), eps=eps)
-    h = (weight.view(n_groups, d // n_groups) * h).view(b, d)
-    if norm_before_gate:
-        h = h * F.silu(gate.float())
-    return h.to(dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _rope_tables(rotary: torch.nn.Module, pos: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin [B, d] for positions ``pos`` [B] from the model's own rotary module (its inv_freq and scaling)."""
-    freqs = pos[:, None].float() * rotary.inv_freq.to(device=pos.device, dtype=torch.float)[None, :]
-    emb = torch.cat((freqs, freqs), dim=-1)
-    scale = getattr(rotary, "attention_scaling", 1.0)
-    return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
-
-
-def _scale(x: torch.Tensor, m: float) -> torch.Tensor:
-    """x * m, skipped when m == 1 (µP multipliers are often 1; every kernel saved counts in a decode step)."""
-    return x if m == 1.0 else x * m
-
-
-# ============================================================================ the layers' element-wise glue
-# Pure functions of tensors (weights, biases and caches passed in, sizes and multipliers as Python numbers that
-# are the same for every layer), so that one torch.compile'd graph serves all layers. Called directly they
-# are the reference twin of the compiled path and what CPU runs.
-def _rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return qk * cos[:, None, :] + _rotate_half(qk) * sin[:, None, :]
-
-
-def falcon_pre(x: torch.Tensor, norm_w: torch.Tensor, in_proj: tuple, zxbcdt_scale: torch.Tensor,
-               conv_state: torch.Tensor, conv_w: torch.Tensor, conv_b: torch.Tensor | None, q_proj: tuple,
-               k_proj: tuple, v_proj: tuple, cos: torch.Tensor, sin: torch.Tensor, *, eps: float, attn_in: float,
-               key_mult: float, sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """Falcon-H1 layer up to the cache-bound kernels: input RMSNorm, the Mamba-2 in-projection and conv step
-    (``conv_state`` shifted in place), and the attention projections with rope. Returns
-    (gate, x, B, C, dt) for the state update and (q, k, v) for the attention."""
-    P, conv_dim, NH, GN, H, KV, D = sizes
-    B = x.shape[0]
-    h = rms_norm(x, norm_w, eps)
-    # in_proj(h * ssm_in) * mup = in_proj(h) * (mup * ssm_in): one multiply instead of two
-    zxbcdt = F.linear(h, *in_proj) * zxbcdt_scale
-    gate, xbc, dt = zxbcdt.split([P, conv_dim, NH], dim=-1)
-    xbc = conv_update_ref(xbc, conv_state, conv_w, conv_b)
-    xs, Bm, Cm = xbc.split([P, GN, GN], dim=-1)
-    ha = _scale(h, attn_in)
-    q = F.linear(ha, *q_proj).view(B, H, D)
-    k = _scale(F.linear(ha, *k_proj).view(B, KV, D), key_mult)  # Falcon-H1 µP: keys scaled before rope
-    v = F.linear(ha, *v_proj).view(B, KV, D)
-    qk = _rope(torch.cat([q, k], dim=1), cos, sin)  # rope on queries and keys together: half the kernels
-    return gate, xs, Bm, Cm, dt, qk[:, :H], qk[:, H:], v
-
-
-def falcon_post(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor, o: torch.Tensor, mamba_norm_w: torch.Tensor | None,
-                out_proj: tuple, o_proj: tuple, pre_ff_w: torch.Tensor, up: tuple, gate_proj: tuple, down: tuple, *,
-                norm_eps: float, norm_groups: int, norm_before_gate: bool, ssm_out: float, attn_out: float,
-                eps: float, gate_mult: float, down_mult: float, act: Any) -> torch.Tensor:
-    """Falcon-H1 layer after the cache-bound kernels: gated norm and out-projection of the mixer, the attention
-    output, the scaled residual sum, then the MLP with its residual."""
-    B = x.shape[0]
-    y = y.reshape(B, -1)
-    if mamba_norm_w is not None:
-        y = gated_rms_norm(y, gate, mamba_norm_w, norm_eps, norm_groups, norm_before_gate)
-    mamba_out = _scale(F.linear(y.to(x.dtype), *out_proj), ssm_out)
-    attn_o = _scale(F.linear(o.reshape(B, -1), *o_proj), attn_out)
-    # transformers' order: residual + (m*s_m + a*s_a). Not torch.add(..., alpha=): Inductor (torch 2.11 on the
-    # H100, 2.13 on CPU) miscompiles torch.add(x, F.linear(...), alpha=a), giving x + a*x@W.T-like garbage
-    # (tests/test_decode_kernels.py keeps a check of the pattern the glue uses).
-    x = x + (mamba_out + attn_o)
-    h = rms_norm(x, pre_ff_w, eps)
-    z = F.linear(h, *up) * act(_scale(F.linear(h, *gate_proj), gate_mult))
-    return x + _scale(F.linear(z, *down), down_mult)
-
-
-def qwen_pre(x: torch.Tensor, norm_w: torch.Tensor, q_proj: tuple, k_proj: tuple, v_proj: tuple, q_norm_w: torch.Tensor,
-             k_norm_w: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, eps: float, qk_eps: float,
-             sizes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Qwen3 layer up to the attention: input RMSNorm, projections, per-head q/k RMSNorm, rope."""
-    H, KV, D = sizes[-3:]
-    B = x.shape[0]
-    h = rms_norm(x, norm_w, eps)
-    q = rms_norm(F.linear(h, *q_proj).view(B, H, D), q_norm_w, qk_eps)
-    k = rms_norm(F.linear(h, *k_proj).view(B, KV, D), k_norm_w, qk_eps)
-    v = F.linear(h, *v_proj).view(B, KV, D)
-    qk = _rope(torch.cat([q, k], dim=1), cos, sin)
-    return qk[:, :H], qk[:, H:], v
-
-
-def qwen_post(x: torch.Tensor, o: torch.Tensor, o_proj: tuple, post_norm_w: torch.Tensor, gate_proj: tuple, up: tuple,
-              down: tuple, *, eps: float, act: Any) -> torch.Tensor:
-    """Qwen3 layer after the attention: output projection and residual, then the MLP and its residual."""
-    B = x.shape[0]
-    x = x + F.linear(o.reshape(B, -1), *o_proj)
-    h = rms_norm(x, post_norm_w, eps)
-    return x + F.linear(act(F.linear(h, *gate_proj)) * F.linear(h, *up), *down)
-
-
-_PLAIN_GLUE = {"falcon_pre": falcon_pre, "falcon_post": falcon_post, "qwen_pre": qwen_pre, "qwen_post": qwen_post}
-
-
-@functools.lru_cache(maxsize=4)
-def _compiled_glue(backend: str = "inductor") -> dict[str, Any]:
-    """torch.compile'd twins of the glue (Inductor fuses the norms, scalings, conv step and rope into a few
-    Triton kernels; matmuls stay cuBLAS). ``fullgraph`` so that a graph break fails loudly instead of silently
-    splitting; each new batch size compiles once (``dynamic=False`` keeps the kernels specialised)."""
-    import torch._dynamo
-
-    limit = max(64, getattr(torch._dynamo.config, "recompile_limit", 8))
-    torch._dynamo.config.recompile_limit = limit
-    return {name: torch.compile(fn, backend=backend, dynamic=False, fullgraph=True) for name, fn in _PLAIN_GLUE.items()}
-
-
-def _wb(layer: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-    return layer.weight, layer.bias
 
 # ============================================================================ architecture
 def architecture(model: torch.nn.Module) -> dict[str, Any]:
@@ -304,24 +95,6 @@ def supports(model: torch.nn.Module) -> tuple[bool, str]:
     return True, ""
 
 
-def resolve_engine(engine: str, model: torch.nn.Module) -> str:
-    """``'hf'`` or ``'fast'`` for a requested ``generation.engine`` value and a model.
-
-    ``auto`` picks the fast engine on CUDA (where graphs and the Triton kernels pay off) and transformers'
-    loop on CPU; ``fast`` asks for the engine anywhere (on CPU it runs its step eagerly).
-    """
-    if engine not in ENGINES:
-        raise ValueError(f"generation.engine {engine!r} not accepted; use one of {list(ENGINES)}")
-    if engine == "hf":
-        return "hf"
-    ok, why = supports(model)
-    if engine == "fast":
-        if not ok:
-            raise EngineUnsupported(why)
-        return "fast"
-    return "fast" if ok and next(model.parameters()).device.type == "cuda" else "hf"
-
-
 def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
@@ -334,7 +107,7 @@ class DecodeEngine:
     (PyTorch SDPA over the cache) or ``"matmul"`` (transformers' eager formula: two batched matmuls around a
     float32 softmax, which cuBLAS may split along the KV length when the batch is small); :meth:`pick_attention`
     times the modes on the live cache and keeps the fastest; ``"triton"``: the split-KV decode attention of
-    :mod:`falcon_h1r.decode_kernels` (CUDA only; reads each K/V tile once for the G query heads that share it,
+    :mod:`falcon_h1r.inference.decode_kernels` (CUDA only; reads each K/V tile once for the G query heads that share it,
     spread over every SM). ``ssm_state_dtype`` defaults to float32 (what
     transformers keeps; bfloat16 halves the state traffic). ``bucket``: on GPU a graph covers KV lengths up to a
     multiple of ``bucket`` tokens (one graph per bucket, captured before a call's prefill).
@@ -410,7 +183,7 @@ class DecodeEngine:
         first = model.model.layers[0]
         self._act = (first.feed_forward if a["family"] == "falcon_h1" else first.mlp).act_fn
         self.compiled = False
-        self._glue = _PLAIN_GLUE
+        self._glue = PLAIN_GLUE
         if compile:
             self.set_compiled(True)
 
@@ -470,7 +243,7 @@ class DecodeEngine:
         if on and backend == "inductor" and self.device.type != "cuda":
             raise ValueError("compile=True needs a CUDA model (Inductor's fusions pay off inside CUDA graphs)")
         self.compiled = bool(on)
-        self._glue = _compiled_glue(backend) if on else _PLAIN_GLUE
+        self._glue = compiled_glue(backend) if on else PLAIN_GLUE
         self.info["compiled"] = self.compiled
         self._graphs.clear()
         self._warm = False
@@ -547,8 +320,8 @@ class DecodeEngine:
         mx, attn, ff = layer.mamba, layer.self_attn, layer.feed_forward
         B, NH, HD, N, G = x.shape[0], a["m_heads"], a["m_head_dim"], a["d_state"], a["n_groups"]
         gate, xs, Bm, Cm, dt, q, k, v = self._glue["falcon_pre"](
-            x, layer.input_layernorm.weight, _wb(mx.in_proj), c["zxbcdt_scale"], self.conv_state[i], c["conv_w"],
-            c["conv_b"], _wb(attn.q_proj), _wb(attn.k_proj), _wb(attn.v_proj), cos, sin,
+            x, layer.input_layernorm.weight, weight_bias(mx.in_proj), c["zxbcdt_scale"], self.conv_state[i], c["conv_w"],
+            c["conv_b"], weight_bias(attn.q_proj), weight_bias(attn.k_proj), weight_bias(attn.v_proj), cos, sin,
             eps=layer.input_layernorm.variance_epsilon, attn_in=layer.attention_in_multiplier,
             key_mult=attn.key_multiplier, sizes=self._sizes)
         y = ssm_update(self.ssm_state[i], xs.view(B, NH, HD), dt[:, :, None].expand(B, NH, HD),
@@ -558,8 +331,8 @@ class DecodeEngine:
         o = self._cache_bound(i, q, k, v, kv_len, bias, attn.scaling)
         norm = mx.norm if mx.mamba_rms_norm else None
         return self._glue["falcon_post"](
-            x, y, gate, o, None if norm is None else norm.weight, _wb(mx.out_proj), _wb(attn.o_proj),
-            layer.pre_ff_layernorm.weight, _wb(ff.up_proj), _wb(ff.gate_proj), _wb(ff.down_proj),
+            x, y, gate, o, None if norm is None else norm.weight, weight_bias(mx.out_proj), weight_bias(attn.o_proj),
+            layer.pre_ff_layernorm.weight, weight_bias(ff.up_proj), weight_bias(ff.gate_proj), weight_bias(ff.down_proj),
             norm_eps=0.0 if norm is None else norm.variance_epsilon,
             norm_groups=1 if norm is None else norm.n_groups,
             norm_before_gate=False if norm is None else norm.norm_before_gate,
@@ -571,12 +344,12 @@ class DecodeEngine:
                     bias: torch.Tensor, kv_len: int) -> torch.Tensor:
         attn, mlp = layer.self_attn, layer.mlp
         q, k, v = self._glue["qwen_pre"](
-            x, layer.input_layernorm.weight, _wb(attn.q_proj), _wb(attn.k_proj), _wb(attn.v_proj),
+            x, layer.input_layernorm.weight, weight_bias(attn.q_proj), weight_bias(attn.k_proj), weight_bias(attn.v_proj),
             attn.q_norm.weight, attn.k_norm.weight, cos, sin, eps=layer.input_layernorm.variance_epsilon,
             qk_eps=attn.q_norm.variance_epsilon, sizes=self._sizes)
         o = self._cache_bound(i, q, k, v, kv_len, bias, attn.scaling)
-        return self._glue["qwen_post"](x, o, _wb(attn.o_proj), layer.post_attention_layernorm.weight,
-                                       _wb(mlp.gate_proj), _wb(mlp.up_proj), _wb(mlp.down_proj),
+        return self._glue["qwen_post"](x, o, weight_bias(attn.o_proj), layer.post_attention_layernorm.weight,
+                                       weight_bias(mlp.gate_proj), weight_bias(mlp.up_proj), weight_bias(mlp.down_proj),
                                        eps=layer.post_attention_layernorm.variance_epsilon, act=self._act)
 
     def decode_logits(self, kv_len: int) -> torch.Tensor:
@@ -586,8 +359,8 @@ class DecodeEngine:
         x = F.embedding(self.token, inner.embed_tokens.weight)
         falcon = self.arch["family"] == "falcon_h1"
         if falcon:
-            x = _scale(x, inner.embedding_multiplier)
-        cos, sin = _rope_tables(inner.rotary_emb, self.pos, x.dtype)
+            x = scale_by(x, inner.embedding_multiplier)
+        cos, sin = rope_tables(inner.rotary_emb, self.pos, x.dtype)
         self.valid.index_fill_(1, self.col, True)
         bias = torch.zeros(self.batch_size, 1, 1, kv_len, dtype=x.dtype, device=x.device)
         bias.masked_fill_(~self.valid[:, None, None, :kv_len], float("-inf"))
@@ -598,7 +371,7 @@ class DecodeEngine:
         x = rms_norm(x, norm.weight, norm.variance_epsilon)
         logits = F.linear(x, m.lm_head.weight)
         if falcon:
-            logits = _scale(logits, inner.lm_head_multiplier)
+            logits = scale_by(logits, inner.lm_head_multiplier)
         return logits
 
     # ---------------------------------------------------------------- sampling and bookkeeping (on device)
@@ -713,7 +486,7 @@ class DecodeEngine:
             raise ValueError(f"this engine holds {self.batch_size} rows, got {len(prompt_ids)} prompts")
         if any(len(p) == 0 for p in prompt_ids):
             raise ValueError("every prompt needs at least one token")
-        ids, mask = _left_pad(prompt_ids, pad_id)
+        ids, mask = left_pad(prompt_ids, pad_id)
         width = ids.shape[1]
         if width + max_new_tokens > self.max_len:
             raise ValueError(f"prompt width {width} + {max_new_tokens} new tokens exceed the engine's "
@@ -754,7 +527,7 @@ class DecodeEngine:
                  top_p: float, max_new_tokens: int, top_k: int = 20, seed: int = 0,
                  early_stop: EarlyStop | None = None, check_every: int | None = None,
                  prefill_tokens: int = 32768) -> list[dict[str, Any]]:
-        """Decode one batch; returns the rows of :func:`falcon_h1r.generation.generate_ids`."""
+        """Decode one batch; returns the rows of :func:`falcon_h1r.inference.hf_loop.generate_ids`."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         t0 = time.perf_counter()
@@ -855,15 +628,10 @@ class DecodeEngine:
 
 
 def _graph_safe(early_stop: Any) -> bool:
-    """Early stops whose state lives in tensors updated in place can be captured in the graph."""
-    flag = getattr(early_stop, "graph_safe", None)
-    if flag is not None:
-        return bool(flag)
-    try:
-        from falcon_h1r.deepconf import EarlyStopController
-    except ImportError:  # deepconf's answer checking needs math-verify; without it, stop between replays
-        return False
-    return type(early_stop) is EarlyStopController
+    """Early stops whose state lives in tensors updated in place (they say so with ``graph_safe = True``, as
+    :class:`falcon_h1r.deepconf.EarlyStopController` does) can be captured in the graph; others run between
+    replays."""
+    return bool(getattr(early_stop, "graph_safe", False))
 
 
 # ============================================================================ cached engines and the interface
@@ -918,12 +686,10 @@ def free_engines(model: torch.nn.Module | None = None) -> None:
 @torch.no_grad()
 def generate_ids(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *, eos_id: int, pad_id: int,
                  temperature: float, top_p: float, max_new_tokens: int, top_k: int = 20, seed: int = 0,
-                 early_stop: EarlyStop | None = None, engine: str = "auto",
-                 cuda_graph: bool | None = None) -> list[dict[str, Any]]:
-    """:func:`falcon_h1r.generation.generate_ids` on the engine ``engine`` resolves to (see :func:`resolve_engine`)."""
-    if resolve_engine(engine, model) == "hf":
-        return hf_generate_ids(model, prompt_ids, eos_id=eos_id, pad_id=pad_id, temperature=temperature, top_p=top_p,
-                               max_new_tokens=max_new_tokens, top_k=top_k, seed=seed, early_stop=early_stop)
+                 early_stop: EarlyStop | None = None, cuda_graph: bool | None = None) -> list[dict[str, Any]]:
+    """One batch on the model's cached :class:`DecodeEngine`; the same rows as
+    :func:`falcon_h1r.inference.hf_loop.generate_ids` (callers pick a path with
+    :func:`falcon_h1r.inference.generate_ids`)."""
     if not prompt_ids:
         return []
     width = max(len(p) for p in prompt_ids)
@@ -935,156 +701,3 @@ def generate_ids(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
                             max_new_tokens=max_new_tokens, top_k=top_k, seed=seed, early_stop=early_stop)
     finally:
         model.train(was_training)
-
-
-def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]], cfg: Any, *,
-             seed: int = 0, early_stop: EarlyStop | None = None, progress: bool = True,
-             desc: str = "generate") -> list[Any]:
-    """:func:`falcon_h1r.generation.generate` with ``cfg.engine`` honoured (``hf`` | ``fast`` | ``auto``).
-
-    Same batching (prompts sorted by length, ``cfg.batch_size`` per batch), seeds and :class:`Completion` fields.
-    """
-    if resolve_engine(cfg.engine, model) == "hf":
-        return hf_generate(model, tokenizer, prompts, cfg, seed=seed, early_stop=early_stop, progress=progress,
-                           desc=desc)
-    from tqdm.auto import tqdm
-
-    from falcon_h1r.generation import Completion
-
-    encoded = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    results: list[Any] = [None] * len(encoded)
-    bar = tqdm(total=len(encoded), desc=desc, disable=not progress, leave=False)
-    try:
-        for b, start in enumerate(range(0, len(order), cfg.batch_size)):
-            idx = order[start:start + cfg.batch_size]
-            rows = generate_ids(model, [encoded[i] for i in idx], eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-                                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                top_k=cfg.top_logprobs, seed=seed * 100003 + b, early_stop=early_stop, engine="fast")
-            for i, row in zip(idx, rows):
-                ids = row["token_ids"]
-                text_ids = ids[:-1] if row["finish_reason"] == "eos" else ids
-                results[i] = Completion(prompt_index=i, text=tokenizer.decode(text_ids), token_ids=ids,
-                                        logprobs=row["logprobs"], top_logprobs=row["top_logprobs"],
-                                        top_ids=row["top_ids"], finish_reason=row["finish_reason"],
-                                        prompt_tokens=row["prompt_tokens"], meta={"engine": "fast"})
-            bar.update(len(idx))
-    finally:
-        bar.close()
-    return [r for r in results if r is not None]
-
-
-# ============================================================================ checking against transformers
-@torch.no_grad()
-def teacher_forced_logprobs(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
-                            generated: Sequence[Sequence[int]], pad_id: int) -> list[torch.Tensor]:
-    """transformers' full-forward raw log-probs [T_i, V] at each generated position of each row."""
-    seqs = [list(p) + list(g) for p, g in zip(prompt_ids, generated)]
-    ids, mask = _left_pad(seqs, pad_id)
-    device = next(model.parameters()).device
-    ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(), dim=-1)
-    width = ids.shape[1]
-    out = []
-    for i, (p, g) in enumerate(zip(prompt_ids, generated)):
-        start = width - len(seqs[i]) + len(p) - 1
-        out.append(logp[i, start:start + len(g)].cpu())
-    return out
-
-
-def _error_stats(rows: list[dict[str, Any]], full: list[torch.Tensor], tol: float) -> tuple[float, float, float]:
-    """Largest and mean |recorded top-k log-prob - full-forward log-prob|, and the share of tokens that are
-    the full forward's argmax up to ``tol``, for rows decoded by one path."""
-    worst, total, entries, ok, n = 0.0, 0.0, 0, 0, 0
-    for row, lp in zip(rows, full):
-        if not len(row["token_ids"]):
-            continue
-        ref_top = lp.gather(-1, torch.as_tensor(row["top_ids"], dtype=torch.long))
-        err = (ref_top - torch.as_tensor(row["top_logprobs"])).abs()
-        worst = max(worst, float(err.max()))
-        total, entries = total + float(err.double().sum()), entries + err.numel()
-        chosen = lp.gather(-1, torch.as_tensor(row["token_ids"])[:, None])[:, 0]
-        ok += int((chosen >= lp.max(-1).values - tol).sum())
-        n += len(row["token_ids"])
-    return worst, total / entries if entries else 0.0, ok / n if n else 1.0
-
-
-def _against_full_forward(rows: list[dict[str, Any]], full: list[torch.Tensor], tol: float) -> tuple[float, float]:
-    """Largest |recorded top-k log-prob - full-forward log-prob| and the share of tokens that are the
-    full forward's argmax up to ``tol``, for rows decoded by one path."""
-    worst, _, argmax = _error_stats(rows, full, tol)
-    return worst, argmax
-
-
-@torch.no_grad()
-def compare_with_hf(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
-                    eos_id: int, pad_id: int, top_k: int = 20, cuda_graph: bool | None = None,
-                    greedy_tol: float = 1e-3, truth_model: torch.nn.Module | None = None) -> dict[str, Any]:
-    """Greedy decode with the engine and with transformers' cached loop on the same weights.
-
-    Reports whether the tokens are identical and the largest log-prob gaps on the common prefix; and a
-    divergence-proof check for each path: its recorded top-k log-probs against transformers' full forward over
-    its own tokens (``max_abs_top_logprob_diff_teacher_forced`` for the engine, ``hf_...`` for transformers'
-    cached loop, the baseline: in bf16 transformers' own cached decoding already differs from its full forward),
-    and the share of its tokens that are the full forward's argmax up to ``greedy_tol``.
-
-    ``truth_model``: the same weights in float32 (e.g. ``copy.deepcopy(model).float()``). In bf16 the full
-    forward is not the truth either, and transformers' cached loop shares its kernels and rounding order, so
-    agreeing with it favours that loop; with a truth model both paths' tokens are also scored against exact
-    arithmetic (``*_vs_fp32``: mean and max |top-k log-prob error|, share of tokens that are its argmax).
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        t0 = time.perf_counter()
-        fast = generate_ids(model, prompt_ids, eos_id=eos_id, pad_id=pad_id, temperature=0.0, top_p=1.0,
-                            max_new_tokens=max_new_tokens, top_k=top_k, engine="fast", cuda_graph=cuda_graph)
-        t1 = time.perf_counter()
-        ref = hf_generate_ids(model, prompt_ids, eos_id=eos_id, pad_id=pad_id, temperature=0.0, top_p=1.0,
-                              max_new_tokens=max_new_tokens, top_k=top_k)
-        t2 = time.perf_counter()
-        tf_fast = teacher_forced_logprobs(model, prompt_ids, [r["token_ids"] for r in fast], pad_id)
-        tf_ref = teacher_forced_logprobs(model, prompt_ids, [r["token_ids"] for r in ref], pad_id)
-        truth: dict[str, Any] = {}
-        if truth_model is not None:
-            for name, rows in (("engine", fast), ("hf", ref)):
-                full = teacher_forced_logprobs(truth_model, prompt_ids, [r["token_ids"] for r in rows], pad_id)
-                worst, mean, argmax = _error_stats(rows, full, greedy_tol)
-                truth.update({f"{name}_max_abs_top_logprob_err_vs_fp32": worst,
-                              f"{name}_mean_abs_top_logprob_err_vs_fp32": mean,
-                              f"{name}_tokens_are_fp32_argmax_frac": argmax})
-    finally:
-        model.train(was_training)
-    identical_rows, prefix_lp, prefix_top = 0, 0.0, 0.0
-    first_divergence = []
-    for a, b in zip(fast, ref):
-        ta, tb = a["token_ids"], b["token_ids"]
-        same = ta == tb and a["finish_reason"] == b["finish_reason"]
-        identical_rows += same
-        n = next((j for j, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
-        first_divergence.append(None if same else n)
-        m = n + 1 if n < min(len(ta), len(tb)) else n  # the diverging step's distribution is still comparable
-        if m:
-            prefix_lp = max(prefix_lp, float(np.abs(a["logprobs"][:m] - b["logprobs"][:m]).max()))
-            prefix_top = max(prefix_top, float(np.abs(a["top_logprobs"][:m] - b["top_logprobs"][:m]).max()))
-    tf_diff, argmax = _against_full_forward(fast, tf_fast, greedy_tol)
-    hf_tf_diff, hf_argmax = _against_full_forward(ref, tf_ref, greedy_tol)
-    return {
-        "rows": len(prompt_ids), "max_new_tokens": max_new_tokens, "dtype": str(next(model.parameters()).dtype),
-        "device": str(next(model.parameters()).device), "model": type(model).__name__,
-        "tokens_identical": identical_rows == len(prompt_ids), "rows_identical_frac": identical_rows / len(prompt_ids),
-        "first_divergence": first_divergence, "max_abs_logprob_diff_prefix": prefix_lp,
-        "max_abs_top_logprob_diff_prefix": prefix_top, "max_abs_top_logprob_diff_teacher_forced": tf_diff,
-        "hf_max_abs_top_logprob_diff_teacher_forced": hf_tf_diff, "engine_tokens_are_hf_argmax_frac": argmax,
-        "hf_tokens_are_full_forward_argmax_frac": hf_argmax,
-        "generated_tokens": sum(len(r["token_ids"]) for r in fast), "engine_s": t1 - t0, "hf_s": t2 - t1,
-        **truth,
-    }
-
-
-__all__ = [
-    "ENGINES", "EngineUnsupported", "DecodeEngine", "architecture", "supports", "resolve_engine", "generate",
-    "generate_ids", "free_engines", "compare_with_hf", "teacher_forced_logprobs", "conv_update_ref",
-    "ssm_update_ref", "ssm_update", "triton_state_update", "rms_norm", "gated_rms_norm",
-]
