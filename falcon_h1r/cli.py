@@ -61,7 +61,7 @@ def check_preset(preset: str) -> str:
 # the dataclass that parses each section block of a preset (each notebook calls cfg.section(name, cls))
 SECTION_RECIPES = {"curation": ("falcon_h1r.curation", "CurationRecipe"), "sft": ("falcon_h1r.sft", "SFTRecipe"),
                    "rl": ("falcon_h1r.grpo", "RLRecipe"), "throughput": ("falcon_h1r.throughput", "ThroughputRecipe"),
-                   "deepconf": ("falcon_h1r.deepconf", "DeepConfRecipe"), "safety": ("falcon_h1r.safety", "SafetyRecipe")}
+                   "deepconf": ("falcon_h1r.deepconf", "DeepConfRecipe"), "safety": ("falcon_h1r.sections.safety", "SafetyRecipe")}
 
 
 def parse_overrides(items: list[str] | None) -> dict:

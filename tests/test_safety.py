@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from falcon_h1r import safety as S
+from falcon_h1r.sections.safety import SafetyRecipe
 from falcon_h1r.config import RecipeError, parse
 
 # Paper Table 10 rows (suite, subset, n_prompts, cot_only, cot_answer, answer_only), copied as test data.
@@ -437,17 +438,17 @@ def test_judge_suite_empty_text_and_judge_mixing(tmp_path):
 
 # ============================================================================ recipe and end to end
 def test_safety_recipe_defaults_and_validation():
-    recipe = S.SafetyRecipe()
+    recipe = SafetyRecipe()
     assert recipe.suites == list(S.PAPER_SUITES) and recipe.modes == list(S.MODES)
     assert recipe.judge == "embedded"
-    small = parse(S.SafetyRecipe, {"suites": ["builtin"], "max_new_tokens": 64}, "safety")
+    small = parse(SafetyRecipe, {"suites": ["builtin"], "max_new_tokens": 64}, "safety")
     assert small.suites == ["builtin"] and small.max_new_tokens == 64
     with pytest.raises(RecipeError, match="unknown key safety.judge_model"):
-        parse(S.SafetyRecipe, {"judge_model": "x"}, "safety")
+        parse(SafetyRecipe, {"judge_model": "x"}, "safety")
     with pytest.raises(RecipeError, match="safety.suites: \\['alert2'\\] not accepted"):
-        S.SafetyRecipe(suites=["alert2"])
+        SafetyRecipe(suites=["alert2"])
     with pytest.raises(RecipeError, match="safety.modes"):
-        S.SafetyRecipe(modes=["cot"])
+        SafetyRecipe(modes=["cot"])
 
 
 def test_run_safety_eval_end_to_end_and_resume(tmp_path):

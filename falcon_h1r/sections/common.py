@@ -21,9 +21,9 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
-from falcon_h1r.config import Preset, to_dict
+from falcon_h1r.config import Preset, load_preset, to_dict
 from falcon_h1r.env import pick_device, seed_everything
-from falcon_h1r.results import RESULTS_ROOT, read_json, write_json
+from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json, write_json
 from falcon_h1r.tasks import GENERATOR_VERSION, make_task_sets, teacher_records
 from falcon_h1r.tokenizer import ChatTokenizer, format_response, train_tokenizer
 
@@ -235,3 +235,27 @@ def run_mode(preset: Preset) -> str:
     if preset.model.checkpoint and not Path(preset.model.checkpoint).expanduser().is_dir():
         return "render"
     return "compute"
+
+
+@dataclass
+class SectionRun:
+    """One notebook's run: the resolved preset, whether this machine computes it or renders its committed
+    records (:func:`run_mode`), and the writer of its results folder."""
+
+    cfg: Preset
+    mode: str  # "compute" | "render"
+    writer: SectionWriter
+
+    @property
+    def computing(self) -> bool:
+        return self.mode == "compute"
+
+
+def open_section(preset: str, section: str, overrides: dict[str, Any] | None = None, *,
+                 root: Path = RESULTS_ROOT) -> SectionRun:
+    """Load the preset (with ``overrides``), decide compute or render, and open the section's writer."""
+    cfg = load_preset(preset, overrides)
+    mode = run_mode(cfg)
+    writer = SectionWriter(preset, section, params=cfg.to_dict(), seed=cfg.seed, root=root,
+                           mode="computed" if mode == "compute" else "rendered")
+    return SectionRun(cfg, mode, writer)
