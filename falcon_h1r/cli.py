@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list()
         preset = check_preset(args.preset)
         if args.cmd == "summary":
-            from falcon_h1r.report import headline_markdown, update_readme
+            from falcon_h1r.sections.report import headline_markdown, update_readme
 
             print(headline_markdown(preset))
             if args.write_readme:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from falcon_h1r.env import REPO_ROOT
-from falcon_h1r.report import headline_markdown, update_readme
+from falcon_h1r.sections.report import headline_markdown, update_readme
 
 
 def test_headlines_come_from_summary_json(tmp_path):
