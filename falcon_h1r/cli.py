@@ -1,23 +1,28 @@
 """Command line: ``falcon-h1r list`` and ``falcon-h1r reproduce [--preset P] [--sections ...] [--override K=V ...]``.
 
-``reproduce`` executes the section notebooks with papermill, one after another, each with
-``preset`` (and ``overrides``, from ``--override``) injected into its ``parameters`` cell. The executed
-copy of each notebook lands in ``results/<preset>/<section>/`` beside what it wrote; a failing notebook
-keeps its traceback there, the run goes on to the next one, and the command exits non-zero naming what
-failed. ``FALCON_H1R_RESULTS`` moves that results root (e.g. for a probe run with overrides whose records
-must not replace the committed ones).
+``reproduce`` first checks the whole preset with every override (each section block parsed by its recipe
+class: a bad key or value exits 2 with one line naming it), then executes the section notebooks with papermill,
+one after another, each with ``preset`` (and ``overrides``) injected into its ``parameters`` cell.
+
+A section runs into a staging copy of ``results/<preset>/<section>/`` that replaces the folder only when its
+notebook succeeds; a failing notebook is kept beside the last good results as ``<notebook>.failed.ipynb``
+(with its traceback), those results stay untouched, the run goes on to the next section, and the command
+exits 1 naming what failed. ``FALCON_H1R_RESULTS`` moves the results root (e.g. for a probe run with
+overrides whose records must not replace the committed ones).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from falcon_h1r.config import PRESETS, PRESETS_DIR
 from falcon_h1r.env import REPO_ROOT
-from falcon_h1r.results import RESULTS_ROOT, SECTIONS
+from falcon_h1r.results import RESULTS_ROOT, SECTIONS, STAGE_ENV, pid_alive
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = {
@@ -37,7 +42,7 @@ class UsageError(Exception):
 
 def resolve_sections(names: list[str] | None) -> list[str]:
     """Accept full names (``02_sft``), numbers (``02``, ``2``) or stems (``sft``)."""
-    if not names:
+    if names is None:
         return list(SECTIONS)
     out = []
     for name in names:
@@ -49,6 +54,8 @@ def resolve_sections(names: list[str] | None) -> list[str]:
             if len(match) != 1:
                 raise UsageError(f"unknown section {part!r}; valid sections: {', '.join(SECTIONS)}")
             out.append(match[0])
+    if not out:
+        raise UsageError(f"--sections names no section; valid sections: {', '.join(SECTIONS)} (omit --sections for all)")
     return out
 
 
@@ -56,12 +63,6 @@ def check_preset(preset: str) -> str:
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     return preset
-
-
-# the dataclass that parses each section block of a preset (each notebook calls cfg.section(name, cls))
-SECTION_RECIPES = {"curation": ("falcon_h1r.curation", "CurationRecipe"), "sft": ("falcon_h1r.sft", "SFTRecipe"),
-                   "rl": ("falcon_h1r.grpo", "RLRecipe"), "throughput": ("falcon_h1r.throughput", "ThroughputRecipe"),
-                   "deepconf": ("falcon_h1r.deepconf", "DeepConfRecipe"), "safety": ("falcon_h1r.sections.safety", "SafetyRecipe")}
 
 
 def parse_overrides(items: list[str] | None) -> dict:
@@ -85,35 +86,95 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
-def check_overrides(preset: str, overrides: dict) -> None:
-    """Fail before any notebook starts: the preset with the overrides must load, and every section block
-    an override touches must parse with its section's recipe class."""
-    import importlib
-
-    from falcon_h1r.config import RecipeError, load_preset
+def check_preset_and_overrides(preset: str, overrides: dict) -> None:
+    """Fail before any notebook starts: the preset with the overrides must load and every section block must
+    parse with its recipe class (a typo in a preset file is caught here too, not only an override's)."""
+    from falcon_h1r.config import RecipeError
+    from falcon_h1r.sections.recipes import validate_preset
 
     try:
-        cfg = load_preset(preset, overrides)
-        for block in sorted({k.split(".", 1)[0] for k in overrides} & set(SECTION_RECIPES)):
-            module, cls = SECTION_RECIPES[block]
-            cfg.section(block, getattr(importlib.import_module(module), cls))
+        validate_preset(preset, overrides)
     except RecipeError as exc:
-        raise UsageError(f"--override: {exc}") from None
+        where = "--override" if overrides else f"preset {preset}"
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def sweep_stale_runs(preset_root: Path) -> list[Path]:
+    """Remove staging and swap folders that a killed ``reproduce`` left (their pid is gone)."""
+    removed = []
+    for p in Path(preset_root).glob(".*-run-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if p.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _stage(final: Path) -> Path:
+    """A copy of the section folder to run in; its ``_work`` (resumable work files) is shared, not copied."""
+    staging = final.parent / f".{final.name}.staging-run-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    if final.exists():
+        shutil.copytree(final, staging, ignore=shutil.ignore_patterns("_work", "*.failed.ipynb"))
+    staging.mkdir(parents=True, exist_ok=True)
+    if (final / "_work").exists():
+        (staging / "_work").symlink_to((final / "_work").resolve(), target_is_directory=True)
+    return staging
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Replace ``final`` by ``staging`` (two renames), keeping the real ``_work`` folder and no failure notes."""
+    work = staging / "_work"
+    if work.is_symlink():
+        work.unlink()
+    old = final.parent / f".{final.name}.old-run-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old.exists():
+        if (old / "_work").exists() and not (final / "_work").exists():
+            os.replace(old / "_work", final / "_work")
+        shutil.rmtree(old, ignore_errors=True)
+    for note in final.glob("*.failed.ipynb"):
+        note.unlink()
 
 
 def run_notebook(section: str, preset: str, *, parameters: dict | None = None, root: Path = RESULTS_ROOT,
                  log_output: bool = False) -> Path:
-    """Execute one section notebook with papermill; returns the executed copy's path."""
+    """Execute one section notebook with papermill in a staging copy of its results folder; the copy replaces
+    the folder when the notebook succeeds. On failure the executed notebook is kept as
+    ``<section folder>/<notebook>.failed.ipynb``, the folder's results are untouched, and the error is raised.
+    Returns the executed copy's final path."""
     import papermill as pm
 
     src = NOTEBOOKS_DIR / NOTEBOOKS[section]
-    out_dir = Path(root) / preset / section
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / NOTEBOOKS[section]
-    pm.execute_notebook(str(src), str(out), parameters={"preset": preset, **(parameters or {})},
-                        cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
-                        log_output=log_output, request_save_on_cell_execute=True)
-    return out
+    final = Path(root) / preset / section
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = _stage(final)
+    out = staging / NOTEBOOKS[section]
+    env_before = os.environ.get(STAGE_ENV)
+    os.environ[STAGE_ENV] = f"{preset}/{section}={staging}"  # the kernel inherits it: its writer goes there
+    try:
+        pm.execute_notebook(str(src), str(out), parameters={"preset": preset, **(parameters or {})},
+                            cwd=str(NOTEBOOKS_DIR), kernel_name="python3", progress_bar=False,
+                            log_output=log_output, request_save_on_cell_execute=True)
+    except BaseException:
+        if out.exists():
+            final.mkdir(parents=True, exist_ok=True)
+            os.replace(out, final / f"{NOTEBOOKS[section].removesuffix('.ipynb')}.failed.ipynb")
+        work = staging / "_work"
+        if work.is_symlink():
+            work.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        if env_before is None:
+            os.environ.pop(STAGE_ENV, None)
+        else:
+            os.environ[STAGE_ENV] = env_before
+    _swap_in(staging, final)
+    return final / NOTEBOOKS[section]
 
 
 def cmd_list() -> int:
@@ -137,6 +198,7 @@ def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides:
     params = {"overrides": overrides} if overrides else None
     if overrides:
         print(f"reproduce {preset}: overrides {overrides}; results under {RESULTS_ROOT}", file=sys.stderr)
+    sweep_stale_runs(RESULTS_ROOT / preset)
     bar = tqdm(sections, desc=f"reproduce {preset}", unit="notebook", file=sys.stderr)
     for section in bar:
         bar.set_postfix_str(section)
@@ -147,10 +209,11 @@ def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides:
             tqdm.write(f"[ok] {section} in {time.time() - t:.0f}s -> {shown}", file=sys.stderr)
         except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
             failed.append(section)
-            where = RESULTS_ROOT / preset / section / NOTEBOOKS[section]
+            where = RESULTS_ROOT / preset / section / f"{NOTEBOOKS[section].removesuffix('.ipynb')}.failed.ipynb"
             first = str(exc).strip().splitlines()
             tqdm.write(f"[FAILED] {section}: {first[-1] if first else type(exc).__name__}\n"
-                       f"         the executed notebook with its traceback: {where}", file=sys.stderr)
+                       f"         the executed notebook with its traceback: {where}\n"
+                       f"         the last good results in {where.parent} are untouched", file=sys.stderr)
     total = time.time() - t0
     print(f"reproduce {preset}: {len(sections) - len(failed)}/{len(sections)} notebooks ok in {total:.0f}s",
           file=sys.stderr)
@@ -188,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         sections = resolve_sections(args.sections)
         overrides = parse_overrides(args.override)
-        if overrides:
-            check_overrides(preset, overrides)
+        check_preset_and_overrides(preset, overrides)
     except UsageError as exc:
         print(f"falcon-h1r: {exc}", file=sys.stderr)
         return 2

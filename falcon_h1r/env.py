@@ -42,15 +42,41 @@ def seed_everything(seed: int) -> None:
 
 
 def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
-    """Commit and dirty flag of the checkout, or unknown outside git."""
+    """Commit and dirty flag of the checkout.
+
+    A copy without its ``.git`` (a GPU machine gets the working tree only) passes the commit in
+    ``FALCON_H1R_COMMIT``; anything that is not a full 40-hex hash (``git rev-parse`` prints the literal
+    ``HEAD`` in a repository without commits) is recorded as ``unknown``, never as a commit.
+    """
+    def full_hash(text: str) -> str | None:
+        text = text.strip().lower()
+        return text if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
+
+    commit, dirty, source = None, None, "git"
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                capture_output=True, text=True, timeout=10).stdout
-        return {"commit": commit or "unknown", "dirty": bool(status.strip())}
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        commit = full_hash(out.stdout) if out.returncode == 0 else None
+        if commit:
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10).stdout
+            dirty = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "dirty": None}
+        commit = None
+    if commit is None:
+        commit, source = full_hash(os.environ.get("FALCON_H1R_COMMIT", "")), "FALCON_H1R_COMMIT"
+        dirty = None if commit is None else os.environ.get("FALCON_H1R_DIRTY", "unknown")
+    return {"commit": commit or "unknown", "dirty": dirty, "source": source if commit else None}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
@@ -65,7 +91,7 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 
 def device_info() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
-                            "cpu_count": os.cpu_count()}
+                            "cpu_count": os.cpu_count(), "cpu_model": cpu_model()}
     try:
         import torch
 

@@ -3,7 +3,9 @@
 ``provenance.json`` (git commit, versions, device, seed, preset, parameters, wall time).
 
 Every write is atomic (temporary file, then rename), so an interrupted run never leaves half a file
-and never loses what an earlier run wrote.
+and never loses what an earlier run wrote. A run of a whole section goes further (``falcon-h1r
+reproduce``): it writes into a staging copy of the section's folder (``FALCON_H1R_STAGE``, see
+:func:`section_dir`) that replaces the folder only when the notebook succeeds.
 """
 
 from __future__ import annotations
@@ -21,12 +23,23 @@ from falcon_h1r.env import REPO_ROOT, env_snapshot
 # FALCON_H1R_RESULTS redirects every write (tests use it to keep results/ untouched).
 RESULTS_ROOT = Path(os.environ.get("FALCON_H1R_RESULTS", REPO_ROOT / "results"))
 SECTIONS = ("01_data_curation", "02_sft", "03_rl", "04_throughput", "05_deepconf", "06_safety")
+# "<preset>/<section>=<folder>": that section's writes go to <folder> (the CLI's staging copy).
+STAGE_ENV = "FALCON_H1R_STAGE"
+
+
+class ResultsFileError(ValueError):
+    """A results or cache file that cannot be read; the message names it and how to restore or rebuild it."""
+
+
+def _temp_prefix(name: str) -> str:
+    # The writer's pid is in every temporary name, so a later writer can tell a dead run's leftovers apart.
+    return f".{name}.{os.getpid()}."
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
@@ -57,13 +70,49 @@ def write_json(path: Path, obj: Any) -> Path:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """A JSON file, or :class:`ResultsFileError` naming it (and how to get it back) when it is not valid JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ResultsFileError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}); restore the committed "
+                               f"copy with `git checkout -- {path}`, or delete it and rerun its section "
+                               "(`falcon-h1r reproduce --preset P --sections S`) to rebuild it") from None
+
+
+def staged_dir(preset: str, section: str) -> Path | None:
+    """The staging folder the CLI gave this section's run (``FALCON_H1R_STAGE``), if any."""
+    target, sep, folder = os.environ.get(STAGE_ENV, "").partition("=")
+    return Path(folder) if sep and target == f"{preset}/{section}" else None
 
 
 def section_dir(preset: str, section: str, root: Path = RESULTS_ROOT) -> Path:
+    """``<root>/<preset>/<section>``, or the staging copy while the CLI runs that section."""
     if section not in SECTIONS:
         raise ValueError(f"unknown section {section!r}; sections are {', '.join(SECTIONS)}")
-    return Path(root) / preset / section
+    return staged_dir(preset, section) or Path(root) / preset / section
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_temporary_files(folder: Path) -> list[Path]:
+    """Remove the temporary files (``.<name>.<pid>.*``) that a killed writer left in ``folder``; a live
+    writer's files stay."""
+    removed = []
+    for p in Path(folder).glob(".*.*"):
+        parts = p.name.split(".")
+        if p.is_file() and len(parts) >= 4 and parts[2].isdigit() and not pid_alive(int(parts[2])):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 class SectionWriter:
@@ -78,6 +127,7 @@ class SectionWriter:
         self.section = section
         self.dir = section_dir(preset, section, root)
         self.dir.mkdir(parents=True, exist_ok=True)
+        sweep_temporary_files(self.dir)
         self.params = params or {}
         self.seed = seed
         self.mode = mode  # "computed" here, or "rendered" from committed records
@@ -99,7 +149,7 @@ class SectionWriter:
         paths = []
         for ext in ("png", "pdf"):
             path = self.dir / f"{name}.{ext}"
-            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{name}.", suffix=f".{ext}")
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=_temp_prefix(name), suffix=f".{ext}")
             os.close(fd)
             try:
                 fig.savefig(tmp, format=ext, bbox_inches="tight", dpi=150 if ext == "png" else None)

@@ -67,27 +67,103 @@ def test_list_runs_as_a_module():
     assert "02_sft" in out.stdout and "tiny" in out.stdout
 
 
-@pytest.mark.slow
-def test_failing_notebook_is_named_and_kept(tmp_path, monkeypatch, capsys):
+def _notebook(tmp_path, body: str, name: str):
     import nbformat
-
-    from falcon_h1r import cli
 
     nb = nbformat.v4.new_notebook()
     p = nbformat.v4.new_code_cell("preset = 'tiny'")
     p.metadata["tags"] = ["parameters"]
-    nb.cells = [p, nbformat.v4.new_code_cell("raise RuntimeError('deliberate failure')")]
+    nb.cells = [p, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbdir = tmp_path / "nbs"
-    nbdir.mkdir()
-    nbformat.write(nb, nbdir / "bad.ipynb")
+    nbdir.mkdir(exist_ok=True)
+    nbformat.write(nb, nbdir / name)
+    return nbdir
+
+
+def _patch_cli(monkeypatch, tmp_path, nbdir, name):
+    from falcon_h1r import cli
+
     monkeypatch.setattr(cli, "NOTEBOOKS_DIR", nbdir)
     monkeypatch.setattr(cli, "RESULTS_ROOT", tmp_path / "results")
-    monkeypatch.setitem(cli.NOTEBOOKS, "06_safety", "bad.ipynb")
+    monkeypatch.setitem(cli.NOTEBOOKS, "06_safety", name)
     real_run = cli.run_notebook
     monkeypatch.setattr(cli, "run_notebook", lambda s, p, **kw: real_run(s, p, root=tmp_path / "results", **kw))
+    return cli
+
+
+@pytest.mark.slow
+def test_failing_notebook_is_named_and_kept_and_the_last_good_results_stay(tmp_path, monkeypatch, capsys):
+    import nbformat
+
+    body = ("from falcon_h1r.results import SectionWriter\n"
+            "w = SectionWriter(preset, '06_safety')\n"
+            "w.summary({'x': 2})\n"
+            "(w.dir / 'new_table.csv').write_text('half')\n"
+            "raise RuntimeError('deliberate failure')")
+    nbdir = _notebook(tmp_path, body, "bad.ipynb")
+    cli = _patch_cli(monkeypatch, tmp_path, nbdir, "bad.ipynb")
+    good = tmp_path / "results" / "tiny" / "06_safety"
+    good.mkdir(parents=True)
+    (good / "summary.json").write_text('{"x": 1}\n')
+    (good / "bad.ipynb").write_text("the last good executed notebook")
     assert cli.main(["reproduce", "--sections", "06"]) == 1
     err = capsys.readouterr().err
-    assert "[FAILED] 06_safety" in err and "deliberate failure" in err
-    kept = nbformat.read(tmp_path / "results" / "tiny" / "06_safety" / "bad.ipynb", as_version=4)
+    assert "[FAILED] 06_safety" in err and "deliberate failure" in err and "untouched" in err
+    kept = nbformat.read(good / "bad.failed.ipynb", as_version=4)
     assert any(o.get("ename") == "RuntimeError" for c in kept.cells for o in c.get("outputs", []))
+    assert (good / "summary.json").read_text() == '{"x": 1}\n'  # nothing of the failed run reached the folder
+    assert (good / "bad.ipynb").read_text() == "the last good executed notebook"
+    assert not (good / "new_table.csv").exists()
+    assert not [p for p in good.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+@pytest.mark.slow
+def test_a_successful_run_replaces_the_folder_and_clears_the_failure_note(tmp_path, monkeypatch):
+    body = ("from falcon_h1r.results import SectionWriter\n"
+            "w = SectionWriter(preset, '06_safety')\n"
+            "w.summary({'x': 2})\n"
+            "(w.dir / '_work' / 'row.txt').write_text('work')")
+    nbdir = _notebook(tmp_path, body, "ok.ipynb")
+    cli = _patch_cli(monkeypatch, tmp_path, nbdir, "ok.ipynb")
+    good = tmp_path / "results" / "tiny" / "06_safety"
+    (good / "_work").mkdir(parents=True)
+    (good / "summary.json").write_text('{"x": 1, "kept": 3}\n')
+    (good / "ok.failed.ipynb").write_text("{}")
+    assert cli.main(["reproduce", "--sections", "06"]) == 0
+    from falcon_h1r.results import read_json
+
+    assert read_json(good / "summary.json") == {"x": 2, "kept": 3}  # merged into the staged copy, then swapped in
+    assert (good / "_work" / "row.txt").read_text() == "work" and not (good / "_work").is_symlink()
+    assert not (good / "ok.failed.ipynb").exists() and (good / "ok.ipynb").exists()
+    assert not [p for p in good.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_stale_staging_folders_of_dead_runs_are_swept(tmp_path):
+    from falcon_h1r.cli import sweep_stale_runs
+
+    dead = tmp_path / ".06_safety.staging-run-999999999"
+    mine = tmp_path / f".06_safety.staging-run-{__import__('os').getpid()}"
+    dead.mkdir()
+    mine.mkdir()
+    assert sweep_stale_runs(tmp_path) == [dead]
+    assert mine.exists() and not dead.exists()
+
+
+def test_empty_section_list_and_bad_preset_files_exit_2(capsys, monkeypatch, tmp_path):
+    from falcon_h1r import cli, config
+
+    monkeypatch.setattr(cli, "run_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
+    assert main(["reproduce", "--sections", ","]) == 2
+    assert "names no section" in capsys.readouterr().err
+    assert main(["reproduce", "--sections"]) == 2
+    assert "names no section" in capsys.readouterr().err
+    # a typo inside a preset file (not in an override) is caught before any notebook starts
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    text = (config.PRESETS_DIR / "tiny.yaml").read_text().replace("  strategy_steps:", "  strategy_stepz:")
+    (presets / "tiny.yaml").write_text(text)
+    monkeypatch.setattr(config, "PRESETS_DIR", presets)
+    assert main(["reproduce", "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "strategy_stepz" in err[0] and "preset tiny" in err[0]

@@ -15,7 +15,7 @@ preallocates the caches and replays a captured graph; this module does the same 
   :func:`ssm_update_ref` elsewhere; the depthwise conv update is :func:`conv_update_ref` (cheap everywhere);
 * two **fast paths** on GPU, each with its plain twin: ``attention="triton"`` (the split-KV decode attention of
   :mod:`falcon_h1r.inference.decode_kernels`, which streams the cache at ~2.8 TB/s where SDPA's one program per row and
-  KV head reaches ~1.6 on an H100) and ``compile=True`` (the layers' element-wise glue, :func:`falcon_pre` and
+  KV head reaches ~1.6 on an H100) and ``compile=True`` (the layers' element-wise glue, :func:`~falcon_h1r.inference.engine_ops.falcon_pre` and
   friends, through torch.compile: Inductor fuses the ~1,800 small element-wise, copy and norm kernels that a
   profiled 7B step launches, and the H100 step drops by 3.3-3.6 ms, ``bench/decode_profile.py``);
 * **sampling** (temperature, top-p, as :func:`falcon_h1r.inference.sampling.sample_step`), the raw top-k log-probs, EOS
@@ -44,9 +44,8 @@ import torch
 import torch.nn.functional as F
 
 from falcon_h1r.inference.decode_kernels import split_kv_attention, triton_available
-from falcon_h1r.inference.engine_ops import (PLAIN_GLUE, compiled_glue, falcon_post, falcon_pre, qwen_post, qwen_pre,
-                                             rms_norm, rope_tables, scale_by, ssm_update, triton_state_update,
-                                             weight_bias)
+from falcon_h1r.inference.engine_ops import (PLAIN_GLUE, compiled_glue, rms_norm, rope_tables, scale_by, ssm_update,
+                                             triton_state_update, weight_bias)
 from falcon_h1r.inference.sampling import EarlyStop, left_pad, sample_step
 
 ATTENTION_MODES = ("sdpa", "matmul", "triton")

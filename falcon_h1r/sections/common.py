@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 
-from falcon_h1r.config import Preset, load_preset, to_dict
+from falcon_h1r.config import PRESETS, Preset, RecipeError, to_dict
 from falcon_h1r.env import pick_device, seed_everything
 from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json, write_json
 from falcon_h1r.tasks import GENERATOR_VERSION, make_task_sets, teacher_records
@@ -251,10 +251,52 @@ class SectionRun:
         return self.mode == "compute"
 
 
+class ParameterError(RecipeError):
+    """A notebook parameter papermill injected that the notebook does not take, or one of the wrong type."""
+
+
+def _injected_parameter_names() -> set[str]:
+    """Names assigned in papermill's injected ``# Parameters`` cell of the running notebook (read from the
+    kernel's input history); empty outside a notebook or when nothing was injected."""
+    import ast
+
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the notebook stack
+        return set()
+    shell = get_ipython()
+    history = shell.user_ns.get("In", []) if shell is not None else []
+    names: set[str] = set()
+    for source in history:
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Assign):
+                    names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
+
+
+def check_notebook_parameters(preset: Any, overrides: Any, allowed: Sequence[str] = ("preset", "overrides")) -> None:
+    """Reject what papermill injected that this notebook does not take (a misspelled parameter would
+    otherwise be ignored and the default preset run), and wrong types, naming what is accepted."""
+    unknown = sorted(_injected_parameter_names() - set(allowed))
+    if unknown:
+        raise ParameterError(f"unknown notebook parameter {unknown[0]!r}; this notebook takes {', '.join(allowed)}")
+    if not isinstance(preset, str) or preset not in PRESETS:
+        raise ParameterError(f"parameter preset={preset!r}: expected one of {', '.join(PRESETS)}")
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise ParameterError(f"parameter overrides={overrides!r}: expected a mapping of dotted keys to values, "
+                             "e.g. {'train.steps': 600}")
+
+
 def open_section(preset: str, section: str, overrides: dict[str, Any] | None = None, *,
-                 root: Path = RESULTS_ROOT) -> SectionRun:
-    """Load the preset (with ``overrides``), decide compute or render, and open the section's writer."""
-    cfg = load_preset(preset, overrides)
+                 root: Path = RESULTS_ROOT, parameters: Sequence[str] = ("preset", "overrides")) -> SectionRun:
+    """Check the notebook's parameters, load the preset (with ``overrides``) and every section block of it,
+    decide compute or render, and open the section's writer."""
+    from falcon_h1r.sections.recipes import validate_preset
+
+    overrides = {} if overrides is None else overrides
+    check_notebook_parameters(preset, overrides, parameters)
+    cfg = validate_preset(preset, overrides)
     mode = run_mode(cfg)
     writer = SectionWriter(preset, section, params=cfg.to_dict(), seed=cfg.seed, root=root,
                            mode="computed" if mode == "compute" else "rendered")

@@ -61,7 +61,8 @@ class SafetyRecipe:
 
 
 def open_run(preset: str, overrides: dict[str, Any] | None = None) -> tuple[SectionRun, SafetyRecipe]:
-    run = open_section(preset, SECTION, overrides)
+    """The notebook's run (parameters checked: ``preset``, ``overrides``, ``llama_guard_dir``) and its recipe."""
+    run = open_section(preset, SECTION, overrides, parameters=("preset", "overrides", "llama_guard_dir"))
     return run, run.cfg.section("safety", SafetyRecipe)
 
 
