@@ -20,7 +20,7 @@ import yaml
 PAPERS_DIR = Path(__file__).resolve().parent.parent / "papers"
 INDEX_FILE = PAPERS_DIR / "index.yaml"
 # Files in papers/ that are about the data rather than data themselves.
-UNINDEXED_FILES = ("index.yaml", "README.md")
+UNINDEXED_FILES = ("index.yaml", "README.md", "claims.yaml")  # claims.yaml: our rules, not the paper's data
 
 SAFETY_MODES = ("cot_only", "cot_answer", "answer_only")
 DEEPCONF_BENCHMARKS = ("aime24", "aime25", "gpqa_d", "amo_bench")
