@@ -618,7 +618,8 @@ def curate_arm(pool: Sequence[dict[str, Any]], tokenizer: ChatTokenizer, preset:
                eval_questions: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Filter, verify and weight an arm's pool with ``falcon_h1r.curation`` (incorrect traces of the
     hardest problems kept when the arm says so; weights set to 1 when weighting is off)."""
-    from falcon_h1r.curation import curate_sft_records, load_recipe as curation_recipe
+    from falcon_h1r.curation import curate_sft_records
+    from falcon_h1r.sections.curation import load_recipe as curation_recipe  # until the ablations move up
 
     crec = replace(curation_recipe(preset), keep_incorrect_hard=arm.incorrect)
     cur = curate_sft_records(pool, tokenizer, crec, eval_questions=eval_questions,
