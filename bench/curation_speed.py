@@ -33,10 +33,12 @@ def _model(preset, kind: str):
     import torch
 
     from falcon_h1r.sections.common import cache_dir, get_base_model, get_tokenizer, recipe_hash, task_sets
+    from falcon_h1r.tasks import GENERATOR_VERSION
 
     if kind == "auto":
         # the key get_base_model caches under: "base" only when that exact model is on disk (never train here)
-        key = recipe_hash(preset.model, preset.tokenizer, preset.tasks, preset.train, preset.seed, preset.dtype)
+        key = recipe_hash(preset.model, preset.tokenizer, preset.tasks, preset.train, preset.seed, preset.dtype,
+                          GENERATOR_VERSION)
         kind = "base" if (cache_dir(preset) / f"base-{key}" / "falcon_h1r.json").exists() else "random"
     if kind == "base":
         b = get_base_model(preset, progress=False)
