@@ -26,16 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from falcon_h1r import curation as C  # noqa: E402
 from falcon_h1r.config import load_preset  # noqa: E402
+from falcon_h1r.sections import curation as SC  # noqa: E402
 
 
 def _model(preset, kind: str):
     import torch
 
     from falcon_h1r.sections.common import cache_dir, get_base_model, get_tokenizer, recipe_hash, task_sets
+    from falcon_h1r.tasks import GENERATOR_VERSION
 
     if kind == "auto":
         # the key get_base_model caches under: "base" only when that exact model is on disk (never train here)
-        key = recipe_hash(preset.model, preset.tokenizer, preset.tasks, preset.train, preset.seed, preset.dtype)
+        key = recipe_hash(preset.model, preset.tokenizer, preset.tasks, preset.train, preset.seed, preset.dtype,
+                          GENERATOR_VERSION)
         kind = "base" if (cache_dir(preset) / f"base-{key}" / "falcon_h1r.json").exists() else "random"
     if kind == "base":
         b = get_base_model(preset, progress=False)
@@ -67,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     preset = load_preset(args.preset, {"device": "cpu"})  # dtype kept: it is part of the base model's cache key
-    recipe = C.load_recipe(preset)
+    recipe = SC.load_recipe(preset)
     sets = task_sets(preset)
 
     # ---- verification alone
-    pool = [r for r in C.sft_pool(preset, recipe, sets["train"])
+    pool = [r for r in SC.sft_pool(preset, recipe, sets["train"])
             if C.validate_record(r) is None and C.quality_issue(r) is None]
     step = max(1, len(pool) // args.verify_records)
     pool = pool[::step][: args.verify_records]  # every domain, evenly
@@ -91,10 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     # ---- pass-rate estimation
     model, tok, kind = _model(preset, args.model)
     k = args.k or recipe.pass_rate_k
-    probs = C.rl_candidates(preset, recipe, sets)
+    probs = SC.rl_candidates(preset, recipe, sets)
     step = max(1, len(probs) // args.problems)
     probs = probs[::step][: args.problems]
-    gen = C.rollout_generation_config(preset, recipe)
+    gen = SC.rollout_generation_config(preset, recipe)
     t0 = time.perf_counter()
     rates = C.estimate_pass_rates(model, tok, probs, gen, k=k, seed=preset.seed, progress=False, **C.grade_kwargs(recipe))
     rate_s = time.perf_counter() - t0

@@ -52,7 +52,8 @@ def worker(args: argparse.Namespace) -> dict:
     from falcon_h1r.distributed import deepspeed_config, init_from_env, wrap_ddp
     from falcon_h1r.env import device_info, package_versions
     from falcon_h1r.models import build_model, count_params
-    from falcon_h1r.sft import examples_from_traces, linear_warmup_schedule, load_recipe, train_sft
+    from falcon_h1r.sections.sft import load_recipe
+    from falcon_h1r.sft import examples_from_traces, linear_warmup_schedule, train_sft
     from falcon_h1r.tasks import teacher_records
     from falcon_h1r.sections.common import get_tokenizer
     from falcon_h1r.tasks import generate_split

@@ -1,5 +1,6 @@
 """Data curation: each rule on constructed records, the rejects report, dedup, contamination, mixture,
-weights, the RL pass-rate rules (every 0/8 branch) and the batched code grader against its plain twin."""
+weights, the RL pass-rate rules (every 0/8 branch) and the batched code grader against its plain twin; the
+section's cached entry points (``falcon_h1r.sections.curation``)."""
 
 import math
 import random
@@ -9,7 +10,9 @@ import pytest
 from falcon_h1r import curation as C
 from falcon_h1r import verify
 from falcon_h1r.config import RecipeError, load_preset
-from falcon_h1r.tasks import make_problem, teacher_trace
+from falcon_h1r.curation import grading
+from falcon_h1r.sections import curation as SC
+from falcon_h1r.tasks import TeacherNoise, make_problem, teacher_trace
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +85,12 @@ def test_clean_records_pass_quality():
 
 def test_teacher_noise_is_caught_by_the_matching_rule():
     p = make_problem("code", 1, random.Random(3))
-    t = teacher_trace(p, "stepwise", random.Random(0), C.TeacherNoise(wrong_language=1.0))
+    t = teacher_trace(p, "stepwise", random.Random(0), TeacherNoise(wrong_language=1.0))
     assert C.quality_issue({**p, "id": "c", **t})[0] == "wrong_language"
-    t = teacher_trace(p, "stepwise", random.Random(0), C.TeacherNoise(bad_code=1.0))
+    t = teacher_trace(p, "stepwise", random.Random(0), TeacherNoise(bad_code=1.0))
     assert C.quality_issue({**p, "id": "c", **t})[0] == "syntax_error"
     m = make_problem("math", 2, random.Random(3))
-    t = teacher_trace(m, "stepwise", random.Random(0), C.TeacherNoise(missing_box=1.0))
+    t = teacher_trace(m, "stepwise", random.Random(0), TeacherNoise(missing_box=1.0))
     assert C.quality_issue({**m, "id": "m", **t})[0] == "no_boxed"
 
 
@@ -142,12 +145,12 @@ def test_keep_incorrect_hard_is_a_flag_for_the_hardest_problems_only(tok):
 
 
 def test_math_verify_timeout_is_a_reject_not_a_crash(tok, monkeypatch):
-    monkeypatch.setattr(C, "math_verify_strict", lambda pred, gold, t: "timeout")
+    monkeypatch.setattr(grading, "math_verify_strict", lambda pred, gold, t: "timeout")
     pool = [rec(i=1, answer="\\frac{1}{3}", final="\\boxed{\\sqrt{2}}"), rec(i=2)]
     cur = C.curate_sft_records(pool, tok, C.CurationRecipe())
     assert [r["id"] for r in cur.records] == ["math-2"]
     assert cur.rejects()[0]["rule"] == "verify_timeout" and cur.rejects()[0]["stage"] == "malformed"
-    monkeypatch.setattr(C, "math_verify_strict", lambda pred, gold, t: "error: ValueError: bad")
+    monkeypatch.setattr(grading, "math_verify_strict", lambda pred, gold, t: "error: ValueError: bad")
     assert C.curate_sft_records(pool, tok, C.CurationRecipe()).dropped_by_rule()["verify_error"] == 1
 
 
@@ -165,10 +168,10 @@ def test_skipping_math_verify_for_distinct_exact_rationals_changes_no_verdict():
     pairs = [("3", "4"), ("-2", "2"), ("\\frac{1}{3}", "\\frac{2}{5}"), ("7/8", "\\frac{8}{9}")]
     pairs += [(f"\\frac{{{rng.randint(-40, 40)}}}{{{rng.randint(1, 30)}}}", str(rng.randint(-9, 9))) for _ in range(12)]
     for pred, gold in pairs:
-        if C._distinct_exact_rationals(pred, gold):
+        if grading._distinct_exact_rationals(pred, gold):
             assert not verify.math_verify_equal(pred, gold), (pred, gold)
-    assert not C._distinct_exact_rationals("0.3333333", "\\frac{1}{3}")  # decimals still go to math-verify
-    assert not C._distinct_exact_rationals("2^{3}", "8") and not C._distinct_exact_rationals("4", "4")
+    assert not grading._distinct_exact_rationals("0.3333333", "\\frac{1}{3}")  # decimals still go to math-verify
+    assert not grading._distinct_exact_rationals("2^{3}", "8") and not grading._distinct_exact_rationals("4", "4")
 
 
 def test_corrupt_records_only_produces_rejects():
@@ -329,6 +332,14 @@ def test_mixture_probabilities_and_stream():
         C.mixture_probabilities({"math": 1.0}, ["code"])
 
 
+def test_mixture_sample_has_the_proportions_and_size():
+    recs = [{"domain": d, "id": f"{d}{i}"} for d in ("math", "code", "science") for i in range(5)]
+    out = C.mixture_sample(recs, {"math": 55.9, "code": 27.0, "science": 10.0}, 93, seed=0)
+    assert len(out) == 93
+    counts = {d: sum(r["domain"] == d for r in out) for d in ("math", "code", "science")}
+    assert counts == {"math": 56, "code": 27, "science": 10}
+
+
 def test_lognormal_fit_recovers_parameters():
     import numpy as np
 
@@ -406,9 +417,9 @@ def test_recipe_rejects_bad_values_and_presets_parse():
     with pytest.raises(RecipeError, match="hard_pass_rate_max"):
         C.CurationRecipe(hard_pass_rate_max=0.9, easy_pass_rate_min=0.5)
     with pytest.raises(RecipeError, match="unknown key curation.bogus"):
-        C.load_recipe(load_preset("tiny", {"curation.bogus": 1}))
+        SC.load_recipe(load_preset("tiny", {"curation.bogus": 1}))
     for name in ("tiny", "small", "paper"):
-        r = C.load_recipe(load_preset(name))
+        r = SC.load_recipe(load_preset(name))
         assert r.pass_rate_k == 8 and r.pass_rate_temperature == 0.6 and r.pass_rate_top_p == 0.95
         assert r.majority_drop_at_least == 4 and r.rl_domains == ["math", "code"]
         assert r.mixture == C.PAPER_MIXTURE_PCT
@@ -420,12 +431,12 @@ def test_curate_sft_is_cached(tiny_preset, tmp_path):
     cfg = load_preset("tiny", {"tasks.train_per_domain": 12, "tasks.test_per_domain": 4, "tokenizer.vocab_size": 300,
                                "curation.teacher_noise": {"wrong_answer": 0.3, "runaway": 0.2},
                                "curation.max_trace_tokens": 200})
-    a = C.curate_sft(cfg, root=tmp_path, progress=False)
+    a = SC.curate_sft(cfg, root=tmp_path, progress=False)
     assert a.n_in == 36 and a.dropped_by_rule()["incorrect"] > 0 and a.dropped_by_rule()["too_long"] > 0
     assert a.mixture and {r["domain"] for r in a.mixture} <= {"math", "code", "science"}
     cached = list((tmp_path / "tiny" / "_cache").glob("curation-sft-*.json"))
     assert len(cached) == 1
-    b = C.curate_sft(cfg, root=tmp_path, progress=False)
+    b = SC.curate_sft(cfg, root=tmp_path, progress=False)
     assert b.records == a.records and b.dropped_by_rule() == a.dropped_by_rule() and b.mixture == a.mixture
 
 
@@ -441,7 +452,7 @@ def test_curate_sft_with_pass_rate_difficulty_uses_the_model(tmp_path):
     m = ModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                     intermediate_size=64, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_state=8, mamba_chunk_size=8)
     model = build_model(m, tok.vocab_size, seed=0, pad_id=tok.pad_id, eos_id=tok.eos_id).eval()
-    cur = C.curate_sft(cfg, model=model, tokenizer=tok, root=tmp_path, progress=False)
+    cur = SC.curate_sft(cfg, model=model, tokenizer=tok, root=tmp_path, progress=False)
     assert cur.stats["difficulty_source"] == "pass_rate" and cur.records
     # a random model solves nothing in 3 tokens: every problem has pass rate 0, so every trace is hard x1.75
     assert {(r["pass_rate"], r["tier"], r["weight"]) for r in cur.records} == {(0.0, "hard", 1.75)}

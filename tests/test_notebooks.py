@@ -32,8 +32,8 @@ FAST = {"tasks.train_per_domain": 60, "tasks.test_per_domain": 10, "train.steps"
 # Each section's own shrink overrides (its owner keeps its line; keys are dotted preset paths).
 FAST_SECTION = {
     "01_data_curation": {"curation.rl_pool_per_domain": 3, "curation.pass_rate_max_new_tokens": 8},
-    "02_sft": {"sft.ablation_steps": 2, "sft.ablation_batch_size": 4, "sft.ablation_seeds": [0],
-               "sft.ablation_problems_per_domain": 3, "sft.ablation_eval_per_domain": 3, "sft.ablation_eval_every": 1},
+    "02_sft": {"sft_ablations.steps": 2, "sft_ablations.batch_size": 4, "sft_ablations.seeds": [0],
+               "sft_ablations.problems_per_domain": 3, "sft_ablations.eval_per_domain": 3, "sft_ablations.eval_every": 1},
     "03_rl": {"rl.steps": 1, "rl.strategy_steps": 1, "rl.group_size": 2, "rl.batch_prompts": 2, "rl.gen_prompts_per_call": 2, "rl.max_gen_calls_per_step": 2, "rl.max_new_tokens": 8, "rl.eval_problems_per_domain": 3, "rl.eval_samples": 1, "rl.pool_per_domain": 4, "rl.attack_suite": False, "curation.pass_rate_k": 2, "curation.majority_drop_at_least": 2},
     "04_throughput": {"throughput.check_prompts": 4, "throughput.check_new_tokens": 8},
     "05_deepconf": {"deepconf.candidates": 2, "deepconf.screen_samples": 2, "deepconf.max_problems": 2,

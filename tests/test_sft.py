@@ -1,6 +1,6 @@
 """The SFT trainer: assistant-only loss, packing without cross-contamination (Mamba-2 state and conv reset
 per sample), difficulty weights, loss normalizations, schedule, µP multipliers, exact resume, the
-recipe and the ablation grids and statistics."""
+recipe. The §2 ablation grids and their statistics: tests/test_sft_ablations.py."""
 
 import os
 import random
@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from falcon_h1r.config import ModelConfig, RecipeError, TrainConfig, load_preset
-from falcon_h1r.sft import (GRIDS, Example, SFTRecipe, collate, collate_packed, finding_status,
-                            latest_checkpoint, linear_warmup_schedule, load_grid, load_recipe, make_batch,
-                            mixture_sample, pack_rows, paired_difference, per_sample_losses, token_losses, train_sft)
+from falcon_h1r.sft import (Example, SFTRecipe, collate, collate_packed, latest_checkpoint, linear_warmup_schedule,
+                            make_batch, pack_rows, per_sample_losses, token_losses, train_sft)
 from falcon_h1r.packed_mamba import segmented_causal_conv1d, segmented_chunk_scan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -271,71 +270,17 @@ def test_resume_after_a_sigkill_gives_the_uninterrupted_weights(tmp_path):
     assert _same(full, resumed)
 
 
-# ----------------------------------------------------------------------------- recipe, grids, statistics
+# ----------------------------------------------------------------------------- recipe and bad input
 def test_presets_parse_their_sft_block_and_bad_keys_are_named():
+    from falcon_h1r.sections.sft import load_recipe
+
     for name in ("tiny", "small", "paper"):
         r = load_recipe(load_preset(name))
         assert r.loss_norm == "balanced"
     with pytest.raises(RecipeError, match="sft.pakcing"):
         load_recipe(load_preset("tiny", {"sft.pakcing": True}))
-    with pytest.raises(RecipeError, match="grids are"):
-        load_recipe(load_preset("tiny", {"sft.ablation_grids": ["lr"]}))
     with pytest.raises(RecipeError, match="loss_norm"):
         load_recipe(load_preset("tiny", {"sft.loss_norm": "global"}))
-
-
-def test_every_grid_loads_with_its_comparison_and_grids_share_the_reference_arm():
-    keys = {}
-    for g in GRIDS:
-        for preset in ("tiny", "small"):
-            grid = load_grid(g, preset)
-            assert len(grid.compare) == 2 and len(grid.arms) >= 2
-            keys.setdefault(preset, []).append({a.key() for a in grid.arms})
-    ref = load_grid("rollouts", "tiny").arms[0].key()  # n=4 is the reference arm
-    assert sum(ref in k for k in keys["tiny"]) == 6  # all but the normalization grid reuse it
-    assert len(load_grid("learning_rate", "paper").arms) > len(load_grid("learning_rate", "small").arms)
-    with pytest.raises(RecipeError, match="unknown SFT grid"):
-        load_grid("lr")
-
-
-def test_mixture_sample_has_the_proportions_and_size():
-    recs = [{"domain": d, "id": f"{d}{i}"} for d in ("math", "code", "science") for i in range(5)]
-    out = mixture_sample(recs, {"math": 55.9, "code": 27.0, "science": 10.0}, 93, seed=0)
-    assert len(out) == 93
-    counts = {d: sum(r["domain"] == d for r in out) for d in ("math", "code", "science")}
-    assert counts == {"math": 56, "code": 27, "science": 10}
-
-
-def test_paired_difference_and_status():
-    a = [{"seed": s, "outcomes": [1, 1, 0, 1], "outcome_levels": [1, 2, 3, 3], "outcome_domains": ["m"] * 4}
-         for s in (0, 1)]
-    b = [{"seed": s, "outcomes": [1, 0, 0, 0], "outcome_levels": [1, 2, 3, 3], "outcome_domains": ["m"] * 4}
-         for s in (0, 1)]
-    d = paired_difference(a, b)
-    assert d["diff"] == pytest.approx(0.5) and d["n"] == 8
-    assert paired_difference(a, b, level=3)["diff"] == pytest.approx(0.5)
-    assert finding_status(0.2, 0.1, +1)[0] == "reproduced"
-    assert finding_status(0.05, 0.1, +1)[0] == "partly"
-    assert finding_status(-0.05, 0.1, +1)[0] == "not"
-    assert finding_status(0.0, 0.0, +1) == ("not", "no difference at all between the arms")
-    assert finding_status(0.0, 0.02, +1)[1].startswith("zero mean difference")
-
-
-def test_grid_runs_are_distinct_and_shards_partition_them(tmp_path):
-    """--workers: the shared reference arm is one run, and the i/n shards cover every run exactly once."""
-    from falcon_h1r.sft import GRIDS, append_row, grid_runs, load_grid, load_rows
-
-    grids = [load_grid(g, "small") for g in GRIDS]
-    runs = grid_runs(grids, [0, 1])
-    assert len(runs) == len(set(runs))
-    n_arms = len({a.key() for g in grids for a in g.arms})
-    assert len(runs) == 2 * n_arms < 2 * sum(len(g.arms) for g in grids)  # the reference arm recurs across grids
-    shards = [set(runs[i::3]) for i in range(3)]
-    assert set().union(*shards) == set(runs) and sum(map(len, shards)) == len(runs)
-    work = tmp_path / "rows.jsonl"
-    for k, (key, seed) in enumerate(runs[:3]):
-        append_row(work, {"arm_key": key, "seed": seed, "base_key": "b", "acc": k / 10})
-    assert set(load_rows(work, "b")) == set(runs[:3]) and load_rows(work, "other") == {}
 
 
 def test_bad_training_input_is_one_clear_error():

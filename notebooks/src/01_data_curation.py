@@ -13,9 +13,13 @@
 # - **RL pool**: held-out problems (split `rl`, never a test question, deduplicated against the SFT
 #   problems), with pass rates from k = 8 rollouts of the preset's SFT base model at τ 0.6, top-p 0.95.
 #
-# Where each number is computed: `falcon_h1r.curation` (`curate_sft`, `curate_rl_pool`, the filters,
-# `rl_decision`, `contamination`, `build_mixture`, `fit_lognormal`), `falcon_h1r.verify` (grading),
-# `falcon_h1r.sandbox` (code tests), `falcon_h1r.sections.common.get_base_model` (the SFT model).
+# Where each number is computed (one hop: this notebook calls `falcon_h1r.sections.curation`, whose functions
+# name the library method they run): `curation_tables` (`curate_sft` -> `falcon_h1r.curation.sft_records`
+# filters, verification and weights, `curation.mixture.build_mixture`; `curate_rl_pool` ->
+# `curation.rl_pool.select_rl_pool` with `curation.pass_rates.estimate_pass_rates`; `curation.dedup.contamination`;
+# the SFT model from `falcon_h1r.sections.common.get_base_model`), `mixture_side_by_side` (`papers/` beside
+# `curation.mixture.mixture_table`), `length_fits` (`curation.mixture.fit_lognormal`), `pass_rate_tables`
+# (`curation.rl_pool.rl_decision`'s decisions). Grading: `falcon_h1r.verify`, code tests in `falcon_h1r.sandbox`.
 # **At the tiny and small presets every "ours" number is about synthetic tasks, never the paper's data.**
 
 # %% tags=["parameters"]
@@ -23,24 +27,15 @@ preset = "tiny"
 overrides = {}
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
 
-from falcon_h1r import curation as C
 from falcon_h1r import papers
-from falcon_h1r.config import load_preset
-from falcon_h1r.results import SectionWriter, read_json
-from falcon_h1r.sections.common import get_base_model, run_mode, task_sets
+from falcon_h1r.sections import curation as S
 
-cfg = load_preset(preset, overrides)
-recipe = C.load_recipe(cfg)
-mode = run_mode(cfg)
-writer = SectionWriter(preset, "01_data_curation", params=cfg.to_dict(), seed=cfg.seed,
-                       mode="computed" if mode == "compute" else "rendered")
+sec = S.open_section(preset, overrides)
+recipe, mode, writer = sec.recipe, sec.mode, sec.writer
 OURS = f"ours, {preset} preset, synthetic tasks"
 display(Markdown(f"Preset **{preset}**: this run will **{mode}** its results"
                  + ("." if mode == "compute" else f" from the committed records in `{writer.dir}`.")))
@@ -51,62 +46,9 @@ display(Markdown(f"Preset **{preset}**: this run will **{mode}** its results"
 # `results/<preset>/_cache/`, so a second run of this notebook only reads them back.
 
 # %%
-if mode == "compute":
-    t0 = time.time()
-    sets = task_sets(cfg)
-    sft = C.curate_sft(cfg)
-    t_sft = time.time() - t0
-    base = get_base_model(cfg)
-    t1 = time.time()
-    rl = C.curate_rl_pool(cfg, base.model, base.tokenizer)
-    t_rl = time.time() - t1
-    test_q = {d: [p["question"] for p in sets["test"] if p["domain"] == d] for d in cfg.tasks.domains}
-    pool_q = [r["question"] for r in C.sft_pool(cfg, recipe, sets["train"]) if isinstance(r.get("question"), str)]
-    cand_q = [p["question"] for p in C.rl_candidates(cfg, recipe, sets)]
-    training_sets = {"sft_pool (before curation)": pool_q, "sft_curated": [r["question"] for r in sft.records],
-                     "rl_candidates (before curation)": cand_q, "rl_pool": [p["question"] for p in rl.problems]}
-    contam = pd.DataFrame([{"dataset": name, **row} for name, texts in training_sets.items()
-                           for row in C.contamination(texts, {f"test_{d}": q for d, q in test_q.items()})])
-    final_train = training_sets["sft_curated"] + training_sets["rl_pool"]
-    all_test = [q for qs in test_q.values() for q in qs]
-    contamination_pct = C.contamination(final_train, {"all": all_test})[0]["overlap_pct"]
-
-    sft_funnel, rl_funnel = pd.DataFrame(sft.funnel()), pd.DataFrame(rl.funnel())
-    mixture = pd.DataFrame(C.mixture_table(sft.mixture))
-    lengths = pd.DataFrame([{"domain": r["domain"], "response_tokens": r["response_tokens"], "tier": r["tier"],
-                             "weight": r["weight"]} for r in sft.records])
-    rates = pd.DataFrame([{**{k: v for k, v in r.__dict__.items() if k != "reasons"}, "pass_rate": r.pass_rate,
-                           "decision": rl.decisions[r.id]} for r in rl.rates])
-    weights = (lengths.groupby(["domain", "tier"]).agg(records=("weight", "size"), mean_weight=("weight", "mean"))
-               .reset_index())
-    headline = {
-        "problems_in": len(sets["train"]) + rl.n_in, "sft_records_in": sft.n_in, "kept_sft": len(sft.records),
-        "kept_sft_mixture": len(sft.mixture), "rl_candidates_in": rl.n_in, "kept_rl": len(rl.problems),
-        **{f"dropped_by_rule_{k}": v for k, v in {**sft.dropped_by_rule(), **rl.dropped_by_rule()}.items()},
-        "contamination_pct": contamination_pct,
-        "curation_problems_per_s_cpu": sft.stats["records_per_s"],
-        "rl_pass_rate_problems_per_s": rl.stats["pass_rate_problems_per_s"],
-        "rl_pass_rate_k": rl.k, "sft_wall_s_this_run": round(t_sft, 2), "rl_wall_s_this_run": round(t_rl, 2),
-    }
-    writer.records("sft_rejects", sft.rejects())
-    writer.records("rl_removed", [r.__dict__ for r in rl.removals])
-    writer.records("sft_lengths", lengths.to_dict("records"))
-    writer.records("rl_pass_rates", rates.to_dict("records"))
-    writer.table("sft_filter_funnel", sft_funnel, caption=f"SFT filter funnel ({OURS}): records removed by each rule")
-    writer.table("rl_filter_funnel", rl_funnel, caption=f"RL filter funnel ({OURS}): problems removed by each rule")
-    writer.table("contamination", contam, caption=f"Contamination check ({OURS}): % of held-out test questions "
-                 "found verbatim (and after normalisation) in each training set")
-    writer.table("sft_weights", weights, caption=f"Difficulty tiers and SFT loss weights ({OURS})")
-    writer.json("headline", headline)
-else:
-    load = lambda name: pd.read_csv(writer.dir / f"{name}.csv")  # noqa: E731
-    read_jsonl = lambda name: pd.read_json(writer.dir / f"{name}.jsonl", lines=True)  # noqa: E731
-    sft_funnel, rl_funnel, contam, weights = (load(n) for n in ("sft_filter_funnel", "rl_filter_funnel",
-                                                                   "contamination", "sft_weights"))
-    mixture = load("ours_mixture")[["domain", "samples", "pct_samples", "tokens", "pct_tokens",
-                                    "avg_tokens_per_sample"]]
-    lengths, rates = read_jsonl("sft_lengths"), read_jsonl("rl_pass_rates")
-    headline = read_json(writer.dir / "headline.json")
+tables = S.curation_tables(sec, ours=OURS)
+sft_funnel, rl_funnel, contam, weights = tables.sft_funnel, tables.rl_funnel, tables.contamination, tables.weights
+mixture, lengths, rates, headline = tables.mixture, tables.lengths, tables.rates, tables.headline
 display(Markdown(f"**{headline['problems_in']:,}** problems in: **{headline['kept_sft']:,}** SFT traces kept "
                  f"(of {headline['sft_records_in']:,}), **{headline['kept_rl']:,}** RL problems kept "
                  f"(of {headline['rl_candidates_in']:,}). Contamination of the final training data: "
@@ -121,14 +63,7 @@ display(Markdown(f"**{headline['problems_in']:,}** problems in: **{headline['kep
 # there is no synthetic "other"), carrying each sample's difficulty weight.
 
 # %%
-paper_mix = papers.load("fig3_data_mixture")
-side = paper_mix[["domain", "samples", "pct_samples", "tokens", "pct_tokens"]].merge(
-    mixture, on="domain", how="outer", suffixes=("_paper", "_ours"))
-side = side.rename(columns={"samples_paper": "paper_samples", "pct_samples_paper": "paper_pct_samples",
-                            "tokens_paper": "paper_tokens", "pct_tokens_paper": "paper_pct_tokens",
-                            "samples_ours": "ours_samples", "pct_samples_ours": "ours_pct_samples",
-                            "tokens_ours": "ours_tokens", "pct_tokens_ours": "ours_pct_tokens",
-                            "avg_tokens_per_sample": "ours_avg_tokens_per_sample"})
+paper_mix, side = S.mixture_side_by_side(mixture)
 writer.table("paper_mixture", paper_mix,
              caption="The paper's SFT data mixture (Fig. 3), from papers/fig3_data_mixture.csv")
 writer.table("ours_mixture", mixture,
@@ -154,8 +89,7 @@ plt.show()
 # Kolmogorov–Smirnov statistic say how far our template-made traces are from that shape.
 
 # %%
-fits = pd.DataFrame([{"domain": d, **C.fit_lognormal(g["response_tokens"].tolist())}
-                     for d, g in lengths.groupby("domain")])
+fits = S.length_fits(lengths)
 writer.table("length_lognormal_fit", fits, caption=f"Log-normal fit of response lengths per domain ({OURS})")
 display(fits)
 fig, axes = plt.subplots(1, len(fits), figsize=(4 * len(fits), 3), squeeze=False)
@@ -208,12 +142,7 @@ display(weights)
 
 # %%
 k = int(headline["rl_pass_rate_k"])
-rates["bin"] = rates["correct"].astype(int)
-hist = pd.DataFrame({"correct_of_k": [f"{c}/{k}" for c in range(k + 1)],
-                     "rated": [int((rates.bin == c).sum()) for c in range(k + 1)],
-                     "kept": [int(((rates.bin == c) & rates.decision.str.startswith("keep")).sum())
-                              for c in range(k + 1)]})
-decisions = rates.groupby(["domain", "decision"]).size().unstack(fill_value=0)
+hist, decisions = S.pass_rate_tables(rates, k)
 writer.table("rl_pass_rate_histogram", hist, caption=f"RL pool pass-rate histogram ({OURS}): problems per number "
              f"of correct rollouts out of {k}, before and after the rules")
 writer.table("rl_decisions", decisions.reset_index(), caption=f"RL rule decisions per domain ({OURS})")

@@ -6,36 +6,30 @@
 # the paper's §2 ablations as a recipe grid (`falcon_h1r/recipes/sft/*.yaml`), several seeds, with 95 %
 # intervals, each result beside the paper's finding.
 # **At the tiny and small presets every "ours" number is about those synthetic tasks, not the paper's
-# benchmarks.** Where each number is computed: `falcon_h1r.sections.common.get_base_model` (base training and its
-# before/after evaluation), `falcon_h1r.sft` (trainer, packing, ablation runs and their statistics),
-# `falcon_h1r.distributed` (loss normalizations), `falcon_h1r.curation` (filtering, verification and
-# difficulty weights of the teacher traces), `falcon_h1r.evaluation` (pass@1), `bench/train_throughput.py`
-# (training MFU), `scripts/sft_ddp.py` (multi-GPU check).
+# benchmarks.** Where each number is computed (one hop: this notebook calls `falcon_h1r.sections.sft`, whose
+# functions name the library method they run): `base_training` (`sections.common.get_base_model`: the trainer
+# `falcon_h1r.sft.train_sft`, pass@1 by `falcon_h1r.evaluation.evaluate`), `base_accuracy`
+# (`evaluation.wilson_interval`), `trainer_checks` (`sft.per_sample_losses`, `distributed.shard_indices`),
+# `ablations` (`sections.sft_ablations.run_grid`: curation by `falcon_h1r.curation.curate_sft_records`, the
+# trainer, `evaluation.evaluate_outcomes`), `ablation_tables` and `curves` (`sections.sft_findings`, paired
+# differences by `sections.paired.paired_rows`), `gpu_record` (the records of `bench/train_throughput.py` and
+# `scripts/sft_ddp.py`).
 
 # %% tags=["parameters"]
 preset = "tiny"
 overrides = {}
 
 # %%
-import json
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
 from falcon_h1r import papers
-from falcon_h1r.config import load_preset
-from falcon_h1r.evaluation import wilson_interval
-from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json
-from falcon_h1r.sft import AblationContext, ablation_report, load_grid, load_recipe, normalization_curves, run_grid
-from falcon_h1r.sections.common import get_base_model, run_mode
+from falcon_h1r.sections import sft as S
 
-cfg = load_preset(preset, overrides)
-recipe = load_recipe(cfg)
-mode = run_mode(cfg)
-writer = SectionWriter(preset, "02_sft", params=cfg.to_dict(), seed=cfg.seed,
-                       mode="computed" if mode == "compute" else "rendered")
+sec = S.open_section(preset, overrides)
+cfg, sizes, mode, writer = sec.cfg, sec.ablations, sec.mode, sec.writer
 display(Markdown(f"Preset **{preset}**: this run will **{mode}** its results."))
 
 # %% [markdown]
@@ -51,34 +45,12 @@ display(papers.load("sft_ablation_findings"))
 # Held-out greedy accuracy before and after training, on synthetic problems the model never saw.
 
 # %%
-if mode == "compute":
-    base = get_base_model(cfg)
-    info = base.info
-    writer.json("base_training", info)
-else:
-    info = read_json(writer.dir / "base_training.json")
-writer.summary({
-    "base_params": info["params"], "base_train_steps": info["steps"],
-    "base_greedy_acc_before": info["greedy_acc_before"], "base_greedy_acc_after": info["greedy_acc_after"],
-    "base_majority_answer_baseline": info["majority_answer_baseline"],
-    "base_train_wall_s": info["train_wall_s"],
-    **{f"base_greedy_acc_after_{d}": v for d, v in info["greedy_acc_after_by_domain"].items()},
-})
-
-n_dom = info["eval_problems"] // len(info["greedy_acc_after_by_domain"])  # held_out: the same count per domain
-rows = [{"domain": d, "n": n_dom, "before": info["greedy_acc_before_by_domain"][d], "after": v}
-        for d, v in info["greedy_acc_after_by_domain"].items()]
-rows.append({"domain": "all", "n": info["eval_problems"], "before": info["greedy_acc_before"],
-             "after": info["greedy_acc_after"]})
-for r in rows:  # 95 % Wilson interval of the after-training accuracy
-    r["after_correct"] = round(r["after"] * r["n"])
-    r["after_ci95_low"], r["after_ci95_high"] = wilson_interval(r["after_correct"], r["n"])
-acc = pd.DataFrame(rows)
-math_row = next((r for r in rows if r["domain"] == "math"), None)
-if math_row is not None:
-    above = math_row["after_ci95_low"] > info["majority_answer_baseline"]
-    writer.summary({"base_math_correct": math_row["after_correct"], "base_math_n": math_row["n"],
-                    "base_math_ci95_low": math_row["after_ci95_low"]})
+base, info = S.base_training(sec)
+writer.summary(S.base_summary(info))
+accuracy = S.base_accuracy(info)
+acc, math_row, above = accuracy.table, accuracy.math_row, accuracy.above_baseline
+if accuracy.summary:
+    writer.summary(accuracy.summary)
 writer.table("base_accuracy", acc, caption=f"Ours ({preset} preset, synthetic tasks): held-out greedy accuracy "
              f"before/after SFT of a {info['params']:,}-parameter Falcon-H1 hybrid, {info['eval_problems']} problems")
 display(acc)
@@ -110,46 +82,12 @@ plt.show()
 # (rank 0 gets the short samples), the weight each supervised token gets in the all-reduced gradient.
 
 # %%
-if mode == "compute":
-    import torch
-
-    from falcon_h1r.distributed import shard_indices
-    from falcon_h1r.sft import collate_packed, examples_from_traces, per_sample_losses
-    from falcon_h1r.tasks import teacher_records
-
-    probe = examples_from_traces(teacher_records(base.sets["test"][:12], cfg.tasks.teacher_style, cfg.seed),
-                                 base.tokenizer, cfg.train.max_seq_len)
-    alone = per_sample_losses(base.model, probe, base.tokenizer.pad_id, packing=False)
-    packed = per_sample_losses(base.model, probe, base.tokenizer.pad_id, packing=True,
-                               pack_len=3 * cfg.train.max_seq_len)
-    # what position ids alone give: attention separated, the Mamba-2 state leaking across samples
-    b = collate_packed(probe, base.tokenizer.pad_id, 3 * cfg.train.max_seq_len)
-    dev = next(base.model.parameters()).device
-    with torch.no_grad():
-        out = base.model(input_ids=b["input_ids"].to(dev), position_ids=b["position_ids"].to(dev), use_cache=False)
-        lp = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(-1, b["input_ids"][:, 1:, None].to(dev))[..., 0]
-    seq, on = b["seq_ids"][:, 1:].to(dev), (b["labels"][:, 1:] != -100).to(dev)
-    leaky = [float(-lp[(seq == i) & on].mean()) for i in range(len(probe))]
-    packing_check = {"samples": len(probe), "rows": int(b["input_ids"].shape[0]),
-                     "max_abs_diff_packed_vs_alone": max(abs(x - y) for x, y in zip(packed, alone)),
-                     "max_abs_diff_position_ids_only_vs_alone": max(abs(x - y) for x, y in zip(leaky, alone))}
-    lengths = [sum(e.loss_mask) for e in probe[:8]]
-    shards = shard_indices([len(e.input_ids) for e in probe[:8]], 2, "by_length")
-    tok = [sum(lengths[i] for i in s) for s in shards]
-    weights = [{"rank": r, "samples": len(s), "supervised_tokens": tok[r],
-                "per_rank_token_mean": 1 / (2 * tok[r]), "balanced": 1 / sum(tok), "global_token_mean": 1 / sum(tok)}
-               for r, s in enumerate(shards)]
-    norm_check = {"ranks": weights,
-                  "per_rank_weight_ratio_rank0_over_rank1": (1 / tok[0]) / (1 / tok[1])}
-    writer.json("trainer_checks", {"packing": packing_check, "normalization": norm_check})
-elif (writer.dir / "trainer_checks.json").exists():
-    checks = read_json(writer.dir / "trainer_checks.json")
-    packing_check, norm_check = checks["packing"], checks["normalization"]
-else:
-    packing_check = None
+checks = S.trainer_checks(sec, base)
+if checks is None:
     display(Markdown(f"No committed trainer-check record for the {preset} preset yet: run this notebook where "
                      "the preset computes (see README)."))
-if packing_check is not None:
+else:
+    packing_check, norm_check = checks["packing"], checks["normalization"]
     display(pd.DataFrame([packing_check]))
     display(pd.DataFrame(norm_check["ranks"]))
     display(Markdown(f"Ours ({preset} preset): packed vs alone differ by at most "
@@ -168,38 +106,21 @@ if packing_check is not None:
 # normalization). Every arm fine-tunes a copy of the base model on curated traces of fresh problems
 # (`falcon_h1r.curation`: verification, difficulty weights, the hard-problem exception for wrong
 # traces), then is evaluated greedily on held-out problems. The ablation teacher's wrong-answer rate
-# grows with difficulty (`sft.teacher_wrong_rate`), so pass rates fall with difficulty as in the paper.
+# grows with difficulty (`sft_ablations.teacher_wrong_rate`), so pass rates fall with difficulty as in the paper.
 # Rows are appended to a work file as they finish, so an interrupted run resumes.
 
 # %%
-grids = [load_grid(g, preset) for g in recipe.ablation_grids]
-if mode == "compute" and grids:
-    max_n = max(a.rollouts for g in grids for a in g.arms)
-    ctx = AblationContext.build(cfg, base, writer.dir / "_work", max_rollouts=max_n)
-    base_eval = ctx.base_eval()
-    ablation_rows = [row for g in grids for row in run_grid(ctx, g)]
-    writer.records("ablation_rows", ablation_rows)
-    writer.json("ablation_base_eval", {k: v for k, v in base_eval.items() if not k.startswith("outcome")})
-elif grids and (writer.dir / "ablation_rows.jsonl").exists():
-    ablation_rows = [json.loads(line) for line in (writer.dir / "ablation_rows.jsonl").read_text().splitlines()]
-    base_eval = read_json(writer.dir / "ablation_base_eval.json")
-elif grids:
-    grids, ablation_rows, base_eval = [], [], None
-    display(Markdown(f"The ablation grid has not been run at the {preset} preset yet (no committed "
-                     "`ablation_rows.jsonl`): `python -m falcon_h1r.sft --preset {preset}` on a GPU computes it."))
-else:
-    ablation_rows, base_eval = [], None
-    display(Markdown(f"No ablation grid runs at the {preset} preset (`sft.ablation_grids` is empty)."))
+abl = S.ablations(sec, base)
+grids, ablation_rows, base_eval = abl.grids, abl.rows, abl.base_eval
+if abl.note:
+    display(Markdown(abl.note))
 
 # %%
 if grids:
-    n_heldout = len(ablation_rows[0]["outcomes"])
-    report = ablation_report(ablation_rows, grids, ablation_lr=recipe.ablation_lr,
-                             context=f"{preset} preset: {recipe.ablation_steps}-step fine-tunes of the base model, "
-                                     f"{len(recipe.ablation_seeds)} seeds x {n_heldout} held-out problems")
-    arms = pd.DataFrame(report["arms"])
+    tables = S.ablation_tables(sec, abl)
+    report, arms, n_heldout = tables.report, tables.arms, tables.n_heldout
     writer.table("ablation_arms", arms, caption=f"Ours ({preset} preset, synthetic tasks): held-out greedy "
-                 f"accuracy per ablation arm, mean over seeds {recipe.ablation_seeds}, 95 % interval over "
+                 f"accuracy per ablation arm, mean over seeds {sizes.seeds}, 95 % interval over "
                  f"(seed, problem) outcomes; {n_heldout} held-out problems; "
                  f"base model before fine-tuning: {base_eval['acc']:.3f}")
     display(arms[["grid", "arm", "acc", "acc_ci95", "seeds", "entropy", "lr"]])
@@ -223,7 +144,7 @@ if grids:
 
 # %%
 if any(g.name == "normalization" for g in grids):
-    curves = pd.DataFrame(normalization_curves(ablation_rows, base_eval["acc"]))
+    curves = S.curves(abl)
     writer.table("normalization_curves", curves, caption=f"Ours ({preset} preset): held-out accuracy over "
                  "fine-tuning steps, 2 simulated DP ranks; step 0 is the base model")
     fig, ax = plt.subplots(figsize=(5, 3))
@@ -239,7 +160,7 @@ if any(g.name == "normalization" for g in grids):
 
 # %%
 if any(g.name == "mixture" for g in grids):
-    mix = arms[arms.grid == "mixture"][["arm"] + [f"acc_{d}" for d in cfg.tasks.domains]].set_index("arm")
+    mix = S.mixture_transfer(arms, cfg.tasks.domains)
     writer.table("mixture_transfer", mix.reset_index(), caption=f"Ours ({preset} preset): held-out accuracy by "
                  "domain for each training mixture (same number of samples per arm)")
     fig, ax = plt.subplots(figsize=(4.5, 2.5))
@@ -270,8 +191,7 @@ if grids:
 # CPU number: MFU is only defined against a GPU's peak.
 
 # %%
-gpu_dir = RESULTS_ROOT / "small" / "02_sft"  # where GPU records are committed
-bench = read_json(gpu_dir / "train_throughput.json") if (gpu_dir / "train_throughput.json").exists() else None
+bench = S.gpu_record("train_throughput")  # committed under results/small/02_sft/
 if bench is None:
     display(Markdown("No committed GPU record yet: run `python bench/train_throughput.py --out "
                      "results/small/02_sft/train_throughput.json` on a GPU."))
@@ -286,7 +206,7 @@ else:
     writer.summary({"hybrid_train_mfu": bench["summary"]["hybrid_train_mfu"],
                     "baseline_train_mfu": bench["summary"]["baseline_train_mfu"],
                     "hybrid_train_tok_s": bench["summary"]["hybrid_train_tok_s"]})
-gpu_checks = read_json(gpu_dir / "gpu_checks.json") if (gpu_dir / "gpu_checks.json").exists() else None
+gpu_checks = S.gpu_record("gpu_checks")
 if gpu_checks is not None:
     pk = gpu_checks["packing"]
     display(Markdown(f"GPU checks ({gpu_checks['gpu']}, committed record): packed vs alone per-sample losses differ "
@@ -301,7 +221,7 @@ if gpu_checks is not None:
 # From `scripts/sft_ddp.py check`, rendered from its committed record.
 
 # %%
-mg = read_json(gpu_dir / "multi_gpu_check.json") if (gpu_dir / "multi_gpu_check.json").exists() else None
+mg = S.gpu_record("multi_gpu_check")
 if mg is None:
     display(Markdown("No multi-GPU record yet: run `python scripts/sft_ddp.py check --preset small --gpus 2 "
                      "--engine deepspeed --zero 2` on a 2-GPU machine."))

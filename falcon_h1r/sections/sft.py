@@ -1,0 +1,218 @@
+"""Section 02, supervised fine-tuning (paper §2): what notebook 02 computes or, off the machine a preset needs,
+renders from the committed records.
+
+- :func:`base_training`: the preset's SFT base model (``falcon_h1r.sections.common.get_base_model``: trained by
+  ``falcon_h1r.sft.train_sft``, evaluated by ``falcon_h1r.evaluation.evaluate``), :func:`base_accuracy` its
+  held-out accuracy with Wilson intervals (``falcon_h1r.evaluation.wilson_interval``);
+- :func:`trainer_checks`: the trainer's two guarantees measured on the base model (packing without
+  cross-contamination: ``falcon_h1r.sft.per_sample_losses``; balanced DP normalization:
+  ``falcon_h1r.distributed.shard_indices``);
+- :func:`ablations` and :func:`ablation_tables`: the §2 grids (:mod:`~falcon_h1r.sections.sft_ablations`) and their
+  statistics beside the paper (:mod:`~falcon_h1r.sections.sft_findings`);
+- :func:`gpu_record`: the committed GPU records of ``bench/train_throughput.py`` and ``scripts/sft_ddp.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from falcon_h1r.config import Preset, load_preset
+from falcon_h1r.distributed import shard_indices
+from falcon_h1r.evaluation import wilson_interval
+from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json
+from falcon_h1r.sections.common import BaseModel, get_base_model, model_device, run_mode
+from falcon_h1r.sections.sft_ablations import Grid, SFTAblations, ablation_setup, load_ablations, load_grid, run_grid
+from falcon_h1r.sections.sft_findings import ablation_report, normalization_curves
+from falcon_h1r.sft import SFTRecipe, collate_packed, examples_from_traces, per_sample_losses
+from falcon_h1r.tasks import teacher_records
+
+SECTION = "02_sft"
+
+
+def load_recipe(preset: Preset) -> SFTRecipe:
+    """The preset's ``sft:`` block (how the trainer runs)."""
+    return preset.section("sft", SFTRecipe)
+
+
+@dataclass
+class Section:
+    """One run of notebook 02: the preset, its trainer and ablation recipes, whether this machine computes or
+    renders the preset (:func:`falcon_h1r.sections.common.run_mode`), and the section's results writer."""
+
+    cfg: Preset
+    recipe: SFTRecipe
+    ablations: SFTAblations
+    mode: str  # "compute" | "render"
+    writer: SectionWriter
+
+
+def open_section(preset: str, overrides: dict[str, Any] | None = None) -> Section:
+    cfg = load_preset(preset, overrides)
+    mode = run_mode(cfg)
+    writer = SectionWriter(preset, SECTION, params=cfg.to_dict(), seed=cfg.seed,
+                           mode="computed" if mode == "compute" else "rendered")
+    return Section(cfg, load_recipe(cfg), load_ablations(cfg), mode, writer)
+
+
+# ============================================================================== the base model
+def base_training(sec: Section) -> tuple[BaseModel | None, dict[str, Any]]:
+    """The preset's SFT base and its training record (written to ``base_training.json``); in render mode no
+    model, and the committed record."""
+    if sec.mode == "compute":
+        base = get_base_model(sec.cfg)
+        sec.writer.json("base_training", base.info)
+        return base, base.info
+    return None, read_json(sec.writer.dir / "base_training.json")
+
+
+def base_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The base model's headline figures for summary.json."""
+    return {
+        "base_params": info["params"], "base_train_steps": info["steps"],
+        "base_greedy_acc_before": info["greedy_acc_before"], "base_greedy_acc_after": info["greedy_acc_after"],
+        "base_majority_answer_baseline": info["majority_answer_baseline"],
+        "base_train_wall_s": info["train_wall_s"],
+        **{f"base_greedy_acc_after_{d}": v for d, v in info["greedy_acc_after_by_domain"].items()},
+    }
+
+
+@dataclass
+class BaseAccuracy:
+    table: pd.DataFrame  # per domain and overall: n, before, after, after's 95 % Wilson interval
+    math_row: dict[str, Any] | None  # the math row, when math is held out
+    above_baseline: bool | None  # math's Wilson interval lies above the majority-answer baseline
+    summary: dict[str, Any]  # the math figures for summary.json
+
+
+def base_accuracy(info: dict[str, Any]) -> BaseAccuracy:
+    """Held-out greedy accuracy before and after base training, per domain, with the after-training 95 %
+    Wilson interval (``falcon_h1r.evaluation.wilson_interval``)."""
+    n_dom = info["eval_problems"] // len(info["greedy_acc_after_by_domain"])  # held_out: the same count per domain
+    rows = [{"domain": d, "n": n_dom, "before": info["greedy_acc_before_by_domain"][d], "after": v}
+            for d, v in info["greedy_acc_after_by_domain"].items()]
+    rows.append({"domain": "all", "n": info["eval_problems"], "before": info["greedy_acc_before"],
+                 "after": info["greedy_acc_after"]})
+    for r in rows:
+        r["after_correct"] = round(r["after"] * r["n"])
+        r["after_ci95_low"], r["after_ci95_high"] = wilson_interval(r["after_correct"], r["n"])
+    math_row = next((r for r in rows if r["domain"] == "math"), None)
+    above, summary = None, {}
+    if math_row is not None:
+        above = math_row["after_ci95_low"] > info["majority_answer_baseline"]
+        summary = {"base_math_correct": math_row["after_correct"], "base_math_n": math_row["n"],
+                   "base_math_ci95_low": math_row["after_ci95_low"]}
+    return BaseAccuracy(pd.DataFrame(rows), math_row, above, summary)
+
+
+# ============================================================================== the trainer's guarantees
+def trainer_checks(sec: Section, base: BaseModel | None) -> dict[str, Any] | None:
+    """Packing without cross-contamination and the per-token weights of the DP normalizations, measured on
+    the base model (compute; written to ``trainer_checks.json``) or read back (render; None when no record)."""
+    if sec.mode != "compute":
+        path = sec.writer.dir / "trainer_checks.json"
+        return read_json(path) if path.exists() else None
+    import torch
+
+    cfg, tok = sec.cfg, base.tokenizer
+    probe = examples_from_traces(teacher_records(base.sets["test"][:12], cfg.tasks.teacher_style, cfg.seed),
+                                 tok, cfg.train.max_seq_len)
+    alone = per_sample_losses(base.model, probe, tok.pad_id, packing=False)
+    packed = per_sample_losses(base.model, probe, tok.pad_id, packing=True, pack_len=3 * cfg.train.max_seq_len)
+    # what position ids alone give: attention separated, the Mamba-2 state leaking across samples
+    b = collate_packed(probe, tok.pad_id, 3 * cfg.train.max_seq_len)
+    dev = model_device(base.model)
+    with torch.no_grad():
+        out = base.model(input_ids=b["input_ids"].to(dev), position_ids=b["position_ids"].to(dev), use_cache=False)
+        lp = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(-1, b["input_ids"][:, 1:, None].to(dev))[..., 0]
+    seq, on = b["seq_ids"][:, 1:].to(dev), (b["labels"][:, 1:] != -100).to(dev)
+    leaky = [float(-lp[(seq == i) & on].mean()) for i in range(len(probe))]
+    packing = {"samples": len(probe), "rows": int(b["input_ids"].shape[0]),
+               "max_abs_diff_packed_vs_alone": max(abs(x - y) for x, y in zip(packed, alone)),
+               "max_abs_diff_position_ids_only_vs_alone": max(abs(x - y) for x, y in zip(leaky, alone))}
+    lengths = [sum(e.loss_mask) for e in probe[:8]]
+    shards = shard_indices([len(e.input_ids) for e in probe[:8]], 2, "by_length")
+    tokens = [sum(lengths[i] for i in s) for s in shards]
+    ranks = [{"rank": r, "samples": len(s), "supervised_tokens": tokens[r], "per_rank_token_mean": 1 / (2 * tokens[r]),
+              "balanced": 1 / sum(tokens), "global_token_mean": 1 / sum(tokens)} for r, s in enumerate(shards)]
+    checks = {"packing": packing, "normalization": {
+        "ranks": ranks, "per_rank_weight_ratio_rank0_over_rank1": (1 / tokens[0]) / (1 / tokens[1])}}
+    sec.writer.json("trainer_checks", checks)
+    return checks
+
+
+# ============================================================================== the §2 ablations
+@dataclass
+class Ablations:
+    grids: list[Grid]  # the grids shown (empty when none ran at this preset)
+    rows: list[dict[str, Any]]  # one per (grid, arm, seed)
+    base_eval: dict[str, Any] | None  # the base model on the ablations' held-out set (step 0 of the curves)
+    note: str | None = None  # why nothing is shown, when nothing is
+
+
+def ablations(sec: Section, base: BaseModel | None) -> Ablations:
+    """Run every grid of ``sft_ablations.grids`` (compute; rows kept in ``_work/`` so a run resumes) or read the
+    committed ``ablation_rows.jsonl`` (render)."""
+    preset, writer = sec.cfg.name, sec.writer
+    grids = [load_grid(g, preset) for g in sec.ablations.grids]
+    if not grids:
+        return Ablations([], [], None, f"No ablation grid runs at the {preset} preset (`sft_ablations.grids` is "
+                                       "empty).")
+    if sec.mode == "compute":
+        grids, ctx = ablation_setup(sec.cfg, base, writer.dir / "_work")
+        base_eval = ctx.base_eval()
+        rows = [row for g in grids for row in run_grid(ctx, g)]
+        writer.records("ablation_rows", rows)
+        writer.json("ablation_base_eval", {k: v for k, v in base_eval.items() if not k.startswith("outcome")})
+        return Ablations(grids, rows, base_eval)
+    if (writer.dir / "ablation_rows.jsonl").exists():
+        rows = [json.loads(line) for line in (writer.dir / "ablation_rows.jsonl").read_text().splitlines()]
+        return Ablations(grids, rows, read_json(writer.dir / "ablation_base_eval.json"))
+    return Ablations([], [], None, f"The ablation grid has not been run at the {preset} preset yet (no committed "
+                                   f"`ablation_rows.jsonl`): `python -m falcon_h1r.sections.sft_ablations --preset "
+                                   f"{preset}` on a GPU computes it.")
+
+
+@dataclass
+class AblationTables:
+    report: dict[str, Any]  # sft_findings.ablation_report: arms, findings beside the paper, summary figures
+    arms: pd.DataFrame  # one row per (grid, arm): accuracy over seeds with its interval, entropy, lr
+    n_heldout: int  # held-out problems each arm is evaluated on
+
+
+def ablation_tables(sec: Section, abl: Ablations) -> AblationTables:
+    """The per-arm table and each grid's result beside the paper's finding (``sft_findings.ablation_report``)."""
+    r = sec.ablations
+    n_heldout = len(abl.rows[0]["outcomes"])
+    report = ablation_report(abl.rows, abl.grids, ablation_lr=r.lr,
+                             context=f"{sec.cfg.name} preset: {r.steps}-step fine-tunes of the base model, "
+                                     f"{len(r.seeds)} seeds x {n_heldout} held-out problems")
+    return AblationTables(report, pd.DataFrame(report["arms"]), n_heldout)
+
+
+def curves(abl: Ablations) -> pd.DataFrame:
+    """Held-out accuracy over fine-tuning steps of each normalization arm and seed (``sft_findings``)."""
+    return pd.DataFrame(normalization_curves(abl.rows, abl.base_eval["acc"]))
+
+
+def mixture_transfer(arms: pd.DataFrame, domains: list[str]) -> pd.DataFrame:
+    """Held-out accuracy by domain for each arm of the mixture grid (indexed by arm)."""
+    return arms[arms.grid == "mixture"][["arm"] + [f"acc_{d}" for d in domains]].set_index("arm")
+
+
+# ============================================================================== committed GPU records
+GPU_RECORDS_DIR = RESULTS_ROOT / "small" / SECTION  # where the GPU scripts' records are committed
+
+
+def gpu_record(name: str) -> dict[str, Any] | None:
+    """A committed GPU record (``train_throughput``, ``gpu_checks``, ``multi_gpu_check``), or None."""
+    path = GPU_RECORDS_DIR / f"{name}.json"
+    return read_json(path) if path.exists() else None
+
+
+__all__ = ["AblationTables", "Ablations", "BaseAccuracy", "GPU_RECORDS_DIR", "SECTION", "Section", "ablation_tables",
+           "ablations", "base_accuracy", "base_summary", "base_training", "curves", "gpu_record", "load_recipe",
+           "mixture_transfer", "open_section", "trainer_checks"]
