@@ -5,7 +5,8 @@
 #   . scripts/gpu_prelude.sh && bash scripts/gpu_rl_probe.sh PRESET NAME [KEY=VALUE ...]
 #   . scripts/gpu_prelude.sh && RL_PROBE_BASE_ONLY=1 bash scripts/gpu_rl_probe.sh PRESET
 #
-# KEY=VALUE are `falcon-h1r reproduce --override` values, e.g. 'rl.curricula=[math_only]' rl.steps=200.
+# KEY=VALUE are `falcon-h1r reproduce --override` values, e.g. 'rl_experiments.curricula=[math_only]'
+# rl_experiments.steps=200 (the experiment's block) or rl.lr=5e-5 (the trainer's).
 # Steps:
 #  1. The SFT base in results/PRESET/_cache (git-ignored). If .carry/base_PRESET.tgz exists (a bundle an
 #     earlier run brought back, carried with the device tool's `carry`), it is unpacked there first;
@@ -14,7 +15,7 @@
 #  2. With RL_PROBE_BASE_ONLY=1, stop there. Otherwise run notebook 03 with the overrides under
 #     FALCON_H1R_RESULTS=$FALCON_H1R_PROBE_ROOT/NAME (default /tmp/falcon_h1r_probe/NAME), sharing the
 #     base cache through a link, inside `timeout RL_PROBE_BUDGET_S` (default 540 s) so the device
-#     command's own 600 s limit never cuts off step 3. With rl.resumable (the small preset's) the run
+#     command's own 600 s limit never cuts off step 3. With rl_experiments.resumable (the small preset's) the run
 #     state stays in that root; the same command again on the same machine continues the run.
 #  3. Bundle the section folder (records, tables, figures, the executed notebook; not _work) into
 #     $OUT/rl_NAME.tgz and print summary.json and the math-only trajectory.
@@ -73,7 +74,7 @@ LEFT=$(( BUDGET - ($(date +%s) - t0) ))
 echo "gpu_rl_probe: notebook 03 at $PRESET, ${LEFT}s left, records in $ROOT/$PRESET/03_rl"
 FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$LEFT" "$PY" -m falcon_h1r reproduce --preset "$PRESET" --sections 03 "${ARGS[@]}"
 rc=$?
-[ $rc -eq 124 ] && echo "gpu_rl_probe: the notebook hit the budget; with rl.resumable the same command continues it" >&2
+[ $rc -eq 124 ] && echo "gpu_rl_probe: the notebook hit the budget; with rl_experiments.resumable the same command continues it" >&2
 
 # ---- 3. bundle the records and show the headline
 SEC="$ROOT/$PRESET/03_rl"
