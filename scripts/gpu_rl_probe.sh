@@ -9,7 +9,7 @@
 # rl_experiments.steps=200 (the experiment's block) or rl.lr=5e-5 (the trainer's).
 # Steps:
 #  1. The SFT base in results/PRESET/_cache (git-ignored). If .carry/base_PRESET.tgz exists (a bundle an
-#     earlier run brought back, carried with the device tool's `carry`), it is unpacked there first;
+#     earlier run brought back and sent along to the GPU machine), it is unpacked there first;
 #     otherwise the base is trained here (small: about 5 minutes on an H100). The base and its tokenizer
 #     are then bundled into $OUT/base_PRESET.tgz at once, so a later run can carry them.
 #  2. With RL_PROBE_BASE_ONLY=1, stop there. Otherwise run notebook 03 with the overrides under
@@ -58,7 +58,7 @@ TOKS=$(cd "$CACHE" && ls -d tokenizer-* 2>/dev/null)
 tar -czf "$BUNDLES/base_$PRESET.tgz" -C "$CACHE" "$BASE" $TOKS \
   && echo "gpu_rl_probe: base bundle $BUNDLES/base_$PRESET.tgz ($(du -h "$BUNDLES/base_$PRESET.tgz" | cut -f1)), $(( $(date +%s) - t0 )) s in"
 if [ "$(stat -c %s "$BUNDLES/base_$PRESET.tgz" 2>/dev/null || echo 0)" -gt 16000000 ]; then
-  echo "gpu_rl_probe: the base bundle is over 16 MB: the device tool will not bring it back" >&2
+  echo "gpu_rl_probe: the base bundle is over 16 MB: too big to bring back from the GPU machine" >&2
 fi
 [ -n "${RL_PROBE_BASE_ONLY:-}" ] && exit 0
 
