@@ -66,7 +66,7 @@ def check_preset(preset: str) -> str:
 
 
 def parse_overrides(items: list[str] | None) -> dict:
-    """``["rl.steps=200", "rl.curricula=[math_only]"]`` -> ``{"rl.steps": 200, "rl.curricula": ["math_only"]}``.
+    """``["rl_experiments.steps=200", "rl.lr=5e-5"]`` -> ``{"rl_experiments.steps": 200, "rl.lr": "5e-5"}``.
 
     Each value is read as YAML (numbers, ``true``/``false``, ``[a, b]`` lists); the recipe's own types
     decide the rest (``5e-5`` reads as a string in YAML and is accepted where a number is expected).
@@ -78,7 +78,7 @@ def parse_overrides(items: list[str] | None) -> dict:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UsageError(f"--override {item!r}: expected KEY=VALUE, e.g. rl.steps=200")
+            raise UsageError(f"--override {item!r}: expected KEY=VALUE, e.g. rl_experiments.steps=200")
         try:
             out[key] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--sections", nargs="*", default=None, help="e.g. 01 02_sft deepconf (default: all)")
     rep.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     rep.add_argument("--override", action="append", default=None, metavar="KEY=VALUE",
-                     help="a recipe value for this run, e.g. rl.steps=200 or 'rl.curricula=[math_only]' (repeatable; "
+                     help="a recipe value for this run, e.g. rl_experiments.steps=200 or "
+                          "'rl_experiments.curricula=[math_only]' (repeatable; "
                           "set FALCON_H1R_RESULTS to keep the committed records)")
     summ = sub.add_parser("summary", help="print a preset's headline figures from results/*/summary.json")
     summ.add_argument("--preset", default="tiny")

@@ -39,7 +39,7 @@ class Group:
     """One prompt and its G rollouts, graded; ``advantages`` are group-normalized at creation."""
 
     problem: dict[str, Any]
-    rollouts: list[Any]  # generation.Completion (or anything the trainer understands)
+    rollouts: list[Any]  # falcon_h1r.inference.Completion (or anything the trainer understands)
     rewards: list[float]
     correct: list[bool]
     advantages: list[float]

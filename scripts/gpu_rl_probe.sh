@@ -5,16 +5,17 @@
 #   . scripts/gpu_prelude.sh && bash scripts/gpu_rl_probe.sh PRESET NAME [KEY=VALUE ...]
 #   . scripts/gpu_prelude.sh && RL_PROBE_BASE_ONLY=1 bash scripts/gpu_rl_probe.sh PRESET
 #
-# KEY=VALUE are `falcon-h1r reproduce --override` values, e.g. 'rl.curricula=[math_only]' rl.steps=200.
+# KEY=VALUE are `falcon-h1r reproduce --override` values, e.g. 'rl_experiments.curricula=[math_only]'
+# rl_experiments.steps=200 (the experiment's block) or rl.lr=5e-5 (the trainer's).
 # Steps:
 #  1. The SFT base in results/PRESET/_cache (git-ignored). If .carry/base_PRESET.tgz exists (a bundle an
-#     earlier run brought back, carried with the device tool's `carry`), it is unpacked there first;
+#     earlier run brought back and sent along to the GPU machine), it is unpacked there first;
 #     otherwise the base is trained here (small: about 5 minutes on an H100). The base and its tokenizer
 #     are then bundled into $OUT/base_PRESET.tgz at once, so a later run can carry them.
 #  2. With RL_PROBE_BASE_ONLY=1, stop there. Otherwise run notebook 03 with the overrides under
 #     FALCON_H1R_RESULTS=$FALCON_H1R_PROBE_ROOT/NAME (default /tmp/falcon_h1r_probe/NAME), sharing the
 #     base cache through a link, inside `timeout RL_PROBE_BUDGET_S` (default 540 s) so the device
-#     command's own 600 s limit never cuts off step 3. With rl.resumable (the small preset's) the run
+#     command's own 600 s limit never cuts off step 3. With rl_experiments.resumable (the small preset's) the run
 #     state stays in that root; the same command again on the same machine continues the run.
 #  3. Bundle the section folder (records, tables, figures, the executed notebook; not _work) into
 #     $OUT/rl_NAME.tgz and print summary.json and the math-only trajectory.
@@ -57,7 +58,7 @@ TOKS=$(cd "$CACHE" && ls -d tokenizer-* 2>/dev/null)
 tar -czf "$BUNDLES/base_$PRESET.tgz" -C "$CACHE" "$BASE" $TOKS \
   && echo "gpu_rl_probe: base bundle $BUNDLES/base_$PRESET.tgz ($(du -h "$BUNDLES/base_$PRESET.tgz" | cut -f1)), $(( $(date +%s) - t0 )) s in"
 if [ "$(stat -c %s "$BUNDLES/base_$PRESET.tgz" 2>/dev/null || echo 0)" -gt 16000000 ]; then
-  echo "gpu_rl_probe: the base bundle is over 16 MB: the device tool will not bring it back" >&2
+  echo "gpu_rl_probe: the base bundle is over 16 MB: too big to bring back from the GPU machine" >&2
 fi
 [ -n "${RL_PROBE_BASE_ONLY:-}" ] && exit 0
 
@@ -73,7 +74,7 @@ LEFT=$(( BUDGET - ($(date +%s) - t0) ))
 echo "gpu_rl_probe: notebook 03 at $PRESET, ${LEFT}s left, records in $ROOT/$PRESET/03_rl"
 FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$LEFT" "$PY" -m falcon_h1r reproduce --preset "$PRESET" --sections 03 "${ARGS[@]}"
 rc=$?
-[ $rc -eq 124 ] && echo "gpu_rl_probe: the notebook hit the budget; with rl.resumable the same command continues it" >&2
+[ $rc -eq 124 ] && echo "gpu_rl_probe: the notebook hit the budget; with rl_experiments.resumable the same command continues it" >&2
 
 # ---- 3. bundle the records and show the headline
 SEC="$ROOT/$PRESET/03_rl"

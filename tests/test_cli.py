@@ -24,10 +24,10 @@ def test_section_aliases():
 
 
 def test_overrides_are_read_as_yaml_and_malformed_ones_named():
-    got = parse_overrides(["rl.steps=200", "rl.curricula=[math_only]", "rl.lr=5e-5", "rl.attack_suite=false",
-                           "rl.rewards.science_judge=numeric"])
-    assert got == {"rl.steps": 200, "rl.curricula": ["math_only"], "rl.lr": "5e-5", "rl.attack_suite": False,
-                   "rl.rewards.science_judge": "numeric"}
+    got = parse_overrides(["rl_experiments.steps=200", "rl_experiments.curricula=[math_only]", "rl.lr=5e-5",
+                           "rl_experiments.attack_suite=false", "rl.rewards.science_judge=numeric"])
+    assert got == {"rl_experiments.steps": 200, "rl_experiments.curricula": ["math_only"], "rl.lr": "5e-5",
+                   "rl_experiments.attack_suite": False, "rl.rewards.science_judge": "numeric"}
     assert parse_overrides(None) == {}
     with pytest.raises(UsageError, match="expected KEY=VALUE"):
         parse_overrides(["rl.steps"])
@@ -41,8 +41,9 @@ def test_bad_override_exits_2_before_any_notebook(capsys, monkeypatch):
     monkeypatch.setattr(cli, "run_notebook", lambda *a, **k: pytest.fail("a notebook ran"))
     assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override", "rl.stepz=3"]) == 2
     assert "unknown key rl.stepz" in capsys.readouterr().err
-    assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override", "rl.curricula=[math_then_math]"]) == 2
-    assert "rl.curricula" in capsys.readouterr().err
+    assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override",
+                 "rl_experiments.curricula=[math_then_math]"]) == 2
+    assert "rl_experiments.curricula" in capsys.readouterr().err
     assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override", "train.stepz=3"]) == 2
     assert "unknown key" in capsys.readouterr().err
 
@@ -52,9 +53,9 @@ def test_overrides_reach_each_notebook_as_a_parameter(monkeypatch, tmp_path):
 
     calls = []
     monkeypatch.setattr(cli, "run_notebook", lambda s, p, **kw: calls.append((s, p, kw)) or tmp_path / "x.ipynb")
-    assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override", "rl.steps=7",
+    assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override", "rl_experiments.steps=7",
                  "--override", "rl.lr=5e-5"]) == 0
-    assert calls == [("03_rl", "tiny", {"parameters": {"overrides": {"rl.steps": 7, "rl.lr": "5e-5"}},
+    assert calls == [("03_rl", "tiny", {"parameters": {"overrides": {"rl_experiments.steps": 7, "rl.lr": "5e-5"}},
                                         "log_output": False})]
     calls.clear()
     assert main(["reproduce", "--preset", "tiny", "--sections", "03"]) == 0

@@ -1,5 +1,5 @@
-"""GRPO: the loss against hand-computed values and its plain twin, micro-batching, kill and resume,
-the recipe, the pass-rate filter, and the adversarial suite through the code reward in a training step."""
+"""GRPO: the loss against hand-computed values and its plain twin, micro-batching, kill and resume, and the
+trainer's recipe. (The section's pool builder, experiment recipe and attack step: tests/test_rl_section.py.)"""
 
 import math
 import random
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from falcon_h1r.config import ModelConfig, RecipeError, load_preset
-from falcon_h1r.grpo import (PoolBuilder, RLRecipe, build_batch, grpo_update, policy_loss, policy_loss_reference,
-                             train_grpo)
+from falcon_h1r.grpo import (RLRecipe, build_batch, completion_from_text, fill_sampler_logprobs, grpo_update,
+                             policy_loss, policy_loss_reference, train_grpo)
 from falcon_h1r.rewards import RewardResult
 from falcon_h1r.rollout_buffer import Group, group_advantages
 
@@ -179,14 +179,12 @@ def test_micro_batching_does_not_change_the_update(setup):
 
     preset, sets, tok, base = setup
     rng = random.Random(0)
-    from falcon_h1r.grpo import _completion_from_text, _fill_sampler_logprobs
-
     groups = []
     for p in sets["train"][:3]:
-        comps = [_completion_from_text(tok, f"<think>\nstep {rng.randint(0, 99)}\n</think>\nanswer {k}") for k in range(3)]
+        comps = [completion_from_text(tok, f"<think>\nstep {rng.randint(0, 99)}\n</think>\nanswer {k}") for k in range(3)]
         rewards = [1.0, 0.0, float(rng.random() < 0.5)]
         groups.append(Group(p, comps, rewards, [r > 0 for r in rewards], group_advantages(rewards, 1e-6), 0))
-    _fill_sampler_logprobs(base, tok, groups, RECIPE, "cpu")
+    fill_sampler_logprobs(base, tok, groups, RECIPE, "cpu")
     outs = []
     for micro in (1, 4, 9):
         m = copy.deepcopy(base)
@@ -205,10 +203,8 @@ def test_micro_batching_does_not_change_the_update(setup):
 
 def test_build_batch_aligns_completion_tokens(setup):
     _, sets, tok, _ = setup
-    from falcon_h1r.grpo import _completion_from_text
-
     p = sets["train"][0]
-    c = _completion_from_text(tok, "<think>\nabc\n</think>\nx")
+    c = completion_from_text(tok, "<think>\nabc\n</think>\nx")
     c.logprobs[:] = -0.5
     g = Group(p, [c, c], [1.0, 0.0], [True, False], [0.7, -0.7], 0)
     b = build_batch([g], lambda q: tok.encode(tok.prompt(q["question"])), tok.pad_id)
@@ -233,41 +229,3 @@ def test_recipe_blocks_of_every_preset_parse_and_bad_keys_are_named():
         RLRecipe(strategy="oversample")
     with pytest.raises(RecipeError, match="group_size"):
         RLRecipe(group_size=1)
-    with pytest.raises(RecipeError, match="curricula"):
-        RLRecipe(curricula=["code_then_math"])
-    assert RLRecipe().for_strategy("backfill_nocache").cache_size == 0
-
-
-def test_pool_builder_applies_curations_rules_and_falls_back_below_one_batch(setup):
-    preset, sets, tok, model = setup
-    preset = load_preset("tiny", {"tasks.train_per_domain": 30, "tasks.test_per_domain": 6,
-                                  "generation.max_new_tokens": 6, "curation.pass_rate_k": 2,
-                                  "curation.majority_drop_at_least": 2})
-    rec = RLRecipe(pool_per_domain=5, batch_prompts=2)
-    b = PoolBuilder(preset, sets, rec, seed=0)
-    kept, rep = b.measure(model, tok, "science", tag="random init")
-    test_q = {p["question"] for p in sets["test"]}
-    assert all(p["domain"] == "science" and p["question"] not in test_q for p in kept)
-    assert rep["k"] == 2 and rep["rated"] <= 5 and sum(rep[f"hist_{i}"] for i in range(3)) == rep["rated"]
-    decided = sum(v for k, v in rep.items() if k.startswith("decision_"))
-    assert decided == rep["rated"]
-    # a random model solves nothing: the rules drop the problems whose rollouts all ran out of tokens or
-    # repeat one wrong answer, and when less than one batch is left the stage uses every rated candidate
-    assert rep["decision_keep_partial"] == 0 and rep["decision_drop_all_correct"] == 0
-    assert rep["kept"] < rec.batch_prompts or rep["kept"] == rep["used"]
-    if rep["kept"] < rec.batch_prompts:
-        assert rep["fallback_all_rated"] and rep["used"] == rep["rated"] == len(kept)
-
-
-def test_attacks_through_the_code_reward_in_a_training_step(setup):
-    import copy
-
-    from falcon_h1r.grpo import attack_training_step
-
-    _, _, tok, base = setup
-    names = ["fork_bomb_os_fork", "read_env_secrets", "write_outside", "socket_loopback", "shell_os_system"]
-    out = attack_training_step(copy.deepcopy(base), tok, RECIPE, names=names, grace_s=0.5)
-    assert out["attacks_tried"] == len(names) and out["escapes"] == 0
-    for row in out["rows"]:
-        assert row["reward"] <= 0 and row["expected_reason"], row
-    assert all(out["shared_checks"].values()), out["shared_checks"]

@@ -16,7 +16,9 @@ from falcon_h1r.config import SECTION_BLOCKS, Preset, RecipeError, load_preset
 BLOCK_RECIPES: dict[str, str] = {
     "curation": "falcon_h1r.curation:CurationRecipe",
     "sft": "falcon_h1r.sft:SFTRecipe",
+    "sft_ablations": "falcon_h1r.sections.sft_ablations:SFTAblations",
     "rl": "falcon_h1r.grpo:RLRecipe",
+    "rl_experiments": "falcon_h1r.sections.rl:RLExperimentRecipe",
     "throughput": "falcon_h1r.throughput:ThroughputRecipe",
     "deepconf": "falcon_h1r.deepconf:DeepConfRecipe",
     "safety": "falcon_h1r.sections.safety:SafetyRecipe",
