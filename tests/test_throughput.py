@@ -4,7 +4,6 @@
 import math
 
 import pytest
-import torch
 
 from falcon_h1r import throughput as tp
 from falcon_h1r.config import RecipeError, load_preset
