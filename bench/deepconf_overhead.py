@@ -3,11 +3,12 @@
 Decodes the same batch with and without an ``EarlyStopController`` (its threshold set so that it never
 fires, EOS disabled, so both decode the same steps) through the engine ``--engine`` resolves to: on a
 GPU the fast engine of ``falcon_h1r/inference/engine.py`` (static caches, the controller captured in the step's
-CUDA graph), else transformers' loop. Prints one JSON line; ``--write`` also stores it as
-``results/<preset>/05_deepconf/overhead.json`` (what notebook 05 renders when it does not measure).
+CUDA graph), else transformers' loop; ``falcon_h1r.deepconf.measure_confidence_overhead`` does the timing.
+Prints one JSON line; ``--write`` also stores it as ``results/<preset>/05_deepconf/overhead.json`` (what
+notebook 05 renders when it does not measure).
 Target on GPU: at most 3 % of a decode step.
 
-    python bench/deepconf_overhead.py --preset small            # on the GPU machine
+    python bench/deepconf_overhead.py --preset small            # on a GPU
     python bench/deepconf_overhead.py --preset tiny --repeats 3 # CPU, a few seconds
 
 The model has the preset's shapes with random weights (a step's cost does not depend on the values);
@@ -24,12 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from falcon_h1r.config import load_preset  # noqa: E402
-from falcon_h1r.deepconf_experiments import (  # noqa: E402
-    SECTION,
-    cpu_decode_threads,
-    experiment_recipe,
-    measure_confidence_overhead,
-)
+from falcon_h1r.deepconf import measure_confidence_overhead  # noqa: E402
+from falcon_h1r.sections.common import model_device, torch_threads  # noqa: E402
+from falcon_h1r.sections.deepconf import SECTION, recipes  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from falcon_h1r.sections.common import torch_dtype
 
     preset = load_preset(args.preset)
-    recipe = experiment_recipe(preset)
+    recipe, _ = recipes(preset)
     gen = preset.generation
     if args.model == "base":
         from falcon_h1r.sections.common import get_base_model
@@ -63,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         vocab = preset.tokenizer.vocab_size
         model = build_model(preset.model, vocab, seed=preset.seed, dtype=torch_dtype(preset))
         model = model.to(pick_device(preset.device)).eval()
-    with torch.no_grad(), cpu_decode_threads(model):  # decode as the section's driver does
+    with torch.no_grad(), torch_threads(1, model_device(model)):  # decode as the section's driver does
         record = measure_confidence_overhead(
             model, vocab_size=vocab, batch_size=args.batch_size or gen.batch_size,
             new_tokens=args.new_tokens or gen.max_new_tokens, window=recipe.window, top_k=recipe.top_k,

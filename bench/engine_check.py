@@ -1,6 +1,6 @@
 """The fast engine against transformers on a GPU: greedy equality, log-prob gaps, graphs, early stop, sampling.
 
-Run on the lent GPU from the repository root (after ``. scripts/gpu_prelude.sh``):
+Run on a GPU machine from the repository root (after ``. scripts/gpu_prelude.sh``):
 
     python3 bench/engine_check.py --out $OUT --budget-s 150
 
@@ -305,7 +305,7 @@ def main() -> int:
         heads, head_dim 128), bf16, on strided slices of a longer cache with ragged valid masks. Both are
         scored against float32 attention on the same bf16 values: the kernel may differ from SDPA by
         rounding, not by more than SDPA's own error (x1.5, plus a floor of 2 bf16 ulps at the output scale)."""
-        from falcon_h1r.decode_kernels import attention_ref, split_kv_attention
+        from falcon_h1r.inference.decode_kernels import attention_ref, split_kv_attention
 
         g = torch.Generator(device=device).manual_seed(4)
         res: dict = {"cases": [], "passed": True}

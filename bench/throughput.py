@@ -1,6 +1,6 @@
 """The hybrid-vs-transformer throughput study on one GPU (notebook 04_throughput renders its records).
 
-Run on the lent GPU from the repository root (after ``. scripts/gpu_prelude.sh``):
+Run on a GPU machine from the repository root (after ``. scripts/gpu_prelude.sh``):
 
     python3 bench/throughput.py --out $OUT --budget-s 360
 
@@ -9,8 +9,9 @@ of the paper's settings (8K->16K, 512->32K) measures the HBM bandwidth, the pref
 that fits (checked by allocating), and the engine's decode step at a few context positions for the batch
 sizes that fit; then transformers' ``generate`` against the engine at batch 128. Every record is written to
 ``$OUT/throughput_records.json`` as it is measured (a configuration that fails is recorded and skipped), and
-the headline figures to ``$OUT/throughput_summary.json``. ``--smoke`` runs the same code on two tiny
-architectures (works on CPU) to check the script itself.
+the headline figures to ``$OUT/throughput_summary.json`` (``falcon_h1r.sections.throughput_study.Study``
+measures, ``falcon_h1r.sections.throughput_records.summarize`` sums up, as the notebook does). ``--smoke`` runs
+the same code on two tiny architectures (works on CPU) to check the script itself.
 
 Copy both files to ``results/small/04_throughput/`` and run the notebook at the small preset to render them.
 """
@@ -79,28 +80,25 @@ def main() -> int:
     from falcon_h1r import papers
     from falcon_h1r.config import load_preset
     from falcon_h1r.results import write_json
-    from falcon_h1r.throughput import Study, ThroughputRecipe, summarize
+    from falcon_h1r.sections.throughput import Study, ThroughputRecipe, load_records, summarize, throughput_recipe
+    from falcon_h1r.throughput import paper_architectures, smoke_architectures
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("throughput: no CUDA device visible; use --smoke --device cpu to check the script on CPU")
         return 2
     out = Path(args.out)
-    recipe = load_preset(args.preset).section("throughput", ThroughputRecipe)
+    recipe = throughput_recipe(load_preset(args.preset))
     architectures = None
     free = None
     if args.smoke:
         recipe = ThroughputRecipe(batch_sizes=[1, 2, 4], settings={"8K->16K": [16, 32], "512->32K": [8, 40]},
                                   positions=2, warmup_steps=1, timed_steps=2, hf_batch=4, hf_prompt_tokens=8,
                                   hf_new_tokens=4, prefill_tokens=64, reserve_gib=0.0, copy_gib=0.25)
-        from falcon_h1r.throughput import smoke_architectures
-
         architectures = smoke_architectures()
         if args.device != "cuda":
             free = lambda: 3 * 2**20  # noqa: E731 - a pretend GPU: a few sequences fit
     if args.models:
-        from falcon_h1r.throughput import default_architectures
-
-        every = architectures or default_architectures(recipe)
+        every = architectures or paper_architectures(recipe.falcon_layers, recipe.qwen3_layers)
         unknown = [m for m in args.models if m not in every]
         if unknown:
             print(f"throughput: unknown --models {unknown}; choose from {list(every)}")
@@ -115,8 +113,6 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001 - keep what was measured, say what stopped it
         study.add(kind="fatal", error=repr(exc)[:1000])
         print(f"[throughput] stopped by {exc!r}", flush=True)
-    from falcon_h1r.throughput import load_records
-
     summary = summarize(load_records(out), positions_needed=recipe.positions)  # every records file in --out
     summary["wall_s"] = round(time.time() - t0, 1)
     write_json(out / (f"throughput_summary_{args.tag}.json" if args.tag else "throughput_summary.json"), summary)

@@ -26,7 +26,8 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 PRESETS_DIR = RECIPES_DIR / "presets"
 PRESETS = ("tiny", "small", "paper")
 # Blocks a preset may carry that belong to a paper section's module.
-SECTION_BLOCKS = ("curation", "sft", "sft_ablations", "rl", "rl_experiments", "throughput", "deepconf", "safety")
+SECTION_BLOCKS = ("curation", "sft", "sft_ablations", "rl", "rl_experiments", "throughput", "deepconf",
+                  "deepconf_experiments", "safety")
 
 T = TypeVar("T")
 

@@ -12,6 +12,7 @@ import torch
 
 from falcon_h1r import deepconf as dc
 from falcon_h1r.config import RecipeError, parse
+from falcon_h1r.deepconf import answers
 from falcon_h1r.inference import Completion
 from falcon_h1r.inference.hf_loop import generate_ids
 
@@ -374,13 +375,14 @@ def test_all_later_traces_stopped_and_no_answers():
 def test_recipe_defaults_and_parse():
     r = dc.DeepConfRecipe()
     assert (r.window, r.top_k, r.n_init, r.budget, r.eta_low, r.eta_high, r.tau) == (2048, 20, 16, 512, 10, 90, 0.95)
-    assert list(r.voting_methods) == list(dc.VOTE_METHODS)
-    p = parse(dc.DeepConfRecipe, {"window": 32, "tail_tokens": 32, "budget": 64, "budgets": [16, 32, 64]}, "deepconf")
-    assert p.window == 32 and p.budgets == [16, 32, 64] and p.tau == 0.95
+    p = parse(dc.DeepConfRecipe, {"window": 32, "tail_tokens": 32, "budget": 64}, "deepconf")
+    assert p.window == 32 and p.budget == 64 and p.tau == 0.95
     with pytest.raises(RecipeError, match="unknown key deepconf.windw"):
         parse(dc.DeepConfRecipe, {"windw": 3}, "deepconf")
-    with pytest.raises(RecipeError, match="voting_methods"):
-        parse(dc.DeepConfRecipe, {"voting_methods": ["majority", "median"]}, "deepconf")
+    with pytest.raises(RecipeError, match="online_vote_method"):
+        parse(dc.DeepConfRecipe, {"online_vote_method": "median"}, "deepconf")
+    with pytest.raises(RecipeError, match="unknown key deepconf.budgets"):  # the sweep is the experiment's
+        parse(dc.DeepConfRecipe, {"budgets": [16]}, "deepconf")
     with pytest.raises(RecipeError, match="n_init"):
         parse(dc.DeepConfRecipe, {"budget": 8}, "deepconf")
     with pytest.raises(RecipeError, match="tau"):
@@ -453,4 +455,4 @@ def test_controller_window_means_match_streaming_twin():
 def test_extract_answer_fast_path_agrees_with_math_verify(text):
     from falcon_h1r.verify import final_answer_part
 
-    assert dc.extract_answer(text) == dc._extract_answer_math_verify(final_answer_part(text))
+    assert dc.extract_answer(text) == answers._extract_answer_math_verify(final_answer_part(text))

@@ -36,10 +36,12 @@ FAST_SECTION = {
                "sft_ablations.problems_per_domain": 3, "sft_ablations.eval_per_domain": 3, "sft_ablations.eval_every": 1},
     "03_rl": {"rl_experiments.steps": 1, "rl_experiments.strategy_steps": 1, "rl.group_size": 2, "rl.batch_prompts": 2, "rl.gen_prompts_per_call": 2, "rl.max_gen_calls_per_step": 2, "rl.max_new_tokens": 8, "rl_experiments.eval_problems_per_domain": 3, "rl_experiments.eval_samples": 1, "rl_experiments.pool_per_domain": 4, "rl_experiments.attack_suite": False, "curation.pass_rate_k": 2, "curation.majority_drop_at_least": 2},
     "04_throughput": {"throughput.check_prompts": 4, "throughput.check_new_tokens": 8},
-    "05_deepconf": {"deepconf.candidates": 2, "deepconf.screen_samples": 2, "deepconf.max_problems": 2,
-                    "deepconf.n_init": 8, "deepconf.budget": 16, "deepconf.budgets": [16], "deepconf.pool_size": 16,
-                    "deepconf.window": 4, "deepconf.tail_tokens": 4, "deepconf.n_resamples": 4,
-                    "deepconf.live_problems": 1, "deepconf.online_batch_size": 8, "deepconf.allow_unqualified": True},
+    "05_deepconf": {"deepconf.n_init": 8, "deepconf.budget": 16, "deepconf.window": 4, "deepconf.tail_tokens": 4,
+                    "deepconf.online_batch_size": 8, "deepconf_experiments.candidates": 2,
+                    "deepconf_experiments.screen_samples": 2, "deepconf_experiments.max_problems": 2,
+                    "deepconf_experiments.budgets": [16], "deepconf_experiments.pool_size": 16,
+                    "deepconf_experiments.n_resamples": 4, "deepconf_experiments.live_problems": 1,
+                    "deepconf_experiments.allow_unqualified": True},
     "06_safety": {},
 }
 

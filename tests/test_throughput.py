@@ -1,13 +1,14 @@
-"""The throughput study's arithmetic (bytes, capacity, integration, headline figures) and its runner on CPU."""
+"""The throughput arithmetic (``falcon_h1r.throughput``: bytes, capacity, batch plan, integration) and section 04
+(``falcon_h1r.sections.throughput``: the recipe block, the headline figures, the study's runner on CPU)."""
 
 import math
 
 import pytest
-import torch
 
 from falcon_h1r import throughput as tp
 from falcon_h1r.config import RecipeError, load_preset
 from falcon_h1r.models import falcon_h1r_7b_config, qwen3_8b_config
+from falcon_h1r.sections import throughput as sec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -20,15 +21,15 @@ def tiny_configs():
 # ----------------------------------------------------------------------------- recipe
 def test_every_preset_has_a_valid_throughput_block_and_bad_values_are_named():
     for name in ("tiny", "small", "paper"):
-        r = load_preset(name).section("throughput", tp.ThroughputRecipe)
+        r = load_preset(name).section("throughput", sec.ThroughputRecipe)
         assert r.settings["8K->16K"] == [8192, 16384] and r.settings["512->32K"] == [512, 32768]
         assert r.batch_sizes == [2, 8, 16, 32, 64, 128]
     with pytest.raises(RecipeError, match="throughput.positions"):
-        load_preset("tiny", {"throughput.positions": 1}).section("throughput", tp.ThroughputRecipe)
+        load_preset("tiny", {"throughput.positions": 1}).section("throughput", sec.ThroughputRecipe)
     with pytest.raises(RecipeError, match="unknown key throughput.batch"):
-        load_preset("tiny", {"throughput.batch": 4}).section("throughput", tp.ThroughputRecipe)
+        load_preset("tiny", {"throughput.batch": 4}).section("throughput", sec.ThroughputRecipe)
     with pytest.raises(RecipeError, match="settings.bad"):
-        load_preset("tiny", {"throughput.settings": {"bad": [512]}}).section("throughput", tp.ThroughputRecipe)
+        load_preset("tiny", {"throughput.settings": {"bad": [512]}}).section("throughput", sec.ThroughputRecipe)
 
 
 # ----------------------------------------------------------------------------- bytes
@@ -71,6 +72,24 @@ def test_decode_step_bytes_and_capacity_arithmetic():
         tp.max_batch(0, 10)
 
 
+def test_capacity_and_batch_plan():
+    fal = falcon_h1r_7b_config()
+    free = 60 * 2**30
+    cap = tp.capacity(fal, 8192, 16384, free, reserve_bytes=2 * 2**30)
+    per_seq = tp.sequence_bytes(fal, 8192 + 16384, 16384)
+    cache = tp.kv_bytes_per_token(fal) * (8192 + 16384) + tp.state_bytes_per_sequence(fal)
+    assert cap["context"] == 8192 + 16384 and cap["per_sequence_bytes"] == per_seq
+    assert cap["cache_bytes_per_sequence"] == cache < per_seq  # outputs and sampling temporaries on top
+    assert cap["max_batch"] == (free - 2 * 2**30) // per_seq and cap["alloc_limit"] == free // cache
+    grid = [2, 8, 16, 32, 64, 128]
+    # 32 first, then the other core batches from the largest down, plus the largest batch that fits
+    assert tp.batch_plan(grid, 100, core=True) == [32, 100, 64]
+    assert tp.batch_plan(grid, 100, core=False) == [16, 8, 2]
+    assert tp.batch_plan(grid, 128, core=True) == [32, 128, 64]
+    assert tp.batch_plan(grid, 20, core=True) == [20] and tp.batch_plan(grid, 20, core=False) == [16, 8, 2]
+    assert tp.batch_plan(grid, 0, core=True) == [] and tp.batch_plan(grid, 0, core=False) == []
+
+
 def test_positions_integration_and_tokens_per_second():
     assert tp.sample_positions(8192, 16384, 5) == [8192, 12288, 16384, 20479, 24575]
     pos = tp.sample_positions(100, 50, 3)
@@ -107,7 +126,7 @@ def _records(step_hybrid: float, step_transformer: float) -> list[dict]:
 
 def test_summary_headline_figures_have_their_closed_forms():
     recs = _records(0.020, 0.018)
-    s = tp.summarize(recs, positions_needed=3)
+    s = sec.summarize(recs, positions_needed=3)
     out = 16384
     hybrid50 = 50 * out / (out * 0.028 + 50 * 0.25)  # prefill measured for the hybrid only
     transformer17 = 17 * out / (out * 0.018)
@@ -125,10 +144,10 @@ def test_summary_headline_figures_have_their_closed_forms():
 
 def test_incomplete_configurations_get_no_throughput_and_headlines_stay_present():
     recs = _records(0.02, 0.02)
-    s = tp.summarize(recs, positions_needed=5)  # only 3 positions were measured
-    assert all(k in s for k in tp.HEADLINE)
+    s = sec.summarize(recs, positions_needed=5)  # only 3 positions were measured
+    assert all(k in s for k in sec.HEADLINE)
     assert s["hybrid_tok_s_per_gpu_bs64_8k_16k"] is None and s["hybrid_over_transformer_bs128"] is None
-    table = tp.config_table(recs, positions_needed=5)
+    table = sec.config_table(recs, positions_needed=5)
     assert table.loc[table["batch"] == 64, "status"].item() == "does_not_fit"
 
 
@@ -136,7 +155,7 @@ def test_paper_comparison_puts_ours_beside_the_papers_points():
     from falcon_h1r import papers
 
     fig8 = papers.load("fig8_throughput")
-    comp = tp.paper_comparison(_records(0.02, 0.02), fig8, positions_needed=3)
+    comp = sec.paper_comparison(_records(0.02, 0.02), fig8, positions_needed=3)
     assert len(comp) == len(fig8)
     row = comp[(comp["model"] == tp.HYBRID) & (comp["setting"] == "8K->16K") & (comp["batch_size"] == 32)].iloc[0]
     assert row["paper_tok_s_per_gpu"] == 1045.5 and row["ours_tok_s_per_gpu_1xGPU"] == pytest.approx(
@@ -145,30 +164,50 @@ def test_paper_comparison_puts_ours_beside_the_papers_points():
                     "ours_status"].item() == "does_not_fit"
 
 
+def test_paper_points_and_record_views():
+    from falcon_h1r import papers
+
+    fig8 = papers.load("fig8_throughput")
+    p = fig8.set_index(["model", "setting", "batch_size"])["tok_s_per_gpu"]
+    pts = sec.paper_fig8_points(fig8)
+    assert pts["hybrid_tok_s_per_gpu_bs64_8k_16k"] == p[(tp.HYBRID, "8K->16K", 64)]
+    assert pts["hybrid_over_transformer_bs128_512_32k"] == pytest.approx(
+        p[(tp.HYBRID, "512->32K", 128)] / p[(tp.TRANSFORMER, "512->32K", 128)])
+    recs = _records(0.02, 0.018)
+    view = sec.capacity_view(recs).set_index("model")
+    assert view.loc[tp.HYBRID, "max_batch"] == 50 and view.loc[tp.HYBRID, "GiB_per_sequence"] == 1 / 2**30
+    steps = sec.step_times(recs)
+    assert len(steps) == 9 and (steps["step_ms"] == 1e3 * steps["step_s"]).all()
+    assert steps["roofline_ms"].to_numpy() == pytest.approx(steps["step_ms"].to_numpy() / 1.25)
+    long = sec.paper_and_ours(fig8, sec.config_table(recs, positions_needed=3))
+    assert set(long["source"]) == {"paper (vLLM, multi-GPU)", "ours (1 GPU, engine)"} and long["tok_s"].notna().any()
+    assert sec.hf_generate_table(recs).loc["end_to_end_ratio"].item() == 12.0
+
+
 def test_load_records_says_where_to_get_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="bench/throughput.py"):
-        tp.load_records(tmp_path)
+        sec.load_records(tmp_path)
 
 
 # ----------------------------------------------------------------------------- the runner, end to end on CPU
 def test_study_runs_end_to_end_on_cpu_and_records_every_outcome(tmp_path):
     fal, qwen = tiny_configs()
-    recipe = tp.ThroughputRecipe(batch_sizes=[1, 2, 4], settings={"8K->16K": [8, 16]}, positions=2, warmup_steps=0,
+    recipe = sec.ThroughputRecipe(batch_sizes=[1, 2, 4], settings={"8K->16K": [8, 16]}, positions=2, warmup_steps=0,
                                  timed_steps=1, hf_batch=2, hf_prompt_tokens=4, hf_new_tokens=3, prefill_tokens=16,
                                  reserve_gib=0.0)
     per_q = tp.sequence_bytes(qwen, 24, 16, dtype_bytes=4, ssm_state_bytes=4)
-    study = tp.Study(recipe, tmp_path, device="cpu", architectures={tp.HYBRID: fal, tp.TRANSFORMER: qwen},
+    study = sec.Study(recipe, tmp_path, device="cpu", architectures={tp.HYBRID: fal, tp.TRANSFORMER: qwen},
                      free_bytes=lambda: 2 * per_q + 1, log=lambda _: None)
     recs = study.run()
-    assert tp.load_records(tmp_path) == recs  # written as it went
-    caps = tp.capacities(recs).set_index("model")["max_batch"]
+    assert sec.load_records(tmp_path) == recs  # written as it went
+    caps = sec.capacities(recs).set_index("model")["max_batch"]
     assert caps[tp.TRANSFORMER] == 2
     assert caps[tp.HYBRID] == (2 * per_q + 1) // tp.sequence_bytes(fal, 24, 16, dtype_bytes=4, ssm_state_bytes=4)
-    table = tp.config_table(recs, positions_needed=2)
+    table = sec.config_table(recs, positions_needed=2)
     q = table[table["model"] == tp.TRANSFORMER].set_index("batch")
     assert q.loc[4, "status"] == "does_not_fit" and q.loc[2, "status"] == "ok" and q.loc[1, "status"] == "ok"
     assert math.isfinite(q.loc[2, "tok_s_per_gpu"]) and bool(q.loc[2, "prefill_included"])
     hf = next(r for r in recs if r["kind"] == "hf_generate")
     assert hf["status"] == "ok" and hf["token_agreement"] == 1.0  # greedy, fp32: the engine decodes what HF does
-    s = tp.summarize(recs, positions_needed=2)
+    s = sec.summarize(recs, positions_needed=2)
     assert s["transformer_max_batch_8k_16k"] == 2 and s["hybrid_over_transformer_bs128"] > 0

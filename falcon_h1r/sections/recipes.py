@@ -19,8 +19,9 @@ BLOCK_RECIPES: dict[str, str] = {
     "sft_ablations": "falcon_h1r.sections.sft_ablations:SFTAblations",
     "rl": "falcon_h1r.grpo:RLRecipe",
     "rl_experiments": "falcon_h1r.sections.rl:RLExperimentRecipe",
-    "throughput": "falcon_h1r.throughput:ThroughputRecipe",
+    "throughput": "falcon_h1r.sections.throughput:ThroughputRecipe",
     "deepconf": "falcon_h1r.deepconf:DeepConfRecipe",
+    "deepconf_experiments": "falcon_h1r.sections.deepconf:DeepConfExperiment",
     "safety": "falcon_h1r.sections.safety:SafetyRecipe",
 }
 

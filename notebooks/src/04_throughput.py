@@ -8,9 +8,14 @@
 #
 # Then **ours**: the same two architectures with random weights on **one** GPU, decoded by our own engine
 # (`falcon_h1r.inference.engine`: static caches, the decode step captured in a CUDA graph, mamba-ssm's Triton state
-# update, PyTorch SDPA), measured by `bench/throughput.py` (`falcon_h1r.throughput`) and committed under
-# `results/small/04_throughput/`. Before any speed figure: the engine must decode exactly what transformers
-# decodes, which this notebook checks on the preset's own base model.
+# update, PyTorch SDPA), measured by `bench/throughput.py` (`falcon_h1r.sections.throughput_study.Study`, with the
+# arithmetic of `falcon_h1r.throughput`) and committed under `results/small/04_throughput/`. Before any speed
+# figure: the engine must decode exactly what transformers decodes, which this notebook checks on the preset's
+# own base model.
+#
+# Where each number is computed: the paper's from `falcon_h1r.papers`; ours by `falcon_h1r.sections.throughput`
+# (`architecture_params`, `engine_check`, `gpu_engine_checks`, `measure_or_load`, `config_table`, `summarize`,
+# `paper_comparison`, `decode_profile`), which names the library method behind each.
 
 # %% tags=["parameters"]
 preset = "tiny"
@@ -22,19 +27,16 @@ import pandas as pd
 import seaborn as sns
 import torch
 from IPython.display import Markdown, display
-from transformers import AutoModelForCausalLM
 
 from falcon_h1r import papers
-from falcon_h1r import throughput as tp
 from falcon_h1r.config import load_preset
-from falcon_h1r.inference.engine_check import compare_with_hf
 from falcon_h1r.env import REPO_ROOT
-from falcon_h1r.models import count_params, falcon_h1r_7b_config, qwen3_8b_config
-from falcon_h1r.results import SectionWriter, read_json
-from falcon_h1r.sections.common import get_base_model, held_out, run_mode
+from falcon_h1r.results import SectionWriter
+from falcon_h1r.sections import throughput as tp
+from falcon_h1r.sections.common import run_mode
 
 cfg = load_preset(preset, overrides)
-recipe = cfg.section("throughput", tp.ThroughputRecipe)
+recipe = tp.throughput_recipe(cfg)
 mode = run_mode(cfg)
 writer = SectionWriter(preset, "04_throughput", params=cfg.to_dict(), seed=cfg.seed,
                        mode="computed" if mode == "compute" else "rendered")
@@ -42,12 +44,10 @@ display(Markdown(f"Preset **{preset}**: the engine check is **{'computed here' i
                  f" ({'on ' + ('a GPU' if torch.cuda.is_available() else 'this CPU') if mode == 'compute' else 'from the committed GPU records'})."))
 
 # %%
-with torch.device("meta"):
-    n_falcon = count_params(AutoModelForCausalLM.from_config(falcon_h1r_7b_config()))
-    n_qwen = count_params(AutoModelForCausalLM.from_config(qwen3_8b_config()))
-print(f"Falcon-H1R-7B architecture: {n_falcon / 1e9:.3f} B parameters (paper Table 8: 7.59 B)")
-print(f"Qwen3-8B architecture:      {n_qwen / 1e9:.3f} B parameters")
-writer.summary({"falcon_h1r_7b_params_b": n_falcon / 1e9, "qwen3_8b_params_b": n_qwen / 1e9})
+params = tp.architecture_params()
+print(f"Falcon-H1R-7B architecture: {params['falcon_h1r_7b_params_b']:.3f} B parameters (paper Table 8: 7.59 B)")
+print(f"Qwen3-8B architecture:      {params['qwen3_8b_params_b']:.3f} B parameters")
+writer.summary(params)
 
 # %% [markdown]
 # ## The paper's Fig. 8 (vLLM on H100; the paper's numbers, from `papers/`)
@@ -77,22 +77,9 @@ plt.show()
 
 # %%
 if mode == "compute":
-    base = get_base_model(cfg, progress=False)
-    tok = base.tokenizer
-    problems = held_out(base.sets, cfg)[: recipe.check_prompts]
-    prompt_ids = [tok.encode(tok.prompt(p["question"])) for p in problems]
-    threads = torch.get_num_threads()
-    if not torch.cuda.is_available():
-        torch.set_num_threads(1)  # a tiny model decodes faster on one thread than on two shared cores
-    try:
-        check = compare_with_hf(base.model, prompt_ids, max_new_tokens=recipe.check_new_tokens, eos_id=tok.eos_id,
-                                pad_id=tok.pad_id)
-    finally:
-        torch.set_num_threads(threads)
+    check = tp.engine_check(cfg, recipe)
     writer.json("engine_check_base_model", check)
-    writer.summary({"engine_greedy_identical": int(check["tokens_identical"]),
-                    "engine_max_abs_logprob_diff": check["max_abs_logprob_diff_prefix"],
-                    "engine_max_abs_top_logprob_diff_teacher_forced": check["max_abs_top_logprob_diff_teacher_forced"]})
+    writer.summary(tp.engine_check_summary(check))
     display(pd.DataFrame([{k: v for k, v in check.items() if k != "first_divergence"}]).T.rename(
         columns={0: f"ours, {preset} preset base model (synthetic tasks), {check['device']}"}))
 else:
@@ -105,12 +92,9 @@ def shown(path):
 
 gpu_dir = tp.records_dir("small")
 gpu_check_path = gpu_dir / tp.ENGINE_CHECK_FILE
-if gpu_check_path.exists():
-    gpu_check = read_json(gpu_check_path)
-    cols = ["name", "status", "tokens_identical", "rows_identical_frac", "max_abs_logprob_diff_prefix",
-            "max_abs_top_logprob_diff_teacher_forced", "hf_max_abs_top_logprob_diff_teacher_forced",
-            "engine_tokens_are_hf_argmax_frac", "hf_tokens_are_full_forward_argmax_frac", "wall_s"]
-    checks = pd.DataFrame(gpu_check["checks"])
+gpu_checks = tp.gpu_engine_checks(gpu_dir)
+if gpu_checks is not None:
+    gpu_check, checks = gpu_checks
     display(Markdown(f"**Engine vs transformers on {gpu_check.get('gpu_name', 'a GPU')}** (ours, random-weight "
                      f"models of the tiny/small presets and 2-layer slices of the 7B/8B architectures; "
                      f"`bench/engine_check.py`, committed in `{shown(gpu_check_path)}`): "
@@ -119,16 +103,17 @@ if gpu_check_path.exists():
                      "cached decoding already departs from its full forward (the `hf_` columns): bf16 checks require the "
                      "engine to stay as close to the full forward as that (log-probs within 1.5x of transformers' gap, "
                      "argmax share within 0.02)."))
-    display(checks[[c for c in cols if c in checks]])
+    display(checks)
     if preset == "small":
         writer.summary({"gpu_engine_checks_passed": gpu_check.get("passed"), "gpu_engine_checks_total": gpu_check.get("total")})
 else:
-    display(Markdown(f"No committed GPU engine check yet (`{gpu_check_path}`); see the command below."))
+    display(Markdown(f"No committed GPU engine check yet (`{shown(gpu_check_path)}`): `bench/engine_check.py` "
+                     "writes it on a GPU."))
 
 # %% [markdown]
 # ## Ours: throughput of the two architectures on one GPU
-# **How it is measured** (`falcon_h1r.throughput`). A full 8K→16K run is 16,384 decode steps per point, far
-# beyond a lent GPU's minutes, so for each batch size the engine's decode step (CUDA graph; sampling at
+# **How it is measured** (`falcon_h1r.sections.throughput_study`, `falcon_h1r.throughput`). A full 8K→16K run
+# is 16,384 decode steps per point, far beyond a short GPU session, so for each batch size the engine's decode step (CUDA graph; sampling at
 # temperature 0.6 / top-p 0.95 with top-20 log-probs, as in the paper's evaluation) is timed at five context
 # positions spread from the first to the last output token, with the caches filled with random values (a
 # step's cost does not depend on them). The output's decode time is the step time **integrated over the
@@ -149,38 +134,25 @@ else:
 # hybrid's smaller cache shows up as a larger feasible batch.
 
 # %%
-if mode == "compute" and preset != "tiny" and torch.cuda.is_available():
-    study = tp.Study(recipe, writer.dir, device="cuda")
-    records = study.run()
-    gpu_dir = writer.dir
-else:
-    try:
-        records = tp.load_records(gpu_dir)
-    except FileNotFoundError as exc:
-        records = None
-        display(Markdown(f"**No committed GPU records yet.** {exc}. With network, once: `bash scripts/gpu_setup.sh` "
-                         "(the wheels the GPU image lacks, into `.whl/`); then on the GPU, from the repository root:\n\n"
-                         "```\n. scripts/gpu_prelude.sh && { python3 bench/engine_check.py --out $OUT --budget-s 150; "
-                         "python3 bench/throughput.py --out $OUT --budget-s 330; }\n```\n\nand copy `$OUT/*.json` to "
-                         "`results/small/04_throughput/`."))
+try:
+    records, gpu_dir = tp.measure_or_load(cfg, recipe, writer.dir, mode)
+except FileNotFoundError as exc:
+    records = None
+    display(Markdown(f"**No committed GPU records yet**: {exc}."))
 write_gpu = records is not None and preset == "small"  # the records belong to the small preset's results
 gpu_name = next((r.get("gpu_name") for r in records or [] if r.get("kind") == "device"), None)
 SRC = f"ours, one {gpu_name or 'CPU (a smoke run)'}, random weights"
 
 # %%
 if records:
-    caps = tp.capacities(records)
-    caps["GiB_per_sequence"] = caps["per_sequence_bytes"] / 2**30
-    caps["free_GiB_after_weights"] = caps["free_bytes"] / 2**30
-    cap_view = caps[["model", "setting", "context", "GiB_per_sequence", "free_GiB_after_weights", "max_batch",
-                     "tried_batch", "verified"]]
+    cap_view = tp.capacity_view(records)
     display(Markdown(f"**Largest batch per GPU** ({SRC}): `verified` is what allocating the caches of one "
                      "sequence more than the byte count allows did (`oom` = the count is right)."))
     display(cap_view)
     table = tp.config_table(records, positions_needed=recipe.positions)
     display(table)
     fig, ax = plt.subplots(figsize=(5.5, 3))
-    sns.barplot(data=caps, x="setting", y="max_batch", hue="model", ax=ax)
+    sns.barplot(data=cap_view, x="setting", y="max_batch", hue="model", ax=ax)
     ax.set(ylabel="largest batch on one GPU", title=f"Caches of a whole run beside the weights ({SRC})")
     ax.title.set_fontsize(9)
     if write_gpu:
@@ -193,10 +165,7 @@ if records:
 if records:
     comp = tp.paper_comparison(records, fig8, positions_needed=recipe.positions)
     display(comp)
-    ours = table[(table["variant"] == "sample")] if "tok_s_per_gpu" in table else table.iloc[:0]
-    long = pd.concat([fig8.assign(source="paper (vLLM, multi-GPU)", tok_s=fig8["tok_s_per_gpu"]),
-                      ours.rename(columns={"batch": "batch_size"}).assign(source="ours (1 GPU, engine)",
-                                                                         tok_s=ours.get("tok_s_per_gpu"))])
+    long = tp.paper_and_ours(fig8, table)
     g = sns.relplot(data=long.dropna(subset=["tok_s"]), x="batch_size", y="tok_s", hue="model", style="source",
                     col="setting", kind="line", marker="o", height=3.4, aspect=1.2)
     g.set(xscale="log", xlabel="batch size", ylabel="tokens/s per GPU")
@@ -209,11 +178,8 @@ if records:
 
 # %%
 if records:
-    steps = tp.step_table(records)
-    sub = steps[steps["variant"] == "sample"].copy()
+    sub = tp.step_times(records)
     if len(sub):
-        sub["step_ms"] = 1e3 * sub["step_s"]
-        sub["roofline_ms"] = 1e3 * sub["roofline_s"]
         g = sns.relplot(data=sub, x="position", y="step_ms", hue="batch", style="model", col="setting",
                         kind="line", marker="o", height=3.4, aspect=1.2, facet_kws={"sharex": False})
         for ax, (setting, part) in zip(g.axes.flat, sub.groupby("setting", sort=False)):
@@ -230,19 +196,18 @@ if records:
     if hf:
         display(Markdown(f"**Engine vs transformers `generate`** ({SRC}; greedy, same prompts, exactly "
                          f"{hf[0].get('new_tokens')} new tokens, batch {hf[0].get('batch')}):"))
-        display(pd.DataFrame(hf).drop(columns=["engine_timing"], errors="ignore").T)
+        display(tp.hf_generate_table(records))
 
 # %%
 if records:
     summary = tp.summarize(records, positions_needed=recipe.positions)
     display(pd.Series(summary, name=SRC).to_frame())
-    p128 = fig8.set_index(["model", "setting", "batch_size"])["tok_s_per_gpu"]
+    p = tp.paper_fig8_points(fig8)
     display(Markdown(
-        "Beside the paper (8K→16K, vLLM): Falcon-H1R-7B "
-        f"{p128[('Falcon-H1R-7B', '8K->16K', 64)]:.0f} tok/s/GPU at bs64 and {p128[('Falcon-H1R-7B', '8K->16K', 128)]:.0f} "
-        f"at bs128; Falcon/Qwen3 at bs128 {p128[('Falcon-H1R-7B', '8K->16K', 128)] / p128[('Qwen3-8B', '8K->16K', 128)]:.2f}x "
-        f"(512→32K: {p128[('Falcon-H1R-7B', '512->32K', 128)] / p128[('Qwen3-8B', '512->32K', 128)]:.2f}x). Ours are taken at the "
-        "largest batch that fits one GPU when 64 or 128 do not (the `_batch` entries)."))
+        f"Beside the paper (8K→16K, vLLM): Falcon-H1R-7B {p['hybrid_tok_s_per_gpu_bs64_8k_16k']:.0f} tok/s/GPU at bs64 "
+        f"and {p['hybrid_tok_s_per_gpu_bs128_8k_16k']:.0f} at bs128; Falcon/Qwen3 at bs128 "
+        f"{p['hybrid_over_transformer_bs128']:.2f}x (512→32K: {p['hybrid_over_transformer_bs128_512_32k']:.2f}x). Ours "
+        "are taken at the largest batch that fits one GPU when 64 or 128 do not (the `_batch` entries)."))
     if write_gpu:
         writer.summary(summary)
 
@@ -256,35 +221,24 @@ if records:
 # the same kernels).
 
 # %%
-profile_path = gpu_dir / "decode_profile.json"
-if profile_path.exists():
-    prof = read_json(profile_path)
+prof = tp.decode_profile(gpu_dir)
+if prof is not None:
     k = prof["kernels"]
-    cats = pd.DataFrame({"ms": {c: 1e3 * v for c, v in k["per_category_s"].items()},
-                         "kernels": k["per_category_count"]}).sort_values("ms", ascending=False)
     display(Markdown(f"**One eager step** (batch {k['batch']}, context {k['context']}, {prof['gpu']}): "
                      f"{k['kernels']} kernels, {1e3 * k['kernel_s_total']:.2f} ms of kernel time; the same step "
                      f"captured in a CUDA graph takes {1e3 * k['graph_step_s']:.2f} ms, so launch gaps are not "
                      "where the time goes: the kernels are."))
-    display(cats)
-    prof_steps = pd.DataFrame([r for r in prof["steps"] if "step_s" in r])
-    prof_steps["ssm_state"] = prof_steps.get("ssm_state_dtype", pd.Series(dtype=object)).fillna("float32")
-    prof_steps["step_ms"] = 1e3 * prof_steps["step_s"]
-    path_name = lambda cols: [f"{a}, {'compiled' if c else 'plain'} glue, {st} state" for a, c, st in cols]  # noqa: E731
-    view = prof_steps.pivot_table(index=["batch", "context"], columns=["attention", "compiled", "ssm_state"],
-                                  values="step_ms")
-    view.columns = path_name(view.columns)
+    display(prof["categories"])
     display(Markdown(f"Captured decode step (ms) per path ({prof['gpu']}, Falcon-H1R-7B, random weights):"))
-    display(view.round(2))
-    ratio = prof_steps.pivot_table(index=["batch", "context"], columns=["attention", "compiled", "ssm_state"],
-                                   values="step_over_roofline")
-    ratio.columns = path_name(ratio.columns)
+    display(prof["step_ms"].round(2))
     display(Markdown("Step time over its roofline (bytes to move / copy bandwidth):"))
-    display(ratio.round(2))
+    display(prof["over_roofline"].round(2))
     if write_gpu:
-        writer.table("decode_step_paths", view.reset_index(), caption=f"Decode step (ms) per engine path, {prof['gpu']}")
+        writer.table("decode_step_paths", prof["step_ms"].reset_index(),
+                     caption=f"Decode step (ms) per engine path, {prof['gpu']}")
 else:
-    display(Markdown(f"No decode profile committed (`{profile_path}`)."))
+    display(Markdown(f"No decode profile committed (`{shown(gpu_dir / tp.DECODE_PROFILE_FILE)}`): "
+                     "`bench/decode_profile.py` writes it on a GPU."))
 
 # %%
 writer.provenance({"gpu_records": str(gpu_dir) if records else None})

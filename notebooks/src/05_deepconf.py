@@ -8,12 +8,17 @@
 # 1. **The paper's Table 7** (from `papers/`): accuracy and generated tokens at DeepConf@512, with its
 #    token-saving arithmetic recomputed.
 # 2. **Ours**: DeepConf on this preset's own SFT base model (`falcon_h1r.sections.common.get_base_model`) and
-#    held-out synthetic problems, run by `falcon_h1r.deepconf_experiments`: a pool of complete traces per
+#    held-out synthetic problems, run by `falcon_h1r.sections.deepconf.run`: a pool of complete traces per
 #    problem (`traces.parquet`, `falcon_h1r.tracestore`), evaluated with the DeepConf paper's protocol
-#    (every number a mean over 64 resamplings of the pool), plus one *live* online run per variant with
-#    the early stop inside the generation loop, and the cost of that stop per decode step.
-#    **At the tiny and small presets every "ours" number is about those synthetic tasks, not the paper's
-#    benchmarks.**
+#    (`falcon_h1r.deepconf.replay_evaluate`: every number a mean over 64 resamplings of the pool), plus one
+#    *live* online run per variant with the early stop inside the generation loop
+#    (`falcon_h1r.deepconf.run_online`), and the cost of that stop per decode step
+#    (`falcon_h1r.deepconf.measure_confidence_overhead`). **At the tiny and small presets every "ours" number is
+#    about those synthetic tasks, not the paper's benchmarks.**
+#
+# Where each number is computed: the paper's from `falcon_h1r.papers`; ours by `falcon_h1r.sections.deepconf`
+# (`run` / `load` for the tables, `headline` for `summary.json`, `methods_at_budget`, `savings_notes` and
+# `live_stop_counts` for the tables and sentences below), which names the library method behind each.
 
 # %% tags=["parameters"]
 preset = "tiny"
@@ -25,14 +30,14 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from falcon_h1r import deepconf_experiments as dx
 from falcon_h1r import papers
 from falcon_h1r.config import load_preset
 from falcon_h1r.results import SectionWriter
+from falcon_h1r.sections import deepconf as dx
 from falcon_h1r.sections.common import run_mode
 
 cfg = load_preset(preset, overrides)
-recipe = dx.experiment_recipe(cfg)
+recipe, experiment = dx.recipes(cfg)
 mode = run_mode(cfg)
 writer = SectionWriter(preset, "05_deepconf", params=cfg.to_dict(), seed=cfg.seed,
                        mode="computed" if mode == "compute" else "rendered")
@@ -75,7 +80,7 @@ if mode == "compute":
     res = dx.run(cfg, writer=writer)
 else:
     res = dx.load(writer.dir)
-recipe = res.recipe or recipe  # the deepconf block the records were made with
+recipe, experiment = res.recipe, res.experiment  # the blocks the records were made with
 info = res.info
 qualifying = info["n_qualifying"]
 screened = info["screen_samples"] > 0
@@ -133,19 +138,17 @@ for ax, eta, online in zip(axes, (recipe.eta_low, recipe.eta_high), ("online_low
     ax.set_xscale("log")
     ax.set(xlabel="generated tokens (sum over problems)", title=f"η = {eta:g} % kept")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2), ncol=3, frameon=False)
-axes[0].set_ylabel(f"accuracy (mean over {recipe.n_resamples} resamplings)")
+axes[0].set_ylabel(f"accuracy (mean over {experiment.n_resamples} resamplings)")
 fig.suptitle(f"DeepConf: accuracy vs tokens ({OURS}, {info['n_problems']} problems)")
 fig.tight_layout()
 writer.figure("accuracy_vs_tokens", fig)
 plt.show()
 
 # %%
-top = recipe.max_budget
-at_top = curves[curves["K"] == top].copy()
-at_top = at_top[["series", "acc", "acc_std", "tokens", "traces_per_problem"]]
-at_top["tokens_vs_majority"] = at_top["tokens"] / float(maj.loc[maj["K"] == top, "tokens"].iloc[0])
+top = res.max_budget
+at_top = dx.methods_at_budget(res)
 writer.table(f"methods_at_k{top}", at_top, caption=f"Ours ({preset} preset, synthetic tasks): every method at "
-             f"K = {top} (online: budget {top}), mean (std) over {recipe.n_resamples} resamplings",
+             f"K = {top} (online: budget {top}), mean (std) over {experiment.n_resamples} resamplings",
              float_format="%.4g")
 display(at_top.style.format({"acc": "{:.3f}", "acc_std": "{:.3f}", "tokens": "{:,.0f}",
                              "traces_per_problem": "{:.1f}", "tokens_vs_majority": "{:.2f}"}).hide(axis="index"))
@@ -162,18 +165,8 @@ display(sav.style.format({c: "{:.3f}" for c in ("acc", "majority_acc")} |
                          {c: "{:,.0f}" for c in ("tokens", "majority_tokens", "majority_tokens_at_equal_acc")} |
                          {c: "{:.1%}" for c in ("saving_same_budget", "saving_at_equal_acc")}, na_rep="–")
         .hide(axis="index"))
-for v in ("low", "high"):
-    r = sav[(sav["series"] == f"online_{v}") & (sav["budget"] == top)].iloc[0]
-    if np.isnan(r["saving_at_equal_acc"]):
-        eq = f"; majority voting never reaches its accuracy at K up to {int(maj['K'].max())}"
-    elif r["saving_at_equal_acc"] >= 0:
-        eq = f"; at equal accuracy it needs **{r['saving_at_equal_acc']:.1%}** fewer tokens than majority voting"
-    else:
-        eq = (f"; but majority voting reaches the same accuracy with {r['majority_tokens_at_equal_acc']:,.0f} tokens, "
-              f"{r['tokens'] / r['majority_tokens_at_equal_acc']:.1f}x fewer")
-    display(Markdown(f"DeepConf-{v} at budget {top}: accuracy {r['acc']:.3f} vs majority@{top} "
-                     f"{r['majority_acc']:.3f}, {r['saving_same_budget']:.1%} fewer tokens than majority@{top}{eq} "
-                     f"({OURS})."))
+for note in dx.savings_notes(res, OURS):
+    display(Markdown(note))
 
 # %% [markdown]
 # ### The live early stop
@@ -191,12 +184,10 @@ if len(live):
             "live_tokens_per_trace", "replay_tokens_per_trace", "pool_tokens_per_trace", "stop_reason", "correct",
             "stop_checked", "stop_agree", "stop_borderline", "stop_disagree"]
     display(live[[c for c in cols if c in live]])
-    checked = int(live["stop_checked"].sum())
-    ok = int(live["stop_agree"].sum() + live["stop_borderline"].sum())
-    display(Markdown(f"Live stops that match the replay rule: **{ok} / {checked}** traces "
-                     f"({int(live['stop_borderline'].sum())} within rounding of the threshold); "
-                     f"{int(live['stopped'].sum())} traces were stopped early. Live tokens / replay mean: "
-                     f"**{live['tokens'].sum() / live['replay_tokens'].sum():.2f}** ({OURS})."))
+    n = dx.live_stop_counts(live)
+    display(Markdown(f"Live stops that match the replay rule: **{n['agree_or_borderline']} / {n['checked']}** traces "
+                     f"({n['borderline']} within rounding of the threshold); {n['stopped']} traces were stopped "
+                     f"early. Live tokens / replay mean: **{n['live_vs_replay_tokens_ratio']:.2f}** ({OURS})."))
 
 # %% [markdown]
 # ### Cost of the live stop per decode step

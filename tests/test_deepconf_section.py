@@ -1,9 +1,11 @@
-"""The §5 driver: pass-rate screening and selection, the equal-accuracy token arithmetic, the live
-online run (stop rule and token bill), the recipe block, and the whole driver end to end on a fake
-language model whose confident traces are more often right."""
+"""Section 05 (``falcon_h1r.sections.deepconf`` and its experiment, ``sections.deepconf_experiment``):
+pass-rate screening and selection, the equal-accuracy token arithmetic, the live online run (stop rule and
+token bill), the two recipe blocks, the live stop's cost, and the whole section end to end on a fake language
+model whose confident traces are more often right."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,9 +14,11 @@ import pytest
 import torch
 
 from falcon_h1r import deepconf as dc
-from falcon_h1r import deepconf_experiments as dx
 from falcon_h1r import tracestore as ts
 from falcon_h1r.config import GenerationConfig, RecipeError, load_preset, parse
+from falcon_h1r.sections import deepconf as dx
+from falcon_h1r.sections import deepconf_experiment as ex
+from falcon_h1r.sections.common import torch_threads
 
 
 # ============================================================================== a fake reasoning model
@@ -116,13 +120,14 @@ def _base(problems=None):
 
 
 GEN = GenerationConfig(temperature=1.0, top_p=1.0, max_new_tokens=40, top_logprobs=20, batch_size=64)
-EXPERIMENT = {"window": 3, "tail_tokens": 3, "n_init": 8, "budget": 16, "budgets": [8, 16], "n_resamples": 8,
-              "online_batch_size": 4, "screen_samples": 8, "max_problems": 4, "live_problems": 1, "domains": ["math"],
-              "candidates": 0, "pool_size": 32}
+METHOD = {"window": 3, "tail_tokens": 3, "n_init": 8, "budget": 16, "online_batch_size": 4}
+EXPERIMENT = {"budgets": [8, 16], "n_resamples": 8, "screen_samples": 8, "max_problems": 4, "live_problems": 1,
+              "domains": ["math"], "candidates": 0, "pool_size": 32}
 
 
 def _preset(**extra):
-    overrides = {f"deepconf.{k}": v for k, v in {**EXPERIMENT, **extra}.items()}
+    overrides = {f"deepconf.{k}": v for k, v in METHOD.items()}
+    overrides.update({f"deepconf_experiments.{k}": v for k, v in {**EXPERIMENT, **extra}.items()})
     overrides.update({"generation.temperature": 1.0, "generation.top_p": 1.0, "generation.max_new_tokens": 40})
     return load_preset("tiny", overrides)
 
@@ -147,25 +152,25 @@ def test_select_problems_keeps_strictly_mixed_rates_round_robin():
              "science-0": 0.75, "science-1": 0.125, "science-2": 0.0, "science-3": 0.5}
     screen = pd.DataFrame([{"problem_id": p["id"], "domain": p["domain"], "pass_rate": rates[p["id"]]}
                            for p in problems])
-    chosen, table = dx.select_problems(screen, problems, max_problems=3)
+    chosen, table = ex.select_problems(screen, problems, max_problems=3)
     assert [p["id"] for p in chosen] == ["math-1", "science-0", "math-3"]  # round-robin over domains
     assert list(table["qualifies"]) == [False, True, False, True, True, True, False, True]
     assert int(table["selected"].sum()) == 3
-    assert len(dx.select_problems(screen, problems, max_problems=100)[0]) == 5
-    none, _ = dx.select_problems(screen.assign(pass_rate=1.0), problems, 3)
+    assert len(ex.select_problems(screen, problems, max_problems=100)[0]) == 5
+    none, _ = ex.select_problems(screen.assign(pass_rate=1.0), problems, 3)
     assert none == []
     with pytest.raises(ValueError, match="empty screening"):
-        dx.select_problems(screen.iloc[:0], problems, 3)
+        ex.select_problems(screen.iloc[:0], problems, 3)
 
 
 def test_tokens_at_accuracy_interpolates_in_log_tokens():
     curve = pd.DataFrame({"K": [1, 2, 4, 8], "acc": [0.5, 0.6, 0.8, 0.8], "tokens": [100.0, 200.0, 400.0, 800.0]})
-    assert dx.tokens_at_accuracy(curve, 0.4) == 100.0  # already at K = 1
-    assert dx.tokens_at_accuracy(curve, 0.6) == pytest.approx(200.0)
-    assert dx.tokens_at_accuracy(curve, 0.7) == pytest.approx(np.sqrt(200.0 * 400.0))  # halfway in log
-    assert dx.tokens_at_accuracy(curve, 0.8) == pytest.approx(400.0)  # the first K that reaches it
-    assert dx.tokens_at_accuracy(curve, 0.81) is None
-    assert dx.tokens_at_accuracy(curve.iloc[::-1], 0.7) == pytest.approx(np.sqrt(200.0 * 400.0))  # sorts by K
+    assert ex.tokens_at_accuracy(curve, 0.4) == 100.0  # already at K = 1
+    assert ex.tokens_at_accuracy(curve, 0.6) == pytest.approx(200.0)
+    assert ex.tokens_at_accuracy(curve, 0.7) == pytest.approx(np.sqrt(200.0 * 400.0))  # halfway in log
+    assert ex.tokens_at_accuracy(curve, 0.8) == pytest.approx(400.0)  # the first K that reaches it
+    assert ex.tokens_at_accuracy(curve, 0.81) is None
+    assert ex.tokens_at_accuracy(curve.iloc[::-1], 0.7) == pytest.approx(np.sqrt(200.0 * 400.0))  # sorts by K
 
 
 def test_savings_table_same_budget_and_equal_accuracy():
@@ -173,7 +178,7 @@ def test_savings_table_same_budget_and_equal_accuracy():
             for k, a, t in [(1, 0.5, 100.0), (2, 0.6, 200.0), (4, 0.7, 400.0)]]
     rows += [{"series": "online_low", "kind": "online", "K": 4, "acc": 0.6, "tokens": 100.0},
              {"series": "online_high", "kind": "online", "K": 4, "acc": 0.9, "tokens": 300.0}]
-    s = dx.savings_table(pd.DataFrame(rows)).set_index("series")
+    s = ex.savings_table(pd.DataFrame(rows)).set_index("series")
     assert s.loc["online_low", "saving_same_budget"] == pytest.approx(0.75)
     assert s.loc["online_low", "majority_tokens_at_equal_acc"] == pytest.approx(200.0)
     assert s.loc["online_low", "saving_at_equal_acc"] == pytest.approx(0.5)
@@ -181,35 +186,57 @@ def test_savings_table_same_budget_and_equal_accuracy():
     assert np.isnan(s.loc["online_high", "saving_at_equal_acc"])  # majority never gets there
 
 
-def test_k_values_and_recipe_block():
-    r = parse(dc.DeepConfRecipe, {"budget": 64, "budgets": [32, 64]}, "deepconf")
-    assert dx.k_values(r) == [1, 2, 4, 8, 16, 32, 64] and r.pool == 128
-    r = parse(dc.DeepConfRecipe, {"budget": 48, "budgets": [16, 48], "pool_size": 48}, "deepconf")
-    assert dx.k_values(r) == [1, 2, 4, 8, 16, 32, 48]
+def _experiment(**kw):
+    return parse(ex.DeepConfExperiment, kw, "deepconf_experiments")
+
+
+def test_k_values_and_recipe_blocks():
+    r, e = parse(dc.DeepConfRecipe, {"budget": 64}, "deepconf"), _experiment(budgets=[32, 64])
+    assert ex.k_values(r, e) == [1, 2, 4, 8, 16, 32, 64] and e.pool(r) == 128
+    r, e = parse(dc.DeepConfRecipe, {"budget": 48}, "deepconf"), _experiment(budgets=[16, 48], pool_size=48)
+    assert ex.k_values(r, e) == [1, 2, 4, 8, 16, 32, 48]
     for preset in ("tiny", "small", "paper"):
-        rec = dx.experiment_recipe(load_preset(preset))
-        assert rec.pool >= rec.max_budget >= rec.n_init
-    with pytest.raises(RecipeError, match="deepconf.domains"):
-        parse(dc.DeepConfRecipe, {"domains": ["code"]}, "deepconf")
+        rec, exp = dx.recipes(load_preset(preset))
+        assert exp.pool(rec) >= exp.max_budget(rec) >= rec.n_init
+    e = ex.DeepConfExperiment()
+    assert list(e.voting_methods) == list(dc.VOTE_METHODS) and e.n_resamples == 64
+    assert _experiment(budgets=[16, 32, 64]).budgets == [16, 32, 64]
+    with pytest.raises(RecipeError, match="deepconf_experiments.domains"):
+        _experiment(domains=["code"])
     with pytest.raises(RecipeError, match="pool_size: 100 is below the largest budget 512"):
-        parse(dc.DeepConfRecipe, {"pool_size": 100}, "deepconf")
+        _experiment(pool_size=100).check(dc.DeepConfRecipe())
+    with pytest.raises(RecipeError, match="budgets: every budget must be >= deepconf.n_init=16"):
+        _experiment(budgets=[8]).check(dc.DeepConfRecipe())
+    with pytest.raises(RecipeError, match="pool_size: 100 is below the largest budget 512"):  # checked at load
+        dx.recipes(load_preset("small", {"deepconf.budget": 512, "deepconf_experiments.pool_size": 100}))
     with pytest.raises(RecipeError, match="screen_samples"):
-        parse(dc.DeepConfRecipe, {"screen_samples": 1}, "deepconf")
-    with pytest.raises(RecipeError, match="unknown key deepconf.pool"):
-        parse(dc.DeepConfRecipe, {"pool": 3}, "deepconf")
+        _experiment(screen_samples=1)
+    with pytest.raises(RecipeError, match="voting_methods"):
+        _experiment(voting_methods=["majority", "median"])
+    with pytest.raises(RecipeError, match="unknown key deepconf_experiments.pool"):
+        _experiment(pool=3)
+    with pytest.raises(RecipeError, match="unknown key deepconf.candidates"):  # an experiment size, not a knob
+        parse(dc.DeepConfRecipe, {"candidates": 3}, "deepconf")
     with pytest.raises(RecipeError, match="top_logprobs=5"):
-        dx.experiment_recipe(load_preset("tiny", {"generation.top_logprobs": 5}))
+        dx.recipes(load_preset("tiny", {"generation.top_logprobs": 5}))
     with pytest.raises(RecipeError, match="temperature is 0"):
-        dx.experiment_recipe(load_preset("tiny", {"generation.temperature": 0.0}))
+        dx.recipes(load_preset("tiny", {"generation.temperature": 0.0}))
     with pytest.raises(ValueError, match="no held-out problems"):
-        dx.candidate_problems({"test": [{"id": "c", "domain": "code"}]}, r)
+        ex.candidate_problems({"test": [{"id": "c", "domain": "code"}]}, e)
+
+
+def test_candidates_are_the_first_of_each_voting_domain_domain_by_domain():
+    test = [{"id": f"{d}-{k}", "domain": d} for k in range(3) for d in ("science", "code", "math")]
+    got = ex.candidate_problems({"test": test}, _experiment(candidates=2))
+    assert [p["id"] for p in got] == ["math-0", "math-1", "science-0", "science-1"]
+    assert len(ex.candidate_problems({"test": test}, _experiment(candidates=0))) == 6  # 0: every one
 
 
 # ============================================================================== live run: stops and tokens
 def test_live_sampler_token_bill_and_stops_match_replay_rule():
     base = _base()
-    recipe = dc.DeepConfRecipe(**{**EXPERIMENT, "budget": 32, "budgets": [32]})
-    sampler = dx._LiveSampler(base.model, base.tokenizer, _problems()[0], GEN, seed=11)
+    recipe = dc.DeepConfRecipe(**{**METHOD, "budget": 32})
+    sampler = ex._LiveSampler(base.model, base.tokenizer, _problems()[0], GEN, seed=11)
     res = dc.run_online(sampler, "low", recipe, batch_size=4, adaptive=False,
                         grade=lambda a: ts.grade_answer(a, _problems()[0]))
     launched = [c for _, comps in sampler.calls for c in comps]
@@ -218,7 +245,7 @@ def test_live_sampler_token_bill_and_stops_match_replay_rule():
     assert sampler.calls[0][0] is None and len(sampler.calls[0][1]) == recipe.n_init  # warm-up: no stop
     assert all(thr == res.threshold for thr, _ in sampler.calls[1:])
     assert res.stopped == sum(c.finish_reason == "early_stop" for c in launched) > 0
-    agree = dx.stop_agreement(sampler.calls, recipe.window)
+    agree = ex.stop_agreement(sampler.calls, recipe.window)
     assert agree["checked"] == 32 - recipe.n_init and agree["disagree"] == 0
     assert agree["agree"] + agree["borderline"] == agree["checked"] and agree["stopped"] == res.stopped
     assert res.correct is not None  # graded through ``grade`` (no gold given)
@@ -234,18 +261,18 @@ def test_stop_agreement_flags_a_wrong_stop():
                            finish_reason="eos")
     # threshold 5, window 2: the rule stops at token 2 (mean(10, 1) = 5.5 is not below; mean(1, 1) at token 3)
     assert dc.first_stop_index(conf, 5.0, 2) == 3
-    assert dx.stop_agreement([(5.0, [comp])], 2)["disagree"] == 1  # it ran to EOS: a missed stop
+    assert ex.stop_agreement([(5.0, [comp])], 2)["disagree"] == 1  # it ran to EOS: a missed stop
     stopped = SimpleNamespace(text="", token_ids=[1] * 4, top_logprobs=np.repeat(-conf[:4, None], 20, 1),
                               finish_reason="early_stop")
-    assert dx.stop_agreement([(5.0, [stopped]), (None, [comp])], 2) == \
+    assert ex.stop_agreement([(5.0, [stopped]), (None, [comp])], 2) == \
         {"checked": 1, "agree": 1, "borderline": 0, "disagree": 0, "stopped": 1}
     short = SimpleNamespace(text="", token_ids=[1], top_logprobs=np.full((1, 20), -0.1), finish_reason="eos")
-    assert dx.stop_agreement([(50.0, [short])], 2)["agree"] == 1  # shorter than the window: never stoppable
+    assert ex.stop_agreement([(50.0, [short])], 2)["agree"] == 1  # shorter than the window: never stoppable
 
 
 # ============================================================================== bad input through the evaluator
 def test_evaluate_pool_with_empty_unanswered_and_short_traces():
-    recipe = dc.DeepConfRecipe(**{**EXPERIMENT, "n_resamples": 4})
+    recipe, experiment = dc.DeepConfRecipe(**METHOD), _experiment(**{**EXPERIMENT, "n_resamples": 4})
     pool = []
     for i in range(32):
         if i % 4 == 0:
@@ -256,7 +283,7 @@ def test_evaluate_pool_with_empty_unanswered_and_short_traces():
             t = dc.Trace(confidences=np.full(6, 4.0 + i % 3), answer=None, correct=False)  # no answer
         t.problem_id, t.trace_idx = "p", i
         pool.append(t)
-    curves = dx.evaluate_pool(pool, recipe, progress=False)
+    curves = ex.evaluate_pool(pool, recipe, experiment, progress=False)
     assert set(curves["series"]) >= {"pass@1", "majority", "online_low", "online_high", "tail_confidence_weighted@10"}
     maj = curves[(curves["series"] == "majority") & (curves["K"] >= 8)]
     assert (maj["acc"] == 1).all()  # the only answer is right, and 8 draws always hold one
@@ -264,16 +291,16 @@ def test_evaluate_pool_with_empty_unanswered_and_short_traces():
     # no trace has an answer: every method is wrong, none crashes
     for t in pool:
         t.answer, t.correct = None, False
-    curves = dx.evaluate_pool(pool, recipe, progress=False)
+    curves = ex.evaluate_pool(pool, recipe, experiment, progress=False)
     assert (curves["acc"] == 0).all()
 
 
 def test_replay_batch_size_checks_consensus_less_often():
     pool = [dc.Trace(confidences=np.full(8, 10.0), answer="1", correct=True, problem_id="p", trace_idx=i)
             for i in range(40)]
-    recipe = dc.DeepConfRecipe(window=4, tail_tokens=4, n_init=16, budget=40, budgets=[40])
-    one = ts.replay_evaluate(pool, "online_low", 40, n_resamples=2, recipe=recipe)
-    eight = ts.replay_evaluate(pool, "online_low", 40, n_resamples=2, recipe=recipe, batch_size=8)
+    recipe = dc.DeepConfRecipe(window=4, tail_tokens=4, n_init=16, budget=40)
+    one = dc.replay_evaluate(pool, "online_low", 40, n_resamples=2, recipe=recipe)
+    eight = dc.replay_evaluate(pool, "online_low", 40, n_resamples=2, recipe=recipe, batch_size=8)
     # unanimous warm-up: beta = 1 at the first check, so sequential stops at 16, batches of 8 too
     assert one.traces_mean == 16 == eight.traces_mean
     # warm-up 15 x "1", 1 x "0": beta = 15/16; each later "1" raises it: 19/20 = 0.95 after 4 more traces
@@ -284,7 +311,7 @@ def test_replay_batch_size_checks_consensus_less_often():
     assert (seq.traces_used, batched.traces_used) == (20, 24) and seq.stop_reason == batched.stop_reason == "consensus"
     assert batched.tokens - seq.tokens == 4 * 8  # the in-flight traces the batch could not stop
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        ts.replay_evaluate(pool, "online_low", 40, recipe=recipe, batch_size=0)
+        dc.replay_evaluate(pool, "online_low", 40, recipe=recipe, batch_size=0)
 
 
 # ============================================================================== the driver end to end
@@ -315,7 +342,7 @@ def test_run_end_to_end_on_the_fake_reasoner(tmp_path):
     assert list(live["variant"]) == ["low", "high"] and (live["stop_disagree"] == 0).all()
     assert (live["tokens"] > 0).all() and (live["replay_tokens"] > 0).all()
     # everything the notebook reads
-    summary = __import__("json").loads((writer.dir / "summary.json").read_text())
+    summary = json.loads((writer.dir / "summary.json").read_text())
     for key in ("majority_acc_k16", "deepconf_low_acc", "deepconf_high_acc", "deepconf_low_token_saving_vs_majority",
                 "deepconf_high_token_saving_vs_majority", "confidence_overhead_fraction", "n_problems",
                 "pool_traces_per_problem"):
@@ -325,7 +352,14 @@ def test_run_end_to_end_on_the_fake_reasoner(tmp_path):
     again = dx.load(writer.dir)
     pd.testing.assert_frame_equal(again.curves[["series", "K"]], res.curves[["series", "K"]])
     assert again.overhead["engine"] in ("hf", "fast")
-    assert again.recipe.budget == 16 and again.recipe.window == 3  # render mode uses the run's own block
+    assert again.recipe.budget == 16 and again.recipe.window == 3  # render mode uses the run's own blocks
+    assert again.experiment.budgets == [8, 16] and again.experiment.n_resamples == 8
+    # records written before the method/experiment split kept both blocks in one "recipe" mapping
+    info = json.loads((writer.dir / "run_info.json").read_text())
+    info["recipe"] = {**info["recipe"], **info.pop("experiment")}
+    (writer.dir / "run_info.json").write_text(json.dumps(info))
+    older = dx.load(writer.dir)
+    assert (older.recipe, older.experiment) == (again.recipe, again.experiment)
 
 
 def test_run_stops_with_a_clear_message_when_nothing_qualifies(tmp_path):
@@ -343,8 +377,8 @@ def test_overhead_probe_runs_on_both_engines(engine):
     from falcon_h1r.models import build_model
 
     model = build_model(load_preset("tiny").model, 64, seed=0).eval()
-    with torch.no_grad(), dx.cpu_decode_threads(model):
-        rec = dx.measure_confidence_overhead(model, vocab_size=64, batch_size=4, new_tokens=6, window=3,
+    with torch.no_grad(), torch_threads(1, "cpu"):
+        rec = dc.measure_confidence_overhead(model, vocab_size=64, batch_size=4, new_tokens=6, window=3,
                                              prompt_len=5, repeats=1, engine=engine)
     assert rec["engine"] == engine and rec["step_s_without"] > 0 and rec["step_s_with"] > 0
     assert np.isfinite(rec["overhead_fraction"]) and rec["overhead_fraction_isolated"] > 0

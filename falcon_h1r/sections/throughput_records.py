@@ -1,0 +1,210 @@
+"""Reading the throughput study's records: the tables and headline figures notebook 04 and
+``bench/throughput.py`` share (one computation for ``results/small/04_throughput/summary.json``).
+
+A record is one dict per measurement, as :class:`falcon_h1r.sections.throughput.Study` writes them: ``kind``
+``device`` / ``bandwidth`` / ``model`` / ``capacity`` / ``prefill`` / ``step`` / ``hf_generate``, with its
+``status``. Tokens/s come from :func:`falcon_h1r.throughput.integrate_steps` and
+:func:`falcon_h1r.throughput.tokens_per_s`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from falcon_h1r.throughput import integrate_steps, tokens_per_s
+
+RECORDS_FILE = "throughput_records.json"
+ENGINE_CHECK_FILE = "engine_check.json"
+DECODE_PROFILE_FILE = "decode_profile.json"
+# The issue's headline figures: always written (None when not measured) so a rerun never leaves stale values.
+HEADLINE = ("gpu_name", "engine_over_hf_generate_bs128", "step_time_over_roofline_bs32",
+            "hybrid_tok_s_per_gpu_bs64_8k_16k", "hybrid_tok_s_per_gpu_bs128_8k_16k", "hybrid_max_batch_8k_16k",
+            "transformer_max_batch_8k_16k", "hybrid_over_transformer_bs128")
+
+
+def load_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a study: one ``throughput_records*.json`` file, or a folder holding one or more (runs
+    split over several GPU calls, e.g. ``--models``; read in name order and concatenated)."""
+    import json
+
+    path = Path(path)
+    files = sorted(path.glob("throughput_records*.json")) if path.is_dir() else [path]
+    if not files or not files[0].exists():
+        raise FileNotFoundError(f"no throughput records at {path}; bench/throughput.py measures them on a GPU "
+                                "(the README's GPU section says how)")
+    records: list[dict[str, Any]] = []
+    for f in files:
+        data = json.loads(f.read_text())
+        records += data["records"] if isinstance(data, dict) else data
+    return records
+
+
+def records_dir(preset: str = "small") -> Path:
+    """Where a preset's study records live: the results root in use, else the repository's committed copy."""
+    from falcon_h1r.env import REPO_ROOT
+    from falcon_h1r.results import RESULTS_ROOT
+
+    for root in (RESULTS_ROOT, REPO_ROOT / "results"):
+        d = Path(root) / preset / "04_throughput"
+        if any(d.glob("throughput_records*.json")):
+            return d
+    return Path(RESULTS_ROOT) / preset / "04_throughput"
+
+
+def _role(records: list[dict[str, Any]]) -> dict[str, str]:
+    """model name -> 'hybrid' | 'transformer' (from each model's family)."""
+    out = {}
+    for r in records:
+        if r.get("kind") == "model" and r.get("family"):
+            out[r["model"]] = "hybrid" if r["family"] == "falcon_h1" else "transformer"
+    return out
+
+
+def step_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per timed position (status ok)."""
+    rows = [r for r in records if r.get("kind") == "step" and r.get("status") == "ok"]
+    cols = ["model", "setting", "batch", "variant", "position", "kv_len", "step_s", "step_s_min", "roofline_s",
+            "bytes", "bytes_weights", "bytes_kv", "bytes_states", "input_len", "output_len"]
+    df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
+    if len(df):
+        df["step_over_roofline"] = df["step_s"] / df["roofline_s"]
+    return df
+
+
+def prefill_seconds(records: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    return {(r["model"], r["setting"]): r["s_per_sequence"] for r in records
+            if r.get("kind") == "prefill" and r.get("status") == "ok"}
+
+
+def capacities(records: list[dict[str, Any]]) -> pd.DataFrame:
+    cols = ["model", "setting", "context", "per_sequence_bytes", "free_bytes", "max_batch", "alloc_limit",
+            "tried_batch", "verified"]
+    rows = [{c: r.get(c) for c in cols} for r in records if r.get("kind") == "capacity"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def config_table(records: list[dict[str, Any]], positions_needed: int | None = None) -> pd.DataFrame:
+    """One row per (model, setting, batch, variant): status, integrated decode time, tokens/s per GPU,
+    step time over the roofline (mean over positions), and whether this is the model's largest batch."""
+    steps = step_table(records)
+    pre = prefill_seconds(records)
+    caps = capacities(records)
+    statuses: dict[tuple, list[str]] = {}
+    for r in records:
+        if r.get("kind") == "step":
+            k = (r["model"], r["setting"], r["batch"], r.get("variant", "sample"))
+            statuses.setdefault(k, []).append(r.get("status"))
+    rows = []
+    for (model, setting, batch, variant), seen in statuses.items():
+        bad = [s for s in seen if s != "ok"]
+        status = "ok" if not bad else (bad[0] if len(bad) == len(seen) else f"partial ({bad[0]})")
+        sub = steps[(steps["model"] == model) & (steps["setting"] == setting) & (steps["batch"] == batch)
+                    & (steps["variant"] == variant)] if len(steps) else steps
+        row: dict[str, Any] = {"model": model, "setting": setting, "batch": batch, "variant": variant,
+                               "status": status, "positions": len(sub)}
+        cap = caps[(caps["model"] == model) & (caps["setting"] == setting)] if len(caps) else caps
+        row["max_batch"] = int(cap["max_batch"].iloc[-1]) if len(cap) else None
+        if len(sub):
+            inp, out = int(sub["input_len"].iloc[0]), int(sub["output_len"].iloc[0])
+            row["step_ms_first"] = 1e3 * float(sub.sort_values("position")["step_s"].iloc[0])
+            row["step_ms_last"] = 1e3 * float(sub.sort_values("position")["step_s"].iloc[-1])
+            row["step_over_roofline"] = float(sub["step_over_roofline"].mean()) if sub["roofline_s"].notna().all() else None
+            complete = positions_needed is None or len(sub) >= positions_needed
+            if variant == "sample" and complete and len(sub) >= 2:
+                decode = integrate_steps(sub["position"].tolist(), sub["step_s"].tolist(), inp, inp + out)
+                p = pre.get((model, setting))
+                row.update(decode_s=decode, prefill_s_per_seq=p, prefill_included=p is not None,
+                           tok_s_per_gpu=tokens_per_s(batch, out, decode, p))
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if len(df):
+        df = df.sort_values(["model", "setting", "variant", "batch"]).reset_index(drop=True)
+    return df
+
+
+def _at_batch(table: pd.DataFrame, model: str | None, setting: str, batch: int) -> tuple[float | None, int | None]:
+    """tokens/s at ``batch``, or at the largest measured batch below it when it does not fit / was skipped."""
+    if model is None or not len(table) or "tok_s_per_gpu" not in table:
+        return None, None
+    sub = table[(table["model"] == model) & (table["setting"] == setting) & (table["variant"] == "sample")
+                & table["tok_s_per_gpu"].notna() & (table["batch"] <= batch)]
+    if not len(sub):
+        return None, None
+    row = sub.sort_values("batch").iloc[-1]
+    return float(row["tok_s_per_gpu"]), int(row["batch"])
+
+
+def summarize(records: list[dict[str, Any]], positions_needed: int | None = None) -> dict[str, Any]:
+    """The headline figures (flat name -> number/string) for ``summary.json``.
+
+    ``hybrid``/``transformer`` are the Falcon-H1 and Qwen3 architectures. A figure "at bsN" is taken at the
+    largest measured batch <= N that fits one GPU (the batch used is written beside it as ``..._batch``).
+    """
+    role = _role(records)
+    hybrid = next((m for m, r in role.items() if r == "hybrid"), None)
+    transformer = next((m for m, r in role.items() if r == "transformer"), None)
+    table = config_table(records, positions_needed)
+    caps = capacities(records)
+    out: dict[str, Any] = dict.fromkeys(HEADLINE)
+    dev = next((r for r in records if r.get("kind") == "device"), {})
+    out["gpu_name"] = dev.get("gpu_name") or "cpu"
+    bw = next((r for r in records if r.get("kind") == "bandwidth" and r.get("bytes_per_s")), None)
+    if bw:
+        out["hbm_copy_bandwidth_gb_s"] = bw["bytes_per_s"] / 1e9
+    hf = next((r for r in records if r.get("kind") == "hf_generate" and r.get("status") == "ok"), None)
+    if hf:
+        out["engine_over_hf_generate_bs128"] = hf["end_to_end_ratio"]
+        if hf.get("step_ratio"):
+            out["engine_over_hf_decode_step_bs128"] = hf["step_ratio"]
+    for setting, tag in (("8K->16K", "8k_16k"), ("512->32K", "512_32k")):
+        for who, model in (("hybrid", hybrid), ("transformer", transformer)):
+            cap = caps[(caps["model"] == model) & (caps["setting"] == setting)] if len(caps) else caps
+            if len(cap):
+                out[f"{who}_max_batch_{tag}"] = int(cap["max_batch"].iloc[-1])
+        for b in (64, 128):
+            v, used = _at_batch(table, hybrid, setting, b)
+            if v is not None:
+                out[f"hybrid_tok_s_per_gpu_bs{b}_{tag}"] = v
+                out[f"hybrid_tok_s_per_gpu_bs{b}_{tag}_batch"] = used
+        t, t_used = _at_batch(table, transformer, setting, 128)
+        h, h_used = _at_batch(table, hybrid, setting, 128)
+        if t is not None:
+            out[f"transformer_tok_s_per_gpu_bs128_{tag}"] = t
+            out[f"transformer_tok_s_per_gpu_bs128_{tag}_batch"] = t_used
+        if t is not None and h is not None:
+            key = "hybrid_over_transformer_bs128" + ("" if setting == "8K->16K" else f"_{tag}")
+            out[key] = h / t
+    steps = step_table(records)
+    if len(steps) and hybrid is not None:
+        for setting in ("8K->16K", "512->32K"):
+            sub = steps[(steps["model"] == hybrid) & (steps["batch"] == 32) & (steps["variant"] == "sample")
+                        & (steps["setting"] == setting) & steps["roofline_s"].notna()]
+            if len(sub):
+                out["step_time_over_roofline_bs32"] = float(sub["step_over_roofline"].mean())
+                out["step_time_over_roofline_bs32_setting"] = setting
+                break
+    return out
+
+
+def paper_comparison(records: list[dict[str, Any]], fig8: pd.DataFrame,
+                     positions_needed: int | None = None) -> pd.DataFrame:
+    """The paper's vLLM tokens/s/GPU beside ours (one GPU, our engine) per setting, batch and model."""
+    table = config_table(records, positions_needed)
+    rows = []
+    for _, p in fig8.iterrows():
+        mine = table[(table["model"] == p["model"]) & (table["setting"] == p["setting"])
+                     & (table["batch"] == p["batch_size"]) & (table["variant"] == "sample")] if len(table) else table
+        ours = float(mine["tok_s_per_gpu"].iloc[0]) if len(mine) and "tok_s_per_gpu" in mine and \
+            pd.notna(mine["tok_s_per_gpu"].iloc[0]) else None
+        status = str(mine["status"].iloc[0]) if len(mine) else "not measured"
+        rows.append({"setting": p["setting"], "batch_size": int(p["batch_size"]), "model": p["model"],
+                     "paper_tok_s_per_gpu": float(p["tok_s_per_gpu"]), "paper_parallelism": p["parallelism"],
+                     "ours_tok_s_per_gpu_1xGPU": ours, "ours_status": status})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["RECORDS_FILE", "ENGINE_CHECK_FILE", "DECODE_PROFILE_FILE", "HEADLINE", "load_records", "records_dir",
+           "step_table", "prefill_seconds", "capacities", "config_table", "summarize", "paper_comparison"]
