@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -294,13 +295,9 @@ def save_checkpoint(directory: str | Path, step: int, model: torch.nn.Module, op
     }
     torch.save(state, tmp / "state.pt")
     if final.exists():
-        import shutil
-
         shutil.rmtree(final)
     os.replace(tmp, final)
     for old in sorted(p for p in directory.glob("step-*") if (p / "state.pt").exists())[:-keep]:
-        import shutil
-
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -272,13 +272,14 @@ def _run_arm(ctx: AblationContext, arm: Arm, seed: int) -> dict[str, Any]:
     cfg = replace(ctx.preset.train, steps=r.steps, batch_size=r.batch_size, lr=r.lr * arm.lr_scale,
                   eval_every=r.eval_every if arm.curve else 0, log_every=max(1, r.steps // 10))
     trainer = replace(ctx.trainer, loss_norm=arm.loss_norm, ranks=arm.ranks, shard=arm.shard, save_every=0)
-    eval_fn = None
-    if arm.curve:
-        def eval_fn(step: int) -> dict[str, Any]:
-            if step == cfg.steps:
-                return {"acc": None}  # filled from the final evaluation below
-            return {"acc": evaluate_outcomes(model, ctx.tokenizer, ctx.heldout, ctx.gen_cfg, seed)["acc"]}
-    hist = train_sft(model, examples, cfg, pad_id=ctx.tokenizer.pad_id, seed=seed, eval_fn=eval_fn, progress=False,
+
+    def curve_point(step: int) -> dict[str, Any]:
+        if step == cfg.steps:
+            return {"acc": None}  # filled from the final evaluation below
+        return {"acc": evaluate_outcomes(model, ctx.tokenizer, ctx.heldout, ctx.gen_cfg, seed)["acc"]}
+
+    hist = train_sft(model, examples, cfg, pad_id=ctx.tokenizer.pad_id, seed=seed,
+                     eval_fn=curve_point if arm.curve else None, progress=False,
                      recipe=trainer)
     res = evaluate_outcomes(model, ctx.tokenizer, ctx.heldout, ctx.gen_cfg, seed)
     for e in hist.evals:
