@@ -110,7 +110,7 @@ def main() -> int:
     import torch
 
     from falcon_h1r import inference
-    from falcon_h1r.inference import engine, engine_check, engine_ops
+    from falcon_h1r.inference import engine, engine_check, engine_ops, engine_pool
     from falcon_h1r.config import load_preset
     from falcon_h1r.models import build_model, falcon_h1r_7b_config, model_from_config, qwen3_8b_config
     from falcon_h1r.results import write_json
@@ -249,7 +249,7 @@ def main() -> int:
         ps = prompts(model.config.vocab_size, 16, 1)
         kw = dict(eos_id=1, pad_id=0, temperature=0.0, top_p=1.0, max_new_tokens=48, engine="fast")
         a = inference.generate_ids(model, ps, cuda_graph=True, **kw)
-        engine.free_engines()
+        engine_pool.free_engines()
         b = inference.generate_ids(model, ps, cuda_graph=False, **kw)
         same = [x["token_ids"] for x in a] == [y["token_ids"] for y in b]
         lp = max(float(abs(x["logprobs"] - y["logprobs"]).max()) for x, y in zip(a, b) if len(x["logprobs"]))
@@ -390,7 +390,7 @@ def main() -> int:
             res = {"name": name, "status": "error", "error": repr(exc)[:500],
                    "traceback": traceback.format_exc()[-2500:], "wall_s": round(time.time() - t0, 2)}
         finally:
-            engine.free_engines()
+            engine_pool.free_engines()
             if device == "cuda":
                 torch.cuda.empty_cache()
         results["checks"].append(res)

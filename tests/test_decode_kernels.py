@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from falcon_h1r.inference import decode_kernels, engine
+from falcon_h1r.inference import decode_kernels, engine, engine_ops
 
 triton = pytest.importorskip("triton", reason="Triton (installed with the dev extra) runs the kernel's interpreter")
 
@@ -126,7 +126,7 @@ def test_inductor_compiled_glue_equals_the_plain_glue(family):
     plain = engine.DecodeEngine(model, len(PROMPTS), 32).generate(PROMPTS, **kw)
     torch._dynamo.reset()
     eng = engine.DecodeEngine(model, len(PROMPTS), 32)
-    eng.compiled, eng._glue = True, engine._compiled_glue("inductor")  # set_compiled refuses Inductor on CPU
+    eng.compiled, eng._glue = True, engine_ops.compiled_glue("inductor")  # set_compiled refuses Inductor on CPU
     fast = eng.generate(PROMPTS, **kw)
     for a, b in zip(plain, fast):
         assert a["token_ids"] == b["token_ids"]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from falcon_h1r import inference
-from falcon_h1r.inference import engine, engine_check, engine_ops
+from falcon_h1r.inference import engine, engine_check, engine_ops, engine_pool
+from falcon_h1r.inference.architecture import EngineUnsupported
 from falcon_h1r.config import GenerationConfig
 from falcon_h1r.inference.hf_loop import generate_ids as hf_generate_ids
 from falcon_h1r.models import FALCON_H1R_7B_MUP
@@ -61,9 +62,9 @@ def tiny_qwen3(dtype=torch.float32):
 @pytest.fixture(autouse=True)
 def _fresh_engines():
     """No engine leaks between tests."""
-    engine.free_engines()
+    engine_pool.free_engines()
     yield
-    engine.free_engines()
+    engine_pool.free_engines()
 
 
 # ----------------------------------------------------------------------------- reference twins
@@ -190,7 +191,7 @@ def _eos_that_stops_row0(model):
                          ids=["falcon_gated_norm", "falcon_z_gate_2groups_matmul", "qwen3"])
 def test_greedy_matches_transformers_fp32(build, attention, monkeypatch):
     model = build()
-    monkeypatch.setattr(engine, "DEFAULT_ATTENTION", attention)
+    monkeypatch.setattr(engine_pool, "DEFAULT_ATTENTION", attention)
     eos = _eos_that_stops_row0(model)
     res = engine_check.compare_with_hf(model, PROMPTS, max_new_tokens=12, eos_id=eos, pad_id=0)
     assert res["tokens_identical"], res
@@ -324,7 +325,7 @@ def test_bad_engine_name_and_unsupported_models_are_clear_errors():
         inference.resolve_engine("vllm", model)
     llama = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=1))
-    with pytest.raises(engine.EngineUnsupported, match="FalconH1ForCausalLM and Qwen3ForCausalLM"):
+    with pytest.raises(EngineUnsupported, match="FalconH1ForCausalLM and Qwen3ForCausalLM"):
         inference.resolve_engine("fast", llama)
     assert inference.resolve_engine("auto", llama) == "hf"
     eng = engine.DecodeEngine(model, 2, 8)
@@ -340,12 +341,12 @@ def test_engine_is_reused_across_calls_with_the_same_shape():
     model = tiny_falcon()
     kw = dict(eos_id=-1, pad_id=0, temperature=0.0, top_p=1.0, max_new_tokens=5, engine="fast")
     first = inference.generate_ids(model, PROMPTS, **kw)
-    eng = engine._ENGINES[model][1]
+    eng = engine_pool._ENGINES[model][1]
     again = inference.generate_ids(model, PROMPTS[::-1], **kw)
-    assert engine._ENGINES[model][1] is eng
+    assert engine_pool._ENGINES[model][1] is eng
     assert [r["token_ids"] for r in again] == [r["token_ids"] for r in first][::-1]
     inference.generate_ids(model, PROMPTS[:2], **kw)
-    assert engine._ENGINES[model][1] is not eng
+    assert engine_pool._ENGINES[model][1] is not eng
     assert eng.cache_bytes() == sum(t.numel() * t.element_size()
                                     for t in (eng.k_cache, eng.v_cache, eng.conv_state, eng.ssm_state))
 

@@ -1,7 +1,6 @@
 """Notebooks: in step with their percent-format sources, and each one runs under papermill."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 

@@ -5,7 +5,8 @@ vLLM hook. Everyone generates through :func:`generate` (or :func:`generate_ids` 
 - :mod:`~falcon_h1r.inference.hf_loop`: transformers' cached decoding (the plain reference path);
 - :mod:`~falcon_h1r.inference.engine`, :mod:`~falcon_h1r.inference.engine_ops`,
   :mod:`~falcon_h1r.inference.decode_kernels`: the static-cache CUDA-graph engine, its arithmetic and its Triton
-  attention, each with a plain twin;
+  attention, each with a plain twin; :mod:`~falcon_h1r.inference.architecture` (which models it runs) and
+  :mod:`~falcon_h1r.inference.engine_pool` (one cached engine per model, its defaults);
 - :mod:`~falcon_h1r.inference.engine_check`: the engine against transformers;
 - :mod:`~falcon_h1r.inference.dispatch`: the one batching loop and the choice between the two paths;
 - :mod:`~falcon_h1r.inference.vllm_deepconf`: DeepConf's online stop inside vLLM (needs vLLM).

@@ -14,9 +14,8 @@ from typing import Any, Sequence
 import torch
 
 from falcon_h1r.config import GenerationConfig
-from falcon_h1r.inference import engine as fast_engine
-from falcon_h1r.inference import hf_loop
-from falcon_h1r.inference.engine import EngineUnsupported, supports
+from falcon_h1r.inference import engine_pool, hf_loop
+from falcon_h1r.inference.architecture import EngineUnsupported, supports
 from falcon_h1r.inference.sampling import Completion, EarlyStop, completion_from_row
 
 ENGINES = ("auto", "hf", "fast")
@@ -50,7 +49,7 @@ def generate_ids(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *,
               top_k=top_k, seed=seed, early_stop=early_stop)
     if resolve_engine(engine, model) == "hf":
         return hf_loop.generate_ids(model, prompt_ids, **kw)
-    return fast_engine.generate_ids(model, prompt_ids, cuda_graph=cuda_graph, **kw)
+    return engine_pool.generate_ids(model, prompt_ids, cuda_graph=cuda_graph, **kw)
 
 
 def generate(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]],

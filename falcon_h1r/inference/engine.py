@@ -43,58 +43,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from falcon_h1r.inference.architecture import architecture
 from falcon_h1r.inference.decode_kernels import split_kv_attention, triton_available
 from falcon_h1r.inference.engine_ops import (PLAIN_GLUE, compiled_glue, rms_norm, rope_tables, scale_by, ssm_update,
                                              triton_state_update, weight_bias)
 from falcon_h1r.inference.sampling import EarlyStop, left_pad, sample_step
 
 ATTENTION_MODES = ("sdpa", "matmul", "triton")
-# What engines made by generate() use (see DecodeEngine and set_defaults): the plain paths unless a caller
-# (the throughput study, a GPU recipe) asks for the fast ones.
-DEFAULT_ATTENTION = "sdpa"
-DEFAULT_COMPILE = False
 FINISH_REASONS = ("length", "eos", "early_stop")  # codes 0, 1, 2 in the engine's reason buffer
 
 
-class EngineUnsupported(ValueError):
-    """The model is not one the fast engine implements; the message says what is accepted."""
-
-
-# ============================================================================ architecture
-def architecture(model: torch.nn.Module) -> dict[str, Any]:
-    """The shapes the engine needs, or :class:`EngineUnsupported` naming what is accepted."""
-    name = type(model).__name__
-    cfg = getattr(model, "config", None)
-    if name not in ("FalconH1ForCausalLM", "Qwen3ForCausalLM") or cfg is None:
-        raise EngineUnsupported(f"the fast engine implements FalconH1ForCausalLM and Qwen3ForCausalLM, not {name}; "
-                                "use generation.engine 'hf' for other models")
-    rope = getattr(getattr(model.model, "rotary_emb", None), "rope_type", "default")
-    if "dynamic" in str(rope):
-        raise EngineUnsupported(f"rope type {rope!r} changes with the sequence length; the fast engine needs a "
-                                "fixed rope (use generation.engine 'hf')")
-    family = "falcon_h1" if name.startswith("Falcon") else "qwen3"
-    if family == "qwen3" and "sliding_attention" in (getattr(cfg, "layer_types", None) or []):
-        raise EngineUnsupported("Qwen3 with sliding-window layers is not implemented by the fast engine; use 'hf'")
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    arch = {"family": family, "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads,
-            "kv_heads": cfg.num_key_value_heads, "head_dim": head_dim, "vocab": cfg.vocab_size}
-    if family == "falcon_h1":
-        mixer = model.model.layers[0].mamba
-        arch.update(d_ssm=mixer.intermediate_size, m_heads=mixer.num_heads, m_head_dim=mixer.head_dim,
-                    d_state=mixer.ssm_state_size, n_groups=mixer.n_groups, d_conv=mixer.conv_kernel_size,
-                    conv_dim=mixer.conv_dim)
-    return arch
-
-
-def supports(model: torch.nn.Module) -> tuple[bool, str]:
-    try:
-        architecture(model)
-    except EngineUnsupported as exc:
-        return False, str(exc)
-    return True, ""
-
-
-def _round_up(x: int, m: int) -> int:
+def round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
@@ -131,8 +90,8 @@ class DecodeEngine:
             raise ValueError("attention 'triton' needs a CUDA model and Triton; use 'sdpa' or 'matmul' here")
         self.attention = attention
         self.batch_size = batch_size
-        self.max_len = _round_up(max_len, 64) if cuda else max_len  # aligned rows for the SDPA mask
-        self.bucket = bucket or (max(256, _round_up(self.max_len // 32, 256)) if self.cuda_graph else self.max_len)
+        self.max_len = round_up(max_len, 64) if cuda else max_len  # aligned rows for the SDPA mask
+        self.bucket = bucket or (max(256, round_up(self.max_len // 32, 256)) if self.cuda_graph else self.max_len)
         a, B, S, dev = self.arch, batch_size, self.max_len, self.device
         kv_shape = (a["layers"], B, a["kv_heads"], S, a["head_dim"])
         self.k_cache = torch.zeros(kv_shape, dtype=self.dtype, device=dev)
@@ -228,7 +187,7 @@ class DecodeEngine:
 
     def kv_len_for(self, col: int) -> int:
         """KV columns the step attends over when writing column ``col`` (a bucket end on GPU)."""
-        return min(self.max_len, _round_up(col + 1, self.bucket))
+        return min(self.max_len, round_up(col + 1, self.bucket))
 
     # ---------------------------------------------------------------- the decode forward
     # A layer is three parts: the element-wise glue and projections before the cache-bound kernels
@@ -631,72 +590,3 @@ def _graph_safe(early_stop: Any) -> bool:
     :class:`falcon_h1r.deepconf.EarlyStopController` does) can be captured in the graph; others run between
     replays."""
     return bool(getattr(early_stop, "graph_safe", False))
-
-
-# ============================================================================ cached engines and the interface
-_ENGINES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, DecodeEngine]]" = weakref.WeakKeyDictionary()
-
-
-def _engine_for(model: torch.nn.Module, batch: int, max_len: int, cuda_graph: bool | None) -> DecodeEngine:
-    """Reuse the model's last engine when it fits (same rows, enough columns, same weights in place)."""
-    fingerprint = tuple(p.data_ptr() for p in model.parameters())
-    cached = _ENGINES.get(model)
-    if cached is not None:
-        (b, fp, cg, att, comp), eng = cached
-        if (b, fp, cg, att, comp) == (batch, fingerprint, cuda_graph, DEFAULT_ATTENTION, DEFAULT_COMPILE) \
-                and eng.max_len >= max_len:
-            return eng
-        del _ENGINES[model]
-        del eng, cached
-        if next(model.parameters()).is_cuda:
-            torch.cuda.empty_cache()
-    if next(model.parameters()).is_cuda:  # round up so that calls with slightly different prompts share graphs
-        max_len = _round_up(max_len, 256)
-    eng = DecodeEngine(model, batch, max_len, cuda_graph=cuda_graph, attention=DEFAULT_ATTENTION,
-                       compile=DEFAULT_COMPILE and next(model.parameters()).is_cuda)
-    _ENGINES[model] = ((batch, fingerprint, cuda_graph, DEFAULT_ATTENTION, DEFAULT_COMPILE), eng)
-    return eng
-
-
-def set_defaults(attention: str | None = None, compile: bool | None = None) -> dict[str, Any]:
-    """Choose the attention mode and torch.compile'd glue of the engines generate() builds from now on
-    (``compile`` applies on CUDA only). Returns the previous defaults, so a caller can restore them."""
-    global DEFAULT_ATTENTION, DEFAULT_COMPILE
-    before = {"attention": DEFAULT_ATTENTION, "compile": DEFAULT_COMPILE}
-    if attention is not None:
-        if attention not in ATTENTION_MODES:
-            raise ValueError(f"attention {attention!r} not accepted; use one of {ATTENTION_MODES}")
-        DEFAULT_ATTENTION = attention
-    if compile is not None:
-        DEFAULT_COMPILE = bool(compile)
-    return before
-
-
-def free_engines(model: torch.nn.Module | None = None) -> None:
-    """Release the cached engine (static caches, graphs) of ``model``, or of every model."""
-    if model is None:
-        _ENGINES.clear()
-    else:
-        _ENGINES.pop(model, None)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-@torch.no_grad()
-def generate_ids(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *, eos_id: int, pad_id: int,
-                 temperature: float, top_p: float, max_new_tokens: int, top_k: int = 20, seed: int = 0,
-                 early_stop: EarlyStop | None = None, cuda_graph: bool | None = None) -> list[dict[str, Any]]:
-    """One batch on the model's cached :class:`DecodeEngine`; the same rows as
-    :func:`falcon_h1r.inference.hf_loop.generate_ids` (callers pick a path with
-    :func:`falcon_h1r.inference.generate_ids`)."""
-    if not prompt_ids:
-        return []
-    width = max(len(p) for p in prompt_ids)
-    was_training = model.training
-    model.eval()
-    try:
-        eng = _engine_for(model, len(prompt_ids), width + max_new_tokens + 1, cuda_graph)
-        return eng.generate(prompt_ids, eos_id=eos_id, pad_id=pad_id, temperature=temperature, top_p=top_p,
-                            max_new_tokens=max_new_tokens, top_k=top_k, seed=seed, early_stop=early_stop)
-    finally:
-        model.train(was_training)

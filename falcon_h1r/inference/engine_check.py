@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from falcon_h1r.inference import engine, hf_loop
+from falcon_h1r.inference import engine_pool, hf_loop
 from falcon_h1r.inference.sampling import left_pad
 
 
@@ -76,7 +76,7 @@ def compare_with_hf(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
     model.eval()
     try:
         t0 = time.perf_counter()
-        fast = engine.generate_ids(model, prompt_ids, eos_id=eos_id, pad_id=pad_id, temperature=0.0, top_p=1.0,
+        fast = engine_pool.generate_ids(model, prompt_ids, eos_id=eos_id, pad_id=pad_id, temperature=0.0, top_p=1.0,
                                    max_new_tokens=max_new_tokens, top_k=top_k, cuda_graph=cuda_graph)
         t1 = time.perf_counter()
         ref = hf_loop.generate_ids(model, prompt_ids, eos_id=eos_id, pad_id=pad_id, temperature=0.0, top_p=1.0,

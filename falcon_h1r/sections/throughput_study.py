@@ -388,7 +388,7 @@ class Study:
         import torch
 
         from falcon_h1r.inference import generate_ids
-        from falcon_h1r.inference.engine import free_engines, set_defaults
+        from falcon_h1r.inference.engine_pool import free_engines, set_defaults
 
         r = self.recipe
         B, P, N = r.hf_batch, r.hf_prompt_tokens, r.hf_new_tokens
@@ -431,7 +431,7 @@ class Study:
             rows = run()
             self._sync()
             t_warm = time.perf_counter() - t0
-            from falcon_h1r.inference.engine import _ENGINES
+            from falcon_h1r.inference.engine_pool import _ENGINES
 
             timing = dict(_ENGINES[model][1].last_timing) if model in _ENGINES else {}
             eng_tokens = torch.tensor([row["token_ids"] for row in rows])
