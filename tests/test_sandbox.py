@@ -23,6 +23,10 @@ FAST = sb.SandboxLimits(cpu_s=1.0, wall_s=3.0, memory_mb=256, max_procs=32, max_
 ADD = "def add(a, b):\n    return a + b\n"
 
 
+def test_every_public_name_is_importable():
+    assert [name for name in sb.__all__ if not hasattr(sb, name)] == []
+
+
 # ----------------------------------------------------------------------------- bad input
 def test_syntax_ok_parses_like_ast():
     assert sb.syntax_ok(ADD)

@@ -69,6 +69,7 @@ from falcon_h1r.sandbox.attacks import (
 from falcon_h1r.sandbox.pool import (
     SandboxUnavailable,
     isolation_report,
+    open_fd_count,
     sandbox_processes,
 )
 from falcon_h1r.sandbox.verdict import CallTest, StdioCase, parse_test
@@ -76,6 +77,7 @@ from falcon_h1r.sandbox.verdict import CallTest, StdioCase, parse_test
 __all__ = [
     "ATTACKS", "ATTACK_CLASSES", "ATTACK_EXPECTED", "ATTACK_SUITE_LIMITS", "NOBODY_GID", "NOBODY_UID", "CallTest",
     "SandboxLimits", "SandboxResult", "SandboxUnavailable", "StdioCase", "attack_tests", "fill_attack",
-    "grade_programs", "isolation_report", "listener_was_contacted", "open_fd_count", "parse_test", "run_attack_suite", "run_python",
-    "run_python_tests", "sample_tests", "sandbox_processes", "summarize", "syntax_ok",
+    "grade_programs", "isolation_report", "listener_was_contacted", "open_fd_count", "parse_test",
+    "run_attack_suite", "run_python", "run_python_tests", "sample_tests", "sandbox_processes", "summarize",
+    "syntax_ok",
 ]
