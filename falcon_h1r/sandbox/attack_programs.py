@@ -57,7 +57,7 @@ _grab("host_files", "read_canary_via_proc_root", """
 _grab("host_files", "read_package_source", "leak = open('__PACKAGE_FILE__').read()")
 _grab("host_files", "list_host_dirs", """
     import os
-    for top in ('__HOST_DIR__', '/', '/tmp', '/root', '/home', '/work', '/etc', '/dev/shm', '/var/tmp'):
+    for top in ('__HOST_DIR__', '/', '/tmp', '/root', '/home', '/opt', '/srv', '/etc', '/dev/shm', '/var/tmp'):
         try:
             leak += top + ': ' + ' '.join(os.listdir(top)) + '\\n'
         except OSError as exc:
