@@ -372,12 +372,11 @@ def test_batched_grading_equals_verify_check():
     responses = ["<think>\nr\n</think>\n" + c for c in CODE_CASES] + \
         ["</think>\\boxed{8}", "</think>\\boxed{2^{3}}", "</think>\\boxed{9}", "</think>none", "</think>\\boxed{2.51}",
          "</think>\\boxed{3}"]
-    fast = C.grade(problems, responses, code_batch_size=4, code_workers=2)
+    fast = C.grade(problems, responses, code_workers=2)
     plain = [verify.check(p, r) for p, r in zip(problems, responses)]
     assert [v.correct for v in fast] == [v.correct for v in plain]
     assert [v.correct for v in fast][:2] == [True, False]
-    # one candidate per process is the same again
-    one = C.grade(problems, responses, code_batch_size=1, code_workers=1)
+    one = C.grade(problems, responses, code_workers=1)
     assert [v.correct for v in one] == [v.correct for v in plain]
 
 
@@ -386,7 +385,7 @@ def test_batched_grading_survives_a_hanging_candidate():
     items = [("def solve(x):\n    return x + 1\n", ["assert solve(1) == 2"]),
              ("def solve(x):\n    while True:\n        pass\n", ["assert solve(1) == 2"]),
              ("def solve(x):\n    return x\n", ["assert solve(1) == 2"])]
-    out = C.run_code_batch(items, timeout_s=1.0, batch_size=3, workers=1)
+    out = C.run_code_batch(items, timeout_s=1.0, workers=1)
     assert [ok for ok, _ in out] == [True, False, False]
     assert "timeout" in out[1][1]
 

@@ -30,8 +30,7 @@ class CurationRecipe:
     use_math_verify: bool = True
     math_verify_timeout_s: int = 2
     code_timeout_s: float = 5.0
-    code_batch_size: int = 128  # candidates graded per sandbox process (1 = one process per candidate)
-    code_workers: int = 2  # sandbox processes in flight
+    code_workers: int = 2  # sandboxed programs in flight (each program in its own process)
     # --- difficulty-aware SFT weights (paper §2.1: hard x1.25-1.75, medium x1, easy x0.5 or removed)
     sft_difficulty: Literal["metadata", "pass_rate"] = "metadata"
     sft_pass_rate_k: int = 4
@@ -77,7 +76,7 @@ class CurationRecipe:
         if not 0 < self.hard_weight_min <= self.hard_weight_max:
             raise RecipeError("curation.hard_weight_min must be > 0 and <= curation.hard_weight_max")
         for name in ("teacher_rollouts", "max_trace_tokens", "pass_rate_k", "sft_pass_rate_k", "rl_pool_per_domain",
-                     "code_batch_size", "code_workers", "math_verify_timeout_s"):
+                     "code_workers", "math_verify_timeout_s"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"curation.{name}: must be >= 1, got {getattr(self, name)}")
         if not 1 <= self.majority_drop_at_least <= self.pass_rate_k:

@@ -82,12 +82,17 @@ _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 def problem_verifiable(p: dict[str, Any]) -> tuple[bool, str]:
     """Can the rule-based checker grade answers to this problem? The paper drops math whose answer
     it cannot verify: here free text (a word of 3+ letters outside LaTeX commands, e.g. a proof)
-    or an answer that does not verify against itself; science needs a number, code parseable tests."""
+    or an answer that does not verify against itself; science needs a number, code tests of a form the
+    sandbox's trusted side can compare (``assert <call> == <literal>``, see :func:`falcon_h1r.sandbox.parse_test`)."""
     if p["domain"] == "code":
-        from falcon_h1r.sandbox import syntax_ok
+        from falcon_h1r.sandbox import parse_test
 
-        bad = [t for t in p["tests"] if not syntax_ok(t)]
-        return (not bad, f"test does not parse: {bad[0][:80]!r}" if bad else "")
+        for t in p["tests"]:
+            try:
+                parse_test(t)
+            except (TypeError, ValueError) as exc:
+                return False, f"test {str(t)[:60]!r} not accepted: {str(exc)[:80]}"
+        return True, ""
     if p["domain"] == "science":
         from falcon_h1r.verify import parse_number
 

@@ -147,7 +147,7 @@ class PoolBuilder:
                            max_new_tokens=self.cr.pass_rate_max_new_tokens or preset.generation.max_new_tokens)
         self.grade_kw = {"use_math_verify": self.cr.use_math_verify, "code_timeout_s": self.cr.code_timeout_s,
                          "math_verify_timeout_s": self.cr.math_verify_timeout_s,
-                         "code_batch_size": self.cr.code_batch_size, "code_workers": self.cr.code_workers}
+                         "code_workers": self.cr.code_workers}
         self._candidates: dict[str, list[dict[str, Any]]] = {}
 
     def candidates(self, domain: str) -> list[dict[str, Any]]:

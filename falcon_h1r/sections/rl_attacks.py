@@ -49,8 +49,9 @@ def attack_training_step(model: torch.nn.Module, tok: Any, recipe: RLRecipe, *, 
     os.environ[secret_name] = "s3cr3t-" + secrets.token_hex(8)
     secret = os.environ[secret_name]
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    nobody_before = _uid_processes(sandbox.NOBODY_UID)
-    fds_before = len(os.listdir("/proc/self/fd"))
+    sandboxed_before = sandbox.sandbox_processes()
+    fds_before = sandbox.open_fd_count()  # the sandbox servers' own pipes left out
+    token = secrets.token_hex(8)  # the expected answer: never placed in any attack's code
     params_before = [p.detach().clone() for p in model.parameters()]
     try:
         listener.bind(("127.0.0.1", 0))
@@ -63,15 +64,15 @@ def attack_training_step(model: torch.nn.Module, tok: Any, recipe: RLRecipe, *, 
             canaries[name] = (canary, f"canary {secrets.token_hex(8)}\n")
             Path(canary).write_text(canaries[name][1])
             outsides[name] = os.path.join(tempfile.gettempdir(), f"falcon_h1r_rl_escape_{secrets.token_hex(8)}")
-            code = (sandbox.ATTACKS[name].replace("__CANARY__", canary).replace("__OUTSIDE__", outsides[name])
-                    .replace("__PORT__", str(port)).replace("__SECRET_NAME__", secret_name))
+            code = sandbox.fill_attack(name, CANARY=canary, OUTSIDE=outsides[name], PORT=port,
+                                       SECRET_NAME=secret_name)
             prob = {"id": f"attack-{name}", "domain": "code", "difficulty": 0, "language": "python",
-                    "question": "Write a Python function solve(x) that returns x.", "answer": "",
-                    "tests": ["assert ESCAPED"]}
+                    "question": "Write a Python function solve(x) that returns the secret token.", "answer": "",
+                    "tests": sandbox.attack_tests(token)}
             problems.append(prob)
             texts.append(f"<think>\nI will write the function.\n</think>\n```python\n{code}```")
-        benign_ok = "<think>\nSet the flag.\n</think>\n```python\nESCAPED = True\n```"
-        benign_bad = "<think>\nLeave it unset.\n</think>\n```python\nESCAPED = False\n```"
+        benign_ok = f"<think>\nReturn the token.\n</think>\n```python\ndef solve(x):\n    return {token!r}\n```"
+        benign_bad = "<think>\nReturn nothing useful.\n</think>\n```python\ndef solve(x):\n    return ''\n```"
         pool = RewardPool(recipe.rewards)
         t0 = time.time()
         attack_results = pool.score(problems, texts, memo=False)
@@ -92,7 +93,7 @@ def attack_training_step(model: torch.nn.Module, tok: Any, recipe: RLRecipe, *, 
                                  tok.pad_id, device)
         time.sleep(grace_s)
         listener_ok = not sandbox.listener_was_contacted(listener)
-        left = sorted(set(_uid_processes(sandbox.NOBODY_UID)) - set(nobody_before))
+        left = sorted(set(sandbox.sandbox_processes()) - set(sandboxed_before))
         params_finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
         changed = any(not torch.equal(a, b.detach()) for a, b in zip(params_before, model.parameters()))
         rows = []
@@ -110,7 +111,7 @@ def attack_training_step(model: torch.nn.Module, tok: Any, recipe: RLRecipe, *, 
                          "expected_reason": any(r.startswith(e) for e in expected for r in (reason, res.reason)), **host,
                          "escaped": not all(host.values())})
         shared = {"loopback_untouched": listener_ok, "no_leftover_processes": not left,
-                  "parent_fds_stable": len(os.listdir("/proc/self/fd")) == fds_before,
+                  "parent_fds_stable": sandbox.open_fd_count() == fds_before,
                   "training_step_finite": params_finite and math.isfinite(step_stats.get("pg_loss", 0.0)),
                   "model_updated": changed, "benign_correct_rewarded": benign[0].correct and not benign[1].correct}
         escapes = sum(r["escaped"] for r in rows) + sum(not v for k, v in shared.items()
@@ -122,21 +123,6 @@ def attack_training_step(model: torch.nn.Module, tok: Any, recipe: RLRecipe, *, 
         listener.close()
         os.environ.pop(secret_name, None)
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _uid_processes(uid: int) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                if os.stat(f"/proc/{name}").st_uid == uid:
-                    with open(f"/proc/{name}/stat", "rb") as f:
-                        if f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X"):
-                            out.append(int(name))
-            except (OSError, IndexError):
-                continue
-    return out
-
 
 
 __all__ = ["attack_training_step"]
