@@ -44,14 +44,14 @@ deepspeed_pin=$(pin deepspeed)
 
 echo "[setup] creating $VENV with the pinned stack ($mode; first run: a few minutes)" >&2
 [ -x "$VENV/bin/python" ] || step "create the virtual environment with $PY" "$PY" -m venv "$VENV"
-step "upgrade pip, setuptools and wheel" pip install --upgrade "pip>=24" "setuptools>=68" wheel
+step "upgrade pip, setuptools and wheel" pip install --upgrade "pip>=24" "setuptools>=77" wheel
 # torch first, so no other package pulls a CUDA build onto a CPU machine.
 if [ -n "${TORCH_INDEX_URL:-}" ]; then
   step "install $torch_pin from $TORCH_INDEX_URL" pip install "$torch_pin" --index-url "$TORCH_INDEX_URL"
 else
   step "install $torch_pin" pip install "$torch_pin"
 fi
-step "check the installed torch is ${torch_pin#torch==}" "$VENV/bin/python" -c \
+step "check the installed torch is ${torch_pin#torch==}" "$VENV/bin/python" -W ignore::UserWarning -c \
   "import sys, torch; v = torch.__version__.split('+')[0]; sys.exit(0 if v == '${torch_pin#torch==}' else f'torch {torch.__version__} is installed, not ${torch_pin#torch==}; set TORCH_INDEX_URL (see README)')"
 # deepspeed ships only a source archive whose setup.py imports torch: build it against ours.
 step "install $deepspeed_pin (built against this torch)" pip install --no-build-isolation "$deepspeed_pin"
