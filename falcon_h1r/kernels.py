@@ -277,10 +277,10 @@ def apply_liger(model: torch.nn.Module, *, rope: bool = True, rms_norm: bool = T
                 fused_linear_cross_entropy: bool = False) -> LigerPatch:
     """Put Liger's kernels into a Falcon-H1 or Qwen3 ``model`` (already on its GPU) and return what was applied.
 
-    The defaults are the paper's set for training (RoPE, RMSNorm; §2 and Fig. 7 name the cross-entropy too):
-    the fused linear cross-entropy is off here because with it the model's ``forward`` returns no logits in
-    training mode when given ``labels`` (it computes a mean loss only). Trainers that weight tokens compute
-    their loss with :func:`linear_cross_entropy` instead, which uses the same fused kernel per token.
+    The paper's SFT uses Liger for RoPE, RMSNorm and the cross-entropy. The defaults here are the first two:
+    with ``fused_linear_cross_entropy`` the model's ``forward`` returns no logits in training mode when given
+    ``labels`` (it computes a mean loss only), so trainers that weight tokens leave it off and compute their
+    loss with :func:`linear_cross_entropy`, which runs the same fused kernel per token.
     ``swiglu`` swaps the MLP for Liger's fused SiLU-times-up projection (Falcon-H1's gate and down multipliers
     are kept).
 

@@ -203,10 +203,10 @@ def test_the_readme_gpu_commands_are_the_resolved_plan():
 
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 # stands in for python3 and for the venv's python: `-m venv DIR` makes DIR/bin/python (this file);
-# `-m pip install` fails when its arguments match $FAIL_MATCH; everything else succeeds.
+# a call whose arguments contain $FAIL_MATCH fails as pip would; everything else succeeds.
 if [ "$1" = -m ] && [ "$2" = venv ]; then mkdir -p "$3/bin"; cp "$0" "$3/bin/python"; exit 0; fi
 echo "$*" >> "$CALLS"
-if [ "$1" = -m ] && [ "$2" = pip ] && [[ "$*" == *"$FAIL_MATCH"* ]]; then
+if [[ "$*" == *"$FAIL_MATCH"* ]]; then
   echo "WARNING: Location 'file:///nowhere' is ignored: it is neither a file nor a directory."
   echo "ERROR: No matching distribution found (simulated)"; exit 1
 fi
@@ -214,7 +214,7 @@ exit 0
 """
 
 
-def _run_setup(tmp_path: Path, fail_match: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+def _run_setup(tmp_path: Path, fail_match: str, gpu: bool = False) -> tuple[subprocess.CompletedProcess, list[str]]:
     fake = tmp_path / "python3"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
@@ -223,6 +223,8 @@ def _run_setup(tmp_path: Path, fail_match: str) -> tuple[subprocess.CompletedPro
            "FAIL_MATCH": fail_match}
     env.pop("GPU", None)
     env.pop("TORCH_INDEX_URL", None)
+    if gpu:
+        env["GPU"] = "1"
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "setup_env.sh")], capture_output=True, text=True, env=env,
                           timeout=60)
     return proc, calls.read_text().splitlines() if calls.exists() else []
@@ -258,6 +260,28 @@ def test_setup_env_runs_every_step_and_marks_the_venv_ready(tmp_path):
     before = len(calls)
     proc, calls = _run_setup(tmp_path, "nothing-matches-this")
     assert proc.returncode == 0 and len(calls) == before
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_setup_env_gpu_mode_builds_the_gpu_extra_against_the_installed_torch(tmp_path):
+    proc, calls = _run_setup(tmp_path, "nothing-matches-this", gpu=True)
+    assert proc.returncode == 0, proc.stderr
+    needles = ("install torch==", "torch.version.cuda", "install packaging ninja",
+               "install --no-build-isolation -e .[dev,gpu]", "falcon_h1r.kernels --require-importable "
+               "mamba_ssm,causal_conv1d,liger_kernel")
+    order = [next(i for i, c in enumerate(calls) if n in c) for n in needles]
+    assert order == sorted(order), calls
+    assert (tmp_path / "venv" / ".falcon_h1r_stamp").read_text().split()[1] == "gpu"
+    before = len(calls)  # a GPU venv stays one: a plain refresh (make test) does not redo or downgrade it
+    proc, calls = _run_setup(tmp_path, "nothing-matches-this")
+    assert proc.returncode == 0 and len(calls) == before
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_setup_env_gpu_mode_refuses_a_cpu_only_torch_and_says_so(tmp_path):
+    proc, calls = _run_setup(tmp_path, "torch.version.cuda", gpu=True)
+    assert proc.returncode != 0 and "FAILED at step 'check torch is a CUDA build (GPU=1)'" in proc.stderr
+    assert not any("[dev,gpu]" in c for c in calls)
 
 
 def test_no_setup_script_discards_an_exit_status():
