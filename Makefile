@@ -2,15 +2,17 @@
 #   make reproduce   regenerate every notebook's results at the tiny preset into results/tiny/
 #   make test        run the test suite
 # Both create .venv with the pinned stack first if it is missing.
+# On a Linux machine with an NVIDIA GPU: `make env GPU=1` adds the hybrid kernels (see README, "On a CUDA GPU").
 PRESET ?= tiny
 SECTIONS ?=
 VENV ?= .venv
+GPU ?=
 PY := $(VENV)/bin/python
 
 .PHONY: env reproduce test test-all list clean-cache
 
 env:
-	@VENV=$(VENV) bash scripts/setup_env.sh
+	@VENV=$(VENV) GPU=$(GPU) bash scripts/setup_env.sh
 
 reproduce: env
 	$(PY) -m falcon_h1r reproduce --preset $(PRESET) $(if $(SECTIONS),--sections $(SECTIONS))

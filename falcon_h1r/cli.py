@@ -177,6 +177,32 @@ def run_notebook(section: str, preset: str, *, parameters: dict | None = None, r
     return final / NOTEBOOKS[section]
 
 
+def check_gpu(preset: str, overrides: dict | None, require_gpu: bool) -> int | None:
+    """One loud line when ``preset`` computes on a CUDA GPU (every preset but tiny, unless its ``device`` is
+    cpu: the rule of ``stages.run_mode``) and none is usable here, so that rendering the committed records
+    instead of computing is never silent. With ``require_gpu`` that is an error: returns the exit code 2."""
+    from falcon_h1r.config import load_preset
+    from falcon_h1r.kernels import cuda_status
+
+    cfg = load_preset(preset, overrides or {})
+    if cfg.name == "tiny" or cfg.device == "cpu":
+        return None
+    cuda = cuda_status()
+    if cuda.usable:
+        return None
+    if require_gpu:
+        print(f"falcon-h1r: --require-gpu: preset {preset!r} computes on a CUDA GPU and none is usable here: "
+              f"{cuda.reason}", file=sys.stderr)
+        return 2
+    import torch
+
+    then = ("will try to compute on it anyway and will likely fail" if torch.cuda.is_available() else
+            "will RENDER the committed records instead of computing")
+    print(f"falcon-h1r: NO USABLE CUDA GPU ({cuda.reason}): preset {preset!r} computes on one, so its notebooks "
+          f"{then}; pass --require-gpu to stop instead", file=sys.stderr)
+    return None
+
+
 def cmd_list() -> int:
     import yaml
 
@@ -235,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="a recipe value for this run, e.g. rl_experiments.steps=200 or "
                           "'rl_experiments.curricula=[math_only]' (repeatable; "
                           "set FALCON_H1R_RESULTS to keep the committed records)")
+    rep.add_argument("--require-gpu", action="store_true",
+                     help="exit 2 instead of rendering the committed records when the preset computes on a CUDA "
+                          "GPU and none is usable here")
     summ = sub.add_parser("summary", help="print a preset's headline figures from results/*/summary.json")
     summ.add_argument("--preset", default="tiny")
     summ.add_argument("--write-readme", action="store_true", help="update README.md's results block")
@@ -256,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"falcon-h1r: {exc}", file=sys.stderr)
         return 2
+    code = check_gpu(preset, overrides, args.require_gpu)
+    if code is not None:
+        return code
     return cmd_reproduce(preset, sections, args.log_output, overrides)
 
 

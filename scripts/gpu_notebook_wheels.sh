@@ -11,8 +11,10 @@ grep -qxF "/$dest/" .git/info/exclude 2>/dev/null || echo "/$dest/" >> .git/info
 plat=(--python-version 3.12 --implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64
       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any)
 tmp=$(mktemp -d)
+# sed drops one harmless pip notice; with pipefail a failing download still stops the script
 pip download -q "${plat[@]}" -d "$tmp" papermill==2.7.0 ipykernel==7.4.0 datasets==5.2.0 \
-  math-verify==0.9.0 latex2sympy2_extended==1.11.0 2>&1 | grep -v "^WARNING: Location" || true
+  math-verify==0.9.0 latex2sympy2_extended==1.11.0 2>&1 | sed '/^WARNING: Location .* is ignored/d' >&2 \
+  || { echo "gpu_notebook_wheels: pip download failed (see above)" >&2; exit 1; }
 # already on the GPU image (KINDS.md's package list): do not carry
 skip='^(numpy|pandas|pyarrow|torch|triton|pyyaml|PyYAML|tqdm|requests|urllib3|idna|certifi|charset_normalizer|filelock|fsspec|packaging|psutil|six|python_dateutil|tzdata|jinja2|MarkupSafe|markupsafe|typing_extensions|attrs|anyio|click|pygments|huggingface_hub|hf_xet|aiohttp|aiosignal|aiohappyeyeballs|frozenlist|multidict|yarl|propcache|xxhash|sympy|mpmath|httpx|httpcore|h11|sniffio|typer|shellingham|rich|markdown_it_py|mdurl|annotated_doc|typing_inspection|pydantic|pydantic_core|annotated_types)-'
 for f in "$tmp"/*.whl; do

@@ -17,3 +17,6 @@ fi
 export PYTHONPATH=$_fh_site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "import torch, transformers; print('gpu_prelude: torch', torch.__version__, '| transformers', transformers.__version__, '| cuda', torch.cuda.is_available())" \
   || { echo "gpu_prelude: python3 cannot import torch and transformers from $_fh_site" >&2; return 1 2>/dev/null || exit 1; }
+# which hybrid kernels this run will use (falcon_h1r/kernels.py), so that every log says it
+python3 -m falcon_h1r.kernels \
+  || { echo "gpu_prelude: the kernel report failed" >&2; return 1 2>/dev/null || exit 1; }

@@ -1,20 +1,24 @@
 """environment.yml cannot be exercised here (no conda): keep its pins in step with pyproject.toml."""
 
-import re
 import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pins(lines):
+    """name -> (version specifier, environment marker) of every requirement line; `-e .` and the like skipped."""
     out = {}
     for line in lines:
-        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^;\s]+)", line.strip())
-        if m:
-            out[m.group(1).lower().replace("_", "-")] = m.group(2)
+        try:
+            req = Requirement(line.strip())
+        except InvalidRequirement:
+            continue
+        out[canonicalize_name(req.name)] = (str(req.specifier), str(req.marker or ""))
     return out
 
 
@@ -25,6 +29,7 @@ def test_environment_yml_matches_pyproject():
     pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     env_pins = _pins(pip_block)
     assert env_pins == py_pins
+    assert all(spec.startswith("==") for spec, _ in py_pins.values()), py_pins
     assert "-e ." in pip_block
 
 
