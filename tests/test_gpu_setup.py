@@ -173,14 +173,12 @@ def test_the_gpu_extra_and_the_dev_extra_are_exact_pins():
 
 
 def gpu_readme_section() -> str:
-    """The README's GPU section (README_GPU_SECTION.md until it is pasted into README.md)."""
+    """The README's GPU section, up to its first subsection (the lent-image notes that follow are not a user's
+    install path)."""
     readme = (ROOT / "README.md").read_text()
-    m = re.search(r"^## On a CUDA GPU\n.*?(?=^## |\Z)", readme, re.S | re.M)
-    if m:
-        return m.group(0)
-    draft = ROOT / "README_GPU_SECTION.md"
-    assert draft.exists(), "README.md has no '## On a CUDA GPU' section"
-    return draft.read_text()
+    m = re.search(r"^## On a CUDA GPU\n.*?(?=^##+ |\Z)", readme, re.S | re.M)
+    assert m, "README.md has no '## On a CUDA GPU' section"
+    return m.group(0)
 
 
 def test_the_readme_gpu_commands_are_the_resolved_plan():

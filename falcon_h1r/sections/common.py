@@ -224,13 +224,14 @@ def _eval_gen(preset: Preset):
 def run_mode(preset: Preset) -> str:
     """'compute' when this machine can run the preset, else 'render' from its committed records.
 
-    tiny runs anywhere; small needs a CUDA GPU; paper needs a GPU and the checkpoint on disk.
+    tiny runs anywhere; small needs a usable CUDA GPU (the same test as the CLI's "no usable GPU" line:
+    :func:`falcon_h1r.kernels.cuda_status`); paper needs a GPU and the checkpoint on disk.
     """
-    import torch
+    from falcon_h1r.kernels import cuda_status
 
     if preset.name == "tiny" or preset.device == "cpu":
         return "compute"
-    if not torch.cuda.is_available():
+    if not cuda_status().usable:
         return "render"
     if preset.model.checkpoint and not Path(preset.model.checkpoint).expanduser().is_dir():
         return "render"
