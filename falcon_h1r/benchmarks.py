@@ -56,9 +56,10 @@ import json
 import pickle
 import random
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from falcon_h1r.verify.extract import LETTERS, extract_boxed
 

@@ -226,7 +226,7 @@ def test_answer_classes_group_equivalents_and_keep_words_apart():
     assert monday != tuesday and ids[8] == monday
     assert yes != sey
     assert ids[11] is None and ids[12] is None
-    assert len(set(i for i in ids if i is not None)) == 7
+    assert len({i for i in ids if i is not None}) == 7
 
 
 def test_answer_classes_merge_through_math_verify_only_for_math():

@@ -23,11 +23,13 @@ canonical forms, answer kinds), :mod:`.equivalence` (the one equivalence for gra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from falcon_h1r.verify.code import TEST_TYPES, run_test_cases, stdout_matches
-from falcon_h1r.verify.equivalence import (EQUIVALENCE_KINDS, AnswerClasses, _pool, answer_key, answers_equivalent,
+from falcon_h1r.verify.equivalence import _pool as _pool  # curation runs math-verify in the same workers
+from falcon_h1r.verify.equivalence import (EQUIVALENCE_KINDS, AnswerClasses, answer_key, answers_equivalent,
                                            math_equal, math_equal_tier1, math_verify_equal)
 from falcon_h1r.verify.extract import (LETTERS, THINK_CLOSE, THINK_OPEN, choice_letter, detect_language, extract_boxed,
                                        extract_choice, extract_code, final_answer_part, unwrap_text_macros)

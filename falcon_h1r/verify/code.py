@@ -17,9 +17,9 @@ The sandbox is the package's own (:mod:`falcon_h1r.sandbox`); the reward is 1 on
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any, Sequence
+from typing import Any
 
 TEST_TYPES = ("stdin", "functional")
 
@@ -92,8 +92,8 @@ def run_test_cases(code: str, cases: Sequence[dict[str, str]], test_type: str, *
                    timeout_s: float = 6.0, sample: int | None = None, seed: int = 0) -> tuple[bool, str]:
     """(passed, reason) of ``code`` on LiveCodeBench-style cases; stops at the first failing stdin case.
 
-    ``timeout_s`` bounds each stdin case; a functional run (one process) gets ``timeout_s`` per case; ``sample`` draws up to that many
-    cases (seeded), the paper's "up to N test cases sampled per problem".
+    ``timeout_s`` bounds each stdin case; a functional run (one process) gets ``timeout_s`` per case.
+    ``sample`` draws up to that many cases (seeded): the paper's "up to N test cases sampled per problem".
     """
     from falcon_h1r.sandbox import SandboxLimits, run_python, run_python_tests, sample_tests
 

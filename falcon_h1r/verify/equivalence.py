@@ -25,7 +25,8 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import re
 import threading
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 from falcon_h1r.verify.extract import choice_letter
 from falcon_h1r.verify.normalize import (_ONE_LETTER_ROMAN, classify_answer, is_percent, normalize_math,

@@ -10,7 +10,7 @@ fenced block) is a protocol choice of the benchmark, written down here once.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 LETTERS = "ABCDEFGHIJ"  # GPQA uses A-D, MMLU-Pro up to J
@@ -62,11 +62,11 @@ def detect_language(code: str) -> str:
         return "cpp" if re.search(r"\bstd::|\bcout\b|\bclass\b|\bnamespace\b", code) else "c"
     if re.search(r"\bpublic\s+(static\s+)?class\b|System\.out\.print", code):
         return "java"
-    if re.search(r"^\s*package\s+main|\bfunc\s+\w+\(", code, re.M):
+    if re.search(r"^\s*package\s+main|\bfunc\s+\w+\(", code, re.MULTILINE):
         return "go"
     if re.search(r"\bfunction\s+\w+\s*\(|\bconst\s+\w+\s*=|console\.log", code):
         return "javascript"
-    if re.search(r"^#!/bin/(ba)?sh|^\s*echo\s", code, re.M):
+    if re.search(r"^#!/bin/(ba)?sh|^\s*echo\s", code, re.MULTILINE):
         return "bash"
     return "python"
 

@@ -71,8 +71,7 @@ def to_rational(ans: str) -> Fraction | None:
     (``30^\\circ`` is 30, ``50\\%`` is 50: the value a MATH-style answer key writes).
     """
     s = normalize_math(ans)
-    if s.startswith("+"):
-        s = s[1:]
+    s = s.removeprefix("+")
     try:
         m = _FRAC.match(s)
         if m:
