@@ -1,9 +1,11 @@
 """The paper's benchmarks, read from local copies in their public file formats. Nothing is downloaded.
 
 Each benchmark lives under one root directory (``eval.benchmark_dir``) as ``<root>/<name>.<ext>`` or a
-directory ``<root>/<name>/`` (or one of the names in "local names") holding the public files as
-released: JSON Lines, JSON, Parquet or CSV files (read recursively and concatenated in path order),
-or a ``datasets.save_to_disk`` directory. Rows become the package's problem records::
+directory ``<root>/<name>/`` (or one of the local names below) holding the public files as released:
+JSON Lines, JSON, Parquet or CSV files (found recursively, concatenated in path order; where a release
+holds other subsets or splits only the benchmark's files are read: GPQA ``gpqa_diamond*``, MATH-500,
+MMLU-Pro and HLE ``test*``, LiveCodeBench ``test*.jsonl``), or a ``datasets.save_to_disk`` directory.
+Rows become the package's problem records::
 
     {"id", "benchmark", "domain", "difficulty", "question",   # question = the full user turn
      "problem", "answer", "answer_kind", "meta",                # problem = the statement as released
@@ -51,6 +53,7 @@ code prompts give the starter code or the stdin/stdout contract. These wordings 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import io
 import json
 import pickle
@@ -93,11 +96,14 @@ class BenchmarkSpec:
     public_source: str
     local_names: tuple[str, ...]  # accepted <root>/<local name>[.ext] besides <root>/<name>
     reader: Callable[..., list[dict[str, Any]]]
+    file_patterns: tuple[str, ...] = ("*",)  # which files of a release directory hold the benchmark
 
 
 # ----------------------------------------------------------------------------- reading files
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of one local file or directory in a public format (see the module docstring)."""
+def read_rows(path: str | Path, patterns: tuple[str, ...] = ("*",)) -> list[dict[str, Any]]:
+    """Rows of one local file or directory in a public format (see the module docstring). In a directory,
+    only data files whose name matches one of ``patterns`` are read (GPQA's release holds four subsets,
+    MMLU-Pro's a validation split next to the test split)."""
     path = Path(path)
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
@@ -107,10 +113,13 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
             if hasattr(ds, "keys"):  # a DatasetDict: the test split if there is one, else every split
                 ds = ds["test"] if "test" in ds else [r for split in ds.values() for r in split]
             return [dict(r) for r in ds]
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES
                        and not p.name.startswith(".") and p.name not in ("dataset_info.json", "state.json"))
+        files = [p for p in found if any(fnmatch.fnmatch(p.name, pat) for pat in patterns)]
         if not files:
-            raise FileNotFoundError(f"{path}: no {', '.join(DATA_SUFFIXES)} files inside")
+            raise FileNotFoundError(f"{path}: no data file named like {' or '.join(patterns)} "
+                                    f"({', '.join(DATA_SUFFIXES)}) inside; found: "
+                                    f"{', '.join(str(p.relative_to(path)) for p in found[:8]) or 'nothing'}")
         return [row for f in files for row in read_rows(f)]
     if path.suffix == ".jsonl":
         rows = []
@@ -418,8 +427,9 @@ def _read_lcb(rows: list[dict], spec: BenchmarkSpec, where: str, *, allow_pickle
 
 
 # ----------------------------------------------------------------------------- the registry
-def _spec(name: str, key: str, domain: str, source: str, local: tuple[str, ...], reader: Callable) -> BenchmarkSpec:
-    return BenchmarkSpec(name, key, domain, source, local, reader)
+def _spec(name: str, key: str, domain: str, source: str, local: tuple[str, ...], reader: Callable,
+          patterns: tuple[str, ...] = ("*",)) -> BenchmarkSpec:
+    return BenchmarkSpec(name, key, domain, source, local, reader, patterns)
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {s.name: s for s in (
@@ -428,12 +438,14 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {s.name: s for s in (
           _read_integer_math),
     _spec("hmmt25", "hmmt25", "math", "MathArena/hmmt_feb_2025", ("hmmt_feb_2025",), _read_hmmt),
     _spec("amo_bench", "amo_bench", "math", "meituan-longcat/AMO-Bench", ("AMO-Bench", "amo-bench"), _read_amo),
-    _spec("math500", "math500", "math", "HuggingFaceH4/MATH-500", ("MATH-500", "math-500"), _read_math500),
-    _spec("gpqa_diamond", "gpqa_d", "science", "Idavidrein/gpqa gpqa_diamond.csv", ("gpqa", "gpqa_d"), _read_gpqa),
+    _spec("math500", "math500", "math", "HuggingFaceH4/MATH-500", ("MATH-500", "math-500"), _read_math500,
+          ("test*",)),
+    _spec("gpqa_diamond", "gpqa_d", "science", "Idavidrein/gpqa gpqa_diamond.csv", ("gpqa", "gpqa_d"), _read_gpqa,
+          ("gpqa_diamond*",)),
     _spec("livecodebench_v6", "lcb_v6", "code", "livecodebench/code_generation_lite",
-          ("code_generation_lite", "lcb_v6"), _read_lcb),
-    _spec("mmlu_pro", "mmlu_pro", "general", "TIGER-Lab/MMLU-Pro", ("MMLU-Pro",), _read_mmlu_pro),
-    _spec("hle", "hle", "general", "cais/hle", ("HLE",), _read_hle),
+          ("code_generation_lite", "lcb_v6"), _read_lcb, ("test*.jsonl",)),
+    _spec("mmlu_pro", "mmlu_pro", "general", "TIGER-Lab/MMLU-Pro", ("MMLU-Pro",), _read_mmlu_pro, ("test*",)),
+    _spec("hle", "hle", "general", "cais/hle", ("HLE",), _read_hle, ("test*",)),
 )}
 ALIASES = {"gpqa_d": "gpqa_diamond", "lcb_v6": "livecodebench_v6", "math_500": "math500", "amo-bench": "amo_bench"}
 # Which verifier domain grades each benchmark (the evaluation harness groups pass@1 by it).
@@ -488,7 +500,7 @@ def load_benchmark(name: str, root: str | Path | None, *, limit: int | None = No
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of problems or None, got {limit}")
     path = benchmark_path(spec.name, root)
-    rows = read_rows(path)
+    rows = read_rows(path, spec.file_patterns)
     records = spec.reader(rows, spec, str(path), choice_seed=choice_seed, parser_only=parser_only,
                           allow_pickle=allow_pickle, public_tests_only=public_tests_only,
                           date_from=date_from, date_to=date_to)

@@ -155,6 +155,22 @@ def test_parquet_and_save_to_disk_copies_read_the_same(tmp_path):
     assert B.load_benchmark("aime24", tmp_path) == from_parquet  # the save_to_disk copy under a local name
 
 
+def test_only_the_benchmark_files_of_a_release_directory_are_read(tmp_path):
+    import shutil
+
+    shutil.copytree(FIXTURES / "gpqa", tmp_path / "gpqa")
+    main = (FIXTURES / "gpqa" / "gpqa_diamond.csv").read_text().replace("recA1", "main1")
+    (tmp_path / "gpqa" / "gpqa_main.csv").write_text(main)  # the release's other subsets sit alongside
+    assert [r["id"] for r in B.load_benchmark("gpqa_diamond", tmp_path)] == [r["id"] for r in load("gpqa_diamond")]
+    (tmp_path / "MMLU-Pro" / "data").mkdir(parents=True)
+    rows = (FIXTURES / "mmlu_pro.jsonl").read_text()
+    (tmp_path / "MMLU-Pro" / "data" / "validation-00000-of-00001.jsonl").write_text(rows)
+    with pytest.raises(FileNotFoundError, match=r"named like test\*.*found: data/validation"):
+        B.load_benchmark("mmlu_pro", tmp_path)
+    (tmp_path / "MMLU-Pro" / "data" / "test-00000-of-00001.jsonl").write_text(rows.splitlines()[0] + "\n")
+    assert len(B.load_benchmark("mmlu_pro", tmp_path)) == 1
+
+
 def test_missing_copy_names_the_path_and_the_expected_files(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         B.load_benchmark("math500", tmp_path)
