@@ -1,0 +1,119 @@
+"""Grading code answers by running them in the sandbox against the problem's tests.
+
+Two test formats:
+
+- ``tests``: Python ``assert`` statements run after the code in one sandbox process (the package's
+  synthetic tasks and curated training sets);
+- ``test_cases`` (LiveCodeBench): ``{"input", "output"}`` pairs with ``test_type`` ``"stdin"`` (the
+  program reads stdin and writes stdout) or ``"functional"`` (``input`` holds one JSON value per line,
+  the arguments of ``fn_name``; ``output`` is the JSON result). Functional cases become assert
+  statements (one sandbox process); stdin cases run the program once per case, because a program reads
+  the real standard input (``sys.stdin``, ``input()``, ``open(0)``), which only a fresh process gives.
+  Outputs are compared as LiveCodeBench does: line by line after stripping, a line also matching when
+  both parse as the same list of decimals.
+
+The sandbox is the package's own (:mod:`falcon_h1r.sandbox`); the reward is 1 only if every test passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+TEST_TYPES = ("stdin", "functional")
+
+# Standard-library names a competitive-programming solution uses without importing them (LiveCodeBench
+# grades functional solutions with such a preamble, so ``List[int]`` annotations and ``deque`` resolve).
+FUNCTIONAL_PRELUDE = (
+    "from typing import *\n"
+    "from collections import *\n"
+    "from itertools import *\n"
+    "from functools import *\n"
+    "from heapq import *\n"
+    "from bisect import *\n"
+    "from math import *\n"
+    "import collections, itertools, functools, heapq, bisect, math, string, re, copy, operator, random\n"
+    "import json as _falcon_json\n"
+    "import sys\n"
+    "sys.setrecursionlimit(1 << 16)\n"
+)
+
+
+def functional_test(fn_name: str, case: dict[str, Any], *, class_based: bool) -> str:
+    """One LiveCodeBench functional case as a Python test (needs :data:`FUNCTIONAL_PRELUDE`).
+
+    Tuples are compared as lists, as LiveCodeBench does (JSON has no tuples)."""
+    if not fn_name.isidentifier():
+        raise ValueError(f"fn_name must be a Python identifier, got {fn_name!r}")
+    target = f"Solution().{fn_name}" if class_based else fn_name
+    return (f"_falcon_args = [_falcon_json.loads(_l) for _l in {str(case['input'])!r}.split('\\n') if _l.strip()]\n"
+            f"_falcon_got = {target}(*_falcon_args)\n"
+            "_falcon_got = list(_falcon_got) if isinstance(_falcon_got, tuple) else _falcon_got\n"
+            f"assert _falcon_got == _falcon_json.loads({str(case['output'])!r}), 'wrong answer'\n")
+
+
+def _decimal_line(line: str) -> list[Decimal] | None:
+    try:
+        return [Decimal(tok) for tok in line.split()]
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def stdout_matches(got: str, want: str) -> bool:
+    """LiveCodeBench's stdout rule: same number of stripped lines, each equal as text or as decimals."""
+    got_lines = [line.strip() for line in got.strip().split("\n")]
+    want_lines = [line.strip() for line in want.strip().split("\n")]
+    if len(got_lines) != len(want_lines):
+        return False
+    for g, w in zip(got_lines, want_lines):
+        if g == w:
+            continue
+        gd, wd = _decimal_line(g), _decimal_line(w)
+        if gd is None or wd is None or gd != wd:
+            return False
+    return True
+
+
+def validate_test_cases(cases: Any, test_type: str) -> list[dict[str, str]]:
+    if test_type not in TEST_TYPES:
+        raise ValueError(f"test_type {test_type!r} not accepted; use one of {list(TEST_TYPES)}")
+    if not isinstance(cases, (list, tuple)) or not cases:
+        raise ValueError("test_cases must be a non-empty list of {'input': str, 'output': str}")
+    out = []
+    for i, c in enumerate(cases):
+        if not isinstance(c, dict) or not isinstance(c.get("input"), str) or not isinstance(c.get("output"), str):
+            raise ValueError(f"test_cases[{i}] must be {{'input': str, 'output': str}}, got {c!r:.120}")
+        out.append({"input": c["input"], "output": c["output"]})
+    return out
+
+
+def run_test_cases(code: str, cases: Sequence[dict[str, str]], test_type: str, *, fn_name: str | None = None,
+                   timeout_s: float = 6.0, sample: int | None = None, seed: int = 0) -> tuple[bool, str]:
+    """(passed, reason) of ``code`` on LiveCodeBench-style cases; stops at the first failing stdin case.
+
+    ``timeout_s`` bounds each stdin case; a functional run (one process) gets ``timeout_s`` per case.
+    ``sample`` draws up to that many cases (seeded): the paper's "up to N test cases sampled per problem".
+    """
+    from falcon_h1r.sandbox import SandboxLimits, run_python, run_python_tests, sample_tests
+
+    cases = validate_test_cases(cases, test_type)
+    keep = sample_tests([str(i) for i in range(len(cases))], sample, seed)
+    cases = [cases[int(i)] for i in keep]
+    if test_type == "functional":
+        if not fn_name:
+            raise ValueError("functional test cases need fn_name (the function or Solution method to call)")
+        class_based = "class Solution" in code
+        tests = [functional_test(fn_name, c, class_based=class_based) for c in cases]
+        budget = timeout_s * len(cases)
+        result = run_python_tests(FUNCTIONAL_PRELUDE + code, tests, timeout_s=budget,
+                                  limits=SandboxLimits(cpu_s=budget, wall_s=budget))
+        return result.passed, "ok" if result.passed else result.reason
+    limits = SandboxLimits(cpu_s=timeout_s, wall_s=2 * timeout_s + 1.0, max_output_bytes=1 << 22)
+    for i, case in enumerate(cases):
+        result = run_python(code, stdin=case["input"], limits=limits)
+        if not result.passed:
+            return False, f"test {i}: {result.reason}"
+        if not stdout_matches(result.stdout, case["output"]):
+            return False, f"tests_failed: test {i}: wrong answer"
+    return True, "ok"
