@@ -57,11 +57,17 @@ def _pipeline(rng: random.Random, level: int) -> dict[str, Any]:
     if level >= 3:
         reductions += [["sum_sq"], ["alt_sum"], ["prod_mod", rng.randint(7, 20 + 10 * level)]]
     final = [rng.randint(2, 3 + level // 3), rng.choice([-1, 1]) * rng.randint(1, 9 + level)] if level >= 4 else None
-    return {"family": "pipeline", "stages": stages, "reduce": rng.choice(reductions), "final": final}
+    spec = {"family": "pipeline", "stages": stages, "reduce": rng.choice(reductions), "final": final}
+    if level >= 6:  # the final step given by two of its values: a and b must be worked out first
+        p1 = rng.randint(1, 5)
+        p2 = p1 + rng.randint(1, 4)
+        spec["final_given"] = [[p, final[0] * p + final[1]] for p in (p1, p2)]
+    return spec
 
 
-def _cond(rng: random.Random, level: int) -> list[Any]:
-    kind = rng.choice(["even", "odd", "gt", "mod"])
+def _cond(rng: random.Random, level: int, kind: str) -> list[Any]:
+    if kind == "parity":
+        return [rng.choice(["even", "odd"])]
     if kind == "gt":
         return [kind, rng.randint(2, 5 + 4 * level)]
     if kind == "mod":
@@ -82,15 +88,15 @@ def _update(rng: random.Random, target: str, two: bool) -> list[Any]:
 def _loop(rng: random.Random, level: int) -> dict[str, Any]:
     two = level >= 5
     n_rules = 1 if level <= 2 else (2 if level <= 6 else 3)
-    rules: list[list[Any]] = []
-    while len(rules) < n_rules:  # every branch does something different
-        ups = [_update(rng, rng.choice("ab") if two else "a", two) for _ in range(1 + (two and rng.random() < 0.5))]
-        cond = _cond(rng, level)
-        if all(ups != u and cond != c for c, u in rules):
-            rules.append([cond, ups])
-    other = [_update(rng, rng.choice("ab") if two else "a", two)]
-    while any(other == u for _, u in rules):
+    while True:  # every branch reachable and different; with two accumulators both change somewhere
+        kinds = rng.sample(["parity", "gt", "mod"], n_rules)
+        rules = [[_cond(rng, level, k), [_update(rng, rng.choice("ab") if two else "a", two)
+                                         for _ in range(1 + (two and rng.random() < 0.5))]] for k in kinds]
         other = [_update(rng, rng.choice("ab") if two else "a", two)]
+        updates = [u for _, ups in rules for u in ups] + other
+        distinct = len({str(ups) for _, ups in rules} | {str(other)}) == n_rules + 1
+        if distinct and (not two or {"a", "b"} <= {u[0] for u in updates}):
+            break
     init = [rng.randint(0, 9), rng.randint(0, 9) if two else 0]
     ret = [1, rng.randint(1, 3), rng.randint(-9, 9)] if two else [1, 0, rng.randint(-9, 9)]
     return {"family": "loop", "two": two, "init": init, "rules": rules, "otherwise": other, "ret": ret}
@@ -226,7 +232,11 @@ def describe(spec: dict[str, Any]) -> list[str]:
         out = [s[0].upper() + s[1:] + "." for s in map(_stage_words, spec["stages"])]
         out.append(f"Compute r = {_reduce_words(spec['reduce'])}.")
         f = spec["final"]
-        out.append(f"Return {_affine_text(f[0], f[1], 'r')}." if f else "Return r.")
+        if spec.get("final_given"):
+            (p1, y1), (p2, y2) = spec["final_given"]
+            out.append(f"Return f(r), where f is the linear function with f({p1}) = {y1} and f({p2}) = {y2}.")
+        else:
+            out.append(f"Return {_affine_text(f[0], f[1], 'r')}." if f else "Return r.")
         return out
     init = f"Start with a = {spec['init'][0]}" + (f" and b = {spec['init'][1]}." if spec["two"] else ".")
     out = [init, "For each v in xs, in order:"]
@@ -504,6 +514,15 @@ def _trace_loop(spec: dict[str, Any], xs: list[int], per_element: bool, w: Work)
     return out
 
 
+def _solve_final(spec: dict[str, Any], w: Work) -> None:
+    """Work out f(r) = a*r + b from its two given values (the numbers the code then uses)."""
+    (p1, y1), (p2, y2) = spec["final_given"]
+    a, b = spec["final"]
+    w.line(f"f(r) = a*r + b with f({p1}) = {y1}, f({p2}) = {y2}:")
+    w.line(f"a = ({y2} - {y1}) / ({p2} - {p1}) = {y2 - y1} / {p2 - p1} = {a}")
+    w.line(f"b = {y1} - {a}*{p1} = {y1} - {a * p1} = {b}")
+
+
 def solve_code(spec: dict[str, Any], method: str, w: Work) -> str:
     """Write the reasoning into ``w`` and return the code.
 
@@ -512,6 +531,8 @@ def solve_code(spec: dict[str, Any], method: str, w: Work) -> str:
     example stage by stage on whole lists.
     """
     ex = spec["example"]
+    if spec.get("final_given"):
+        _solve_final(spec, w)
     if method == "column":
         w.line("Plan:")
         for i, s in enumerate(plan_lines(spec)):

@@ -184,7 +184,8 @@ def style_for(problem_index: int, teacher_style: str, seed: int) -> str:
 
 def teacher_records(problems: Sequence[dict[str, Any]], teacher_style: str, seed: int,
                     rollouts: int = 1, noise: TeacherNoise | None = None) -> list[dict[str, Any]]:
-    """``rollouts`` teacher traces per problem (the paper's "n responses per prompt")."""
+    """``rollouts`` teacher traces per problem (the paper's "n responses per prompt"): each problem's record
+    with ``reasoning``, ``final``, ``style`` and ``rollout`` added."""
     rng = random.Random(f"{seed}-teacher")
     out = []
     for i, p in enumerate(problems):
