@@ -123,17 +123,23 @@ def test_the_example_in_the_question_is_what_the_reference_returns(sets):
 
 # ------------------------------------------------------------------------------------- teachers
 def test_styles_reason_differently(sets):
+    # what only one method writes (math: from level 2, where the numbers are worked out at all)
     markers = {"stepwise": {"mul": "carry", "div": "Long division", "frac": "lcm", "linear": "Expand",
-                            "system": "Eliminate", "pipeline": "Trace the example", "loop": "Trace the example"},
-               "terse": {"mul": "*", "div": "in chunks", "frac": ")/(", "linear": "f(0)", "system": "Substitute",
-                         "pipeline": "after step", "loop": "Write it directly"}}
+                            "system": "Eliminate", "pipeline": "Trace the example", "loop": "Trace the example",
+                            "kinetic": "half of it", "heat": "m * c = ", "pressure": "F = m * g",
+                            "force": "a = ", "electric": "P = V * I"},
+               "terse": {"mul": ", so ", "div": "in chunks", "frac": ")/(", "linear": "f(0)", "system": "Substitute",
+                         "pipeline": "after step", "loop": "Write it directly", "kinetic": "m / 2",
+                         "heat": "J per kg", "pressure": "m * g / A", "force": "m * dv", "electric": "V^2"}}
     for p in sets["train"]:
         fam = tasks.family_of(p)
-        step, terse = tasks.teacher_trace(p, "stepwise"), tasks.teacher_trace(p, "terse")
-        if fam in markers["stepwise"] and not (fam in ("mul", "div") and p["difficulty"] == 1):
-            assert markers["stepwise"][fam] in step["reasoning"] and markers["stepwise"][fam] not in \
-                terse["reasoning"].replace("*", "") if fam != "mul" else "carry" not in terse["reasoning"], (fam, p)
-            assert markers["terse"][fam] in terse["reasoning"], (fam, terse["reasoning"])
+        if fam in ("mul", "div") and p["difficulty"] == 1 or fam in ("force", "electric") and p["difficulty"] < 3:
+            continue
+        if fam == "speed":  # differs only in its arithmetic (long vs chunked division)
+            continue
+        step, terse = tasks.teacher_trace(p, "stepwise")["reasoning"], tasks.teacher_trace(p, "terse")["reasoning"]
+        for mine, other, style in ((step, terse, "stepwise"), (terse, step, "terse")):
+            assert markers[style][fam] in mine and markers[style][fam] not in other, (fam, style, mine, other)
 
     def shapes(text):  # line templates: the structure with the numbers taken out
         return {re.sub(r"-?\d+", "N", line) for line in text.splitlines()}

@@ -62,6 +62,11 @@ class Work:
         return "\n".join(self.lines)
 
 
+def paren(n: int) -> str:
+    """A second operand as written by hand: negative numbers in parentheses, ``3*(-4)``."""
+    return f"({n})" if n < 0 else str(n)
+
+
 def digits_of(n: int) -> list[int]:
     """Decimal digits of a non-negative integer, least significant first."""
     return [int(c) for c in reversed(str(n))]
@@ -175,11 +180,11 @@ def multiply(a: int, b: int, w: Work, method: str) -> int:
     x, y = abs(a), abs(b)
     if x * y < 100 or min(x, y) < 10 and max(x, y) < 100 or _power_of_ten(x) or _power_of_ten(y):
         r = w.op(x * y, "number" if x * y >= 10 else "digit") * sign
-        w.line(f"{a}*{b} = {r}")
+        w.line(f"{a}*{paren(b)} = {r}")
         return r
     r = (mul_column if method == "column" else mul_decompose)(x, y, w)
     if sign < 0:
-        w.line(f"with the sign: {a}*{b} = {-r}")
+        w.line(f"with the sign: {a}*{paren(b)} = {-r}")
     return r * sign
 
 
@@ -232,11 +237,11 @@ def divide_exact(a: int, d: int, w: Work, method: str) -> int:
     x, y = abs(a), abs(d)
     if x < 100 and y < 10 or x == 0 or _power_of_ten(y):
         q = w.op(x // y, "number") * sign
-        w.line(f"{a} / {d} = {q}")
+        w.line(f"{a} / {paren(d)} = {q}")
         return q
     q, _ = (div_long if method == "column" else div_chunks)(x, y, w)
     if sign < 0:
-        w.line(f"with the sign: {a} / {d} = {-q}")
+        w.line(f"with the sign: {a} / {paren(d)} = {-q}")
     return q * sign
 
 
@@ -315,6 +320,6 @@ def fmt_decimal(x: Fraction) -> str:
     return f"{sign}{whole}.{digits.rstrip('0') or '0'}"
 
 
-__all__ = ["Work", "add_column", "add_running", "digits_of", "div_chunks", "div_long",
+__all__ = ["Work", "add_column", "add_running", "digits_of", "paren", "div_chunks", "div_long",
            "divide_exact", "fmt_decimal", "frac_tex", "gcd_euclid", "mul_column", "mul_decompose", "multiply",
            "prime_factors", "reduce_fraction"]

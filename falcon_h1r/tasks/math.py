@@ -21,7 +21,7 @@ import random
 from fractions import Fraction
 from typing import Any
 
-from falcon_h1r.tasks.arithmetic import (Work, add_running, divide_exact, frac_tex, multiply,
+from falcon_h1r.tasks.arithmetic import (Work, add_running, divide_exact, frac_tex, multiply, paren,
                                           prime_factors, reduce_fraction)
 
 FAMILIES = ("mul", "div", "frac", "linear", "system")
@@ -272,9 +272,10 @@ def _solve_system(s: dict[str, Any], method: str, w: Work) -> str:
         w.line(f"{_lin(a1, 0)} = {c1} - ({by}) = {rest}")
         x = divide_exact(rest, a1, w, method)
     else:
-        w.line(f"From the second equation, y = {b2}*({c2} - ({a2})x) = {_lin(-a2 * b2, c2 * b2)}.")
         k, m = -a2 * b2, c2 * b2
-        w.line(f"Substitute into the first: {a1}x + {b1}({_lin(k, m)}) = {c1}")
+        flip = ", then change every sign" if b2 < 0 else ""
+        w.line(f"From the second equation (move {_lin(a2, 0)} to the right{flip}): y = {_lin(k, m)}.")
+        w.line(f"Substitute into the first: {_lin(a1, 0)} + {paren(b1)}({_lin(k, m)}) = {c1}")
         bk, bm = multiply(b1, k, w, method), multiply(b1, m, w, method)
         cx = w.op(a1 + bk, "number")
         w.line(f"{a1} + ({bk}) = {cx}, so {cx}x + ({bm}) = {c1}")

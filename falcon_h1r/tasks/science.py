@@ -6,6 +6,9 @@ then F, then work; I from V and R, then P, then energy, then cost) and larger nu
 trace grows with the level. Problems are built backwards from integer SI values, so every
 intermediate division is exact and the answer is a finite decimal; it is checked with a relative
 tolerance of 1 %.
+
+The ``decompose`` method also orders the formulas differently from ``column``: F = m * dv / t
+instead of a first, (m / 2) * v^2, P = V^2 / R, c * dT before the mass, m / A before g.
 """
 
 from __future__ import annotations
@@ -240,12 +243,24 @@ def _solve_force(s: dict[str, Any], method: str, w: Work) -> Fraction:
             v1 = _kmh_to_ms(v1 * 18 // 5, method, w)
         dv = w.op(v1 - v0, "number")
         w.line(f"change of speed: {v1} - {v0} = {dv} m/s")
+        if method != "column":  # momentum first: F = m * dv / t
+            w.line(f"F = m * dv / t = {mass} * {dv} / {s['t']}")
+            mdv = multiply(mass, dv, w, method)
+            w.line(f"m * dv = {mdv}")
+            f = divide_exact(mdv, s["t"], w, method)
+            w.line(f"F = {f} N")
+            return _force_rest(s, f, method, w)
         w.line(f"a = {dv} / {s['t']}")
         a = divide_exact(dv, s["t"], w, method)
         w.line(f"a = {a} m/s^2")
     w.line(f"F = m * a = {mass} * {a}")
     f = multiply(mass, a, w, method)
     w.line(f"F = {f} N")
+    return _force_rest(s, f, method, w)
+
+
+def _force_rest(s: dict[str, Any], f: int, method: str, w: Work) -> Fraction:
+    """From the force on: the work over a distance, or the force in the asked unit."""
     if s["dist"]:
         w.line(f"W = F * d = {f} * {s['dist']}")
         work = multiply(f, s["dist"], w, method)
@@ -257,12 +272,20 @@ def _solve_force(s: dict[str, Any], method: str, w: Work) -> Fraction:
 def _solve_kinetic(s: dict[str, Any], method: str, w: Work) -> Fraction:
     v = _kmh_to_ms(s["v"] * 18 // 5, method, w) if s["kmh"] else s["v"]
     w.line(f"E = m * v^2 / 2 with v = {v} m/s")
-    v2 = multiply(v, v, w, method)
-    w.line(f"v^2 = {v2}")
-    mv2 = multiply(s["m"], v2, w, method)
-    w.line(f"m * v^2 = {s['m']} * {v2} = {mv2}")
-    e = divide_exact(mv2, 2, w, method)
-    w.line(f"half of it: {e}")
+    if method == "column":
+        v2 = multiply(v, v, w, method)
+        w.line(f"v^2 = {v2}")
+        mv2 = multiply(s["m"], v2, w, method)
+        w.line(f"m * v^2 = {s['m']} * {v2} = {mv2}")
+        e = divide_exact(mv2, 2, w, method)
+        w.line(f"half of it: {e}")
+    else:  # halve the (even) mass first
+        half = divide_exact(s["m"], 2, w, method)
+        w.line(f"m / 2 = {half}")
+        v2 = multiply(v, v, w, method)
+        w.line(f"v^2 = {v2}")
+        e = multiply(half, v2, w, method)
+        w.line(f"E = {half} * {v2} = {e}")
     out = Fraction(e)
     if s["grams"]:
         out = _shift(e, 3, w, "grams to kg, E in J")
@@ -281,8 +304,14 @@ def _solve_electric(s: dict[str, Any], method: str, w: Work) -> Fraction:
     w.line(f"I = {current} A")
     if s["level"] == 2:
         return Fraction(current)
-    w.line(f"P = V * I = {s['V']} * {current}")
-    power = multiply(s["V"], current, w, method)
+    if method == "column":
+        w.line(f"P = V * I = {s['V']} * {current}")
+        power = multiply(s["V"], current, w, method)
+    else:  # P = V^2 / R
+        w.line(f"P = V^2 / R = {s['V']}^2 / {s['R']}")
+        v2 = multiply(s["V"], s["V"], w, method)
+        w.line(f"V^2 = {v2}")
+        power = divide_exact(v2, s["R"], w, method)
     w.line(f"P = {power} W")
     if s["level"] <= 3:
         return Fraction(power)
@@ -303,10 +332,16 @@ def _solve_heat(s: dict[str, Any], method: str, w: Work) -> Fraction:
     dt = w.op(s["t2"] - s["t1"], "number")
     w.line(f"temperature rise: {s['t2']} - {s['t1']} = {dt} C")
     w.line(f"Q = m * c * dT = {s['m']} * {s['c']} * {dt}" + (" / 1000 (grams to kg)" if s["grams"] else ""))
-    mc = multiply(s["m"], s["c"], w, method)
-    w.line(f"m * c = {mc}")
-    q = multiply(mc, dt, w, method)
-    w.line(f"times dT: {q}")
+    if method == "column":
+        mc = multiply(s["m"], s["c"], w, method)
+        w.line(f"m * c = {mc}")
+        q = multiply(mc, dt, w, method)
+        w.line(f"times dT: {q}")
+    else:  # heat per kilogram first
+        cdt = multiply(s["c"], dt, w, method)
+        w.line(f"c * dT = {cdt} J per kg")
+        q = multiply(cdt, s["m"], w, method)
+        w.line(f"times m: {q}")
     out = _shift(q, 3, w, "grams to kg, Q in J") if s["grams"] else Fraction(q)
     if s["unit"] == "kJ":
         out = out / 1000
@@ -315,6 +350,18 @@ def _solve_heat(s: dict[str, Any], method: str, w: Work) -> Fraction:
 
 
 def _solve_pressure(s: dict[str, Any], method: str, w: Work) -> Fraction:
+    if method != "column":  # mass per area first, then times g
+        area = s.get("area_m2") or s["area"]
+        if "area_m2" in s:
+            w.line(f"p = m * g / A = ({s['m']} / {area}) * 10")
+            per = divide_exact(s["m"], area, w, method)
+            p = multiply(per, 10, w, method)
+        else:
+            w.line(f"p = m * g / A, A = {area} / 10000 m^2, so p = {s['m']} * (10 * 10000 / {area})")
+            per = divide_exact(100000, area, w, method)
+            p = multiply(s["m"], per, w, method)
+        w.line(f"p = {p} Pa")
+        return _shift(p, 3, w, "in kPa") if s["unit"] == "kPa" else Fraction(p)
     f = multiply(s["m"], 10, w, method)
     w.line(f"F = m * g = {s['m']} * 10 = {f} N")
     if "area_m2" in s:
