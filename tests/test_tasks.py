@@ -55,6 +55,16 @@ def test_same_seed_same_sets_and_splits_disjoint(sets):
         assert "spec" not in tasks.public(p)
 
 
+def test_difficulties_per_domain():
+    s = tasks.generate_split(ALL, {"math": [1, 2], "code": [7], "science": [3, 4, 5]}, 12, "t", seed=0)
+    levels = {d: sorted({p["difficulty"] for p in s if p["domain"] == d}) for d in ALL}
+    assert levels == {"math": [1, 2], "code": [7], "science": [3, 4, 5]}
+    assert tasks.generate_split(["math"], {"math": [1, 2]}, 12, "t", 0) == tasks.generate_split(["math"], [1, 2], 12,
+                                                                                                "t", 0)
+    with pytest.raises(ValueError, match="no levels for domain 'code'"):
+        tasks.generate_split(["code"], {"math": [1]}, 2, "t", 0)
+
+
 def test_low_levels_have_room_for_a_tiny_preset():
     s = tasks.make_task_sets(ALL, [1, 2], 1500, 100, seed=0)
     assert len(s["train"]) == 4500

@@ -13,7 +13,8 @@ checkable by program. What matters for the paper's effects is that reasoning tak
 
 Difficulty levels run from 1 to 10 (``LEVELS``); a trace's length grows with the level (about 30-80
 tokens at level 1, several hundred to over a thousand at level 10), so a preset picks its lengths
-and difficulty with ``tasks.difficulties``. Errors a model makes on such traces are local slips in
+and difficulty with ``tasks.difficulties`` (one list, or one list per domain to calibrate each domain
+on its own). Errors a model makes on such traces are local slips in
 long computations, which differ between samples; teachers can make the same kind of slip
 (``TeacherNoise.slip``). Teacher styles: see :mod:`.teachers`.
 
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from falcon_h1r.tasks.code import make_code
 from falcon_h1r.tasks.math import make_math
@@ -69,12 +70,31 @@ def family_of(problem: dict[str, Any]) -> str | None:
     return spec.get("family") if isinstance(spec, dict) else None
 
 
-def generate_split(domains: list[str] | tuple[str, ...], difficulties: list[int], n_per_domain: int,
+Difficulties = Sequence[int] | Mapping[str, Sequence[int]]
+
+
+def levels_for(difficulties: Difficulties, domain: str) -> list[int]:
+    """The levels of one domain: ``difficulties`` is one list for every domain, or a list per domain
+    (so each domain's difficulty can be calibrated on its own)."""
+    if isinstance(difficulties, Mapping):
+        if domain not in difficulties:
+            raise ValueError(f"difficulties: no levels for domain {domain!r}; give a list for each of "
+                             f"{', '.join(DOMAINS)} or one list for all")
+        levels = list(difficulties[domain])
+    else:
+        levels = list(difficulties)
+    if not levels:
+        raise ValueError(f"difficulties: an empty list for {domain!r}; use levels from {LEVELS[0]} to {LEVELS[-1]}")
+    return levels
+
+
+def generate_split(domains: list[str] | tuple[str, ...], difficulties: Difficulties, n_per_domain: int,
                    split: str, seed: int, exclude_questions: set[str] | None = None) -> list[dict[str, Any]]:
-    """``n_per_domain`` unique problems per domain, spread evenly over difficulties, deterministic in seed."""
+    """``n_per_domain`` unique problems per domain, spread evenly over its difficulties, deterministic in seed."""
     out = []
     exclude = exclude_questions or set()
     for domain in domains:
+        levels = levels_for(difficulties, domain)
         rng = random.Random(f"{seed}-{split}-{domain}")
         seen: set[str] = set()
         count, tries = 0, 0
@@ -82,7 +102,7 @@ def generate_split(domains: list[str] | tuple[str, ...], difficulties: list[int]
             tries += 1
             if tries > 200 * n_per_domain + 1000:
                 raise RuntimeError(f"could not draw {n_per_domain} unique {domain} problems; lower the count")
-            difficulty = difficulties[count % len(difficulties)]
+            difficulty = levels[count % len(levels)]
             p = make_problem(domain, difficulty, rng)
             if p["question"] in seen or p["question"] in exclude:
                 continue
@@ -93,7 +113,7 @@ def generate_split(domains: list[str] | tuple[str, ...], difficulties: list[int]
     return out
 
 
-def make_task_sets(domains: list[str], difficulties: list[int], train_per_domain: int, test_per_domain: int,
+def make_task_sets(domains: list[str], difficulties: Difficulties, train_per_domain: int, test_per_domain: int,
                    seed: int) -> dict[str, list[dict[str, Any]]]:
     """Train and held-out test sets that never share a question (the test set is drawn first)."""
     test = generate_split(domains, difficulties, test_per_domain, "test", seed)
@@ -119,5 +139,5 @@ def length_summary(lengths: Sequence[int]) -> dict[str, float]:
 
 
 __all__ = ["DOMAINS", "GENERATOR_VERSION", "LEVELS", "STYLES", "TeacherNoise", "family_of", "generate_split",
-           "length_summary", "make_problem", "make_task_sets", "public", "style_for", "teacher_records",
+           "length_summary", "levels_for", "make_problem", "make_task_sets", "public", "style_for", "teacher_records",
            "teacher_trace", "trace_token_lengths"]
