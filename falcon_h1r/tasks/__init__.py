@@ -11,8 +11,9 @@ checkable by program. What matters for the paper's effects is that reasoning tak
   through the program's state before writing it; hidden ``assert`` tests reject one-slip variants;
 - science (:mod:`.science`): unit-conversion chains and chained formulas, each conversion written.
 
-Difficulty levels run from 1 to 10 (``LEVELS``); a trace's length grows with the level (about 30-80
-tokens at level 1, several hundred to over a thousand at level 10), so a preset picks its lengths
+Difficulty levels run from 1 to 10 (``LEVELS``); a trace's length grows with the level (stepwise
+teacher, 1,024-token BPE: median about 90-220 tokens at level 1, 750-900 at level 10, the longest
+about 1,600), so a preset picks its lengths
 and difficulty with ``tasks.difficulties`` (one list, or one list per domain to calibrate each domain
 on its own). Errors a model makes on such traces are local slips in
 long computations, which differ between samples; teachers can make the same kind of slip
