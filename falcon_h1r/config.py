@@ -195,7 +195,9 @@ class TasksConfig:
     domains: list[str] = field(default_factory=lambda: ["math", "code", "science"])
     train_per_domain: int = 2000
     test_per_domain: int = 100
-    difficulties: list[int] = field(default_factory=lambda: [1, 2, 3])
+    # Difficulty levels 1-10 (falcon_h1r.tasks): one list for every domain, or a list per domain, so each
+    # domain can be calibrated on its own (the small base should solve 20-80 % of every domain).
+    difficulties: list[int] | dict[str, list[int]] = field(default_factory=lambda: [1, 2, 3])
     teacher_style: str = "stepwise"
 
     def __post_init__(self) -> None:
@@ -203,13 +205,29 @@ class TasksConfig:
         if bad or not self.domains:
             raise RecipeError(f"tasks.domains: {bad or self.domains} not accepted; use a non-empty subset of "
                               "['math', 'code', 'science']")
-        bad = [d for d in self.difficulties if d not in (1, 2, 3)]
-        if bad or not self.difficulties:
-            raise RecipeError(f"tasks.difficulties: {bad or self.difficulties} not accepted; use a subset of [1, 2, 3]")
+        lists = self.difficulties.values() if isinstance(self.difficulties, dict) else [self.difficulties]
+        bad = [d for levels in lists for d in levels if d not in range(1, 11)]
+        if bad or not all(lists) or not self.difficulties:
+            raise RecipeError(f"tasks.difficulties: {bad or self.difficulties} not accepted; use levels from 1 to 10 "
+                              "(one list, or one non-empty list per domain)")
+        if isinstance(self.difficulties, dict):
+            missing = [d for d in self.domains if d not in self.difficulties]
+            extra = [d for d in self.difficulties if d not in self.domains]
+            if missing or extra:
+                raise RecipeError(f"tasks.difficulties: per-domain levels must name exactly the domains "
+                                  f"{self.domains}; missing {missing}, unknown {extra}")
         if self.teacher_style not in ("stepwise", "terse", "mixed"):
             raise RecipeError(f"tasks.teacher_style: {self.teacher_style!r} not accepted; use 'stepwise', 'terse' or 'mixed'")
         _positive("tasks.train_per_domain", self.train_per_domain)
         _positive("tasks.test_per_domain", self.test_per_domain)
+
+    def levels(self, domain: str) -> list[int]:
+        """The difficulty levels of ``domain``."""
+        return list(self.difficulties[domain] if isinstance(self.difficulties, dict) else self.difficulties)
+
+    def all_levels(self) -> list[int]:
+        """Every level any domain uses, sorted (for rules that read difficulty across domains)."""
+        return sorted({lv for d in self.domains for lv in self.levels(d)})
 
 
 @dataclass
@@ -225,6 +243,10 @@ class TrainConfig:
     max_seq_len: int = 256
     eval_every: int = 100
     log_every: int = 10
+    # torch threads while a cached stage trains or evaluates on the CPU. Fixed here, not by whichever notebook
+    # happens to build the cache first: the weights of a CPU run depend on the thread count (float sums are
+    # reordered), so it is part of the cache key and the provenance. No effect on a GPU.
+    cpu_threads: int = 2
 
     def __post_init__(self) -> None:
         _positive("train.steps", self.steps)
@@ -233,6 +255,7 @@ class TrainConfig:
         if not 0 <= self.warmup_frac < 1:
             raise RecipeError(f"train.warmup_frac: must be in [0, 1), got {self.warmup_frac}")
         _positive("train.max_seq_len", self.max_seq_len)
+        _positive("train.cpu_threads", self.cpu_threads)
 
 
 @dataclass
@@ -257,6 +280,9 @@ class GenerationConfig:
 class EvalConfig:
     n_samples: int = 4  # pass@1 is averaged over n samples (paper: 16 for AIME, 5 GPQA, ...)
     problems_per_domain: int = 50
+    # Independently trained SFT bases (seeds of the base run): claims that rest on a trained model take their
+    # interval over these (the protocol asks for >= 3 at small); the first is the preset's own seed.
+    base_seeds: list[int] = field(default_factory=lambda: [0])
     # Paper benchmarks to evaluate (paper preset only; they are read from local copies).
     benchmarks: list[str] = field(default_factory=list)
     benchmark_dir: str | None = None
@@ -264,6 +290,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _positive("eval.n_samples", self.n_samples)
         _positive("eval.problems_per_domain", self.problems_per_domain)
+        if not self.base_seeds or len(set(self.base_seeds)) != len(self.base_seeds):
+            raise RecipeError(f"eval.base_seeds: a non-empty list of distinct seeds, got {self.base_seeds}")
 
 
 @dataclass

@@ -243,6 +243,7 @@ class TrainHistory:
     tokens: int = 0  # supervised tokens seen (all ranks)
     input_tokens: int = 0  # tokens through the model, padding included (all ranks)
     resumed_from: int | None = None
+    steps_done: int = 0  # optimizer steps taken, resumed ones included (< cfg.steps when stopped early)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -395,7 +396,7 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
               seed: int = 0, eval_fn: Callable[[int], dict[str, Any]] | None = None,
               progress: bool = True, desc: str = "sft", recipe: SFTRecipe | None = None,
               checkpoint_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
-              on_step: Callable[[int, TrainHistory], None] | None = None,
+              deadline: float | None = None, on_step: Callable[[int, TrainHistory], None] | None = None,
               dist: DistContext | None = None) -> TrainHistory:
     """SFT for ``cfg.steps`` optimizer steps of ``cfg.batch_size`` samples each.
 
@@ -405,6 +406,8 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
     of a ``torchrun`` job (then ``model`` is the DDP wrapper, or ``dist.ds_engine`` the DeepSpeed
     engine). ``checkpoint_dir`` + ``recipe.save_every`` save checkpoints; ``resume`` continues from the
     newest one; ``stop_after`` ends the run after that many steps, as a crash would (the checkpoints
+    stay); ``deadline`` (a ``time.time()``) likewise ends it at the first checkpoint step past that moment, so a
+    long run can go in resumable pieces (``hist.steps_done`` says how far it got; the checkpoints
     stay). Without ``recipe`` it trains unpacked, one rank, plain token mean (the base-model stage).
     """
     from tqdm.auto import tqdm
@@ -455,6 +458,7 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
         hist.tokens += st.tokens
         hist.input_tokens += st.input_tokens
         done = step + 1
+        hist.steps_done = done
         if step % cfg.log_every == 0 or done == cfg.steps:
             hist.steps.append(step)
             hist.loss.append(st.loss)
@@ -471,6 +475,9 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
             save_checkpoint(checkpoint_dir, done, model, opt, sched, data, hist, recipe.keep_checkpoints)
         if on_step is not None:
             on_step(done, hist)
+        saved_here = checkpoint_dir is not None and recipe.save_every and done % recipe.save_every == 0
+        if deadline is not None and saved_here and time.time() > deadline and done < cfg.steps:
+            break
         if stop_after is not None and done >= stop_after and done < cfg.steps:
             break
     bar.close()

@@ -154,9 +154,9 @@ def test_loss_is_on_the_assistant_turn_only_and_weighted(tiny_preset):
     probs = generate_split(["math"], [1], 2, "t", 0)
     recs = [{**r, "weight": 1.75} for r in teacher_records(probs, "stepwise", 0)]
     tok = get_tokenizer(tiny_preset, {"train": probs, "test": []}, root=Path(os.environ.get("TMPDIR", "/tmp")) / "tok")
-    exs = examples_from_traces(recs, tok, 200)
+    exs = examples_from_traces(recs, tok, 4000)  # untrimmed: the EOS must stay
     for packing in (False, True):
-        b = make_batch(exs, tok.pad_id, packing=packing, pack_len=400)
+        b = make_batch(exs, tok.pad_id, packing=packing, pack_len=8000)
         sup = b["labels"] != -100
         assert torch.equal(sup, b["weights"] > 0)
         assert set(b["weights"][sup].tolist()) == {1.75}

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -109,45 +109,95 @@ class BaseModel:
     model: torch.nn.Module
     tokenizer: ChatTokenizer
     sets: dict[str, list[dict[str, Any]]]
-    info: dict[str, Any]  # accuracy before/after, wall time, params, cache path
+    info: dict[str, Any]  # accuracies (greedy before/after, sampled pass@1), wall time, params, trace lengths
     path: Path
+
+    @property
+    def seed(self) -> int:
+        return int(self.info.get("seed", 0))
+
+
+class StageIncomplete(RuntimeError):
+    """A cached stage stopped at its time budget; its checkpoints are kept and the next call resumes them."""
 
 
 def torch_dtype(preset: Preset) -> torch.dtype:
     return torch.bfloat16 if preset.dtype == "bfloat16" else torch.float32
 
 
-def get_base_model(preset: Preset, *, root: Path = RESULTS_ROOT, progress: bool = True,
-                   force: bool = False) -> BaseModel:
-    """The preset's SFT base: trained from scratch on teacher traces (tiny/small), or loaded (paper).
+def base_seeds(preset: Preset) -> list[int]:
+    """The seeds of the preset's independently trained bases (``eval.base_seeds``); a checkpoint is one base."""
+    return [preset.seed] if preset.model.checkpoint else list(preset.eval.base_seeds)
 
-    Records the held-out accuracy before and after training and the wall time in ``info``.
+
+def base_training_recipe(preset: Preset) -> Any:
+    """How the base SFT run trains: the preset's ``sft`` block (packing, normalization, precision), plus a
+    checkpoint every tenth of the run so a long run goes in resumable pieces."""
+    from falcon_h1r.sft import SFTRecipe
+
+    recipe = preset.section("sft", SFTRecipe)
+    return replace(recipe, save_every=max(1, preset.train.steps // 10), keep_checkpoints=1)
+
+
+def sampled_eval_config(preset: Preset) -> Any:
+    """The paper's sampling for pass@1 (the preset's generation block: T 0.6, top-p 0.95 as in paper §4.1)."""
+    return preset.generation
+
+
+def _pass1_fields(report: Any) -> dict[str, Any]:
+    return {"pass1": report.pass1, "pass1_by_domain": report.pass1_by_domain,
+            "pass1_by_difficulty": report.pass1_by_difficulty, "n_samples": report.n_samples,
+            "per_problem": {r["id"]: r["correct"] / r["n"] for r in report.per_problem},
+            "mean_response_tokens": report.mean_response_tokens}
+
+
+def get_base_model(preset: Preset, *, seed: int | None = None, root: Path = RESULTS_ROOT, progress: bool = True,
+                   force: bool = False, budget_s: float | None = None) -> BaseModel:
+    """One of the preset's SFT bases: trained from scratch on teacher traces (tiny/small), or loaded (paper).
+
+    ``seed`` picks the base (default: the preset's seed; see :func:`base_seeds`): the bases share the task sets
+    and the tokenizer and differ in initialisation and data order. The run trains with
+    ``train.cpu_threads`` torch threads on a CPU (recorded, and part of the cache key), checkpoints as it goes
+    and, with ``budget_s``, stops at a checkpoint past that time and raises :class:`StageIncomplete` (call again
+    to resume). ``info`` holds the held-out greedy accuracy before and after training, the sampled pass@1 at the
+    paper's settings (per domain, per difficulty, per problem), the teacher traces' token lengths and the wall
+    time.
     """
+    from falcon_h1r.env import cpu_model
     from falcon_h1r.evaluation import evaluate, majority_answer_baseline
     from falcon_h1r.models import build_model, count_params, load_checkpoint, save_model
     from falcon_h1r.sft import examples_from_traces, train_sft
+    from falcon_h1r.tasks import length_summary, trace_token_lengths
 
+    seed = preset.seed if seed is None else seed
     device = pick_device(preset.device)
     dtype = torch_dtype(preset)
     if preset.model.checkpoint:
         model = load_checkpoint(preset.model.checkpoint, dtype=dtype, device=device)
         tok = ChatTokenizer.load(preset.tokenizer.path or preset.model.checkpoint)
-        return BaseModel(model, tok, {"train": [], "test": []}, {"source": preset.model.checkpoint},
+        return BaseModel(model, tok, {"train": [], "test": []}, {"source": preset.model.checkpoint, "seed": seed},
                          Path(preset.model.checkpoint))
 
     sets = task_sets(preset)
     tok = get_tokenizer(preset, sets, root)
-    key = recipe_hash(preset.model, preset.tokenizer, preset.tasks, preset.train, preset.seed, preset.dtype,
-                      GENERATOR_VERSION)
+    trainer = base_training_recipe(preset)
+    key = recipe_hash(preset.model, preset.tokenizer, preset.tasks, preset.train, seed, preset.dtype,
+                      GENERATOR_VERSION, trainer)
     path = cache_dir(preset, root) / f"base-{key}"
     test = held_out(sets, preset)
+    threads = preset.train.cpu_threads
 
     def untrained() -> torch.nn.Module:
-        return build_model(preset.model, tok.vocab_size, seed=preset.seed, pad_id=tok.pad_id, eos_id=tok.eos_id,
+        return build_model(preset.model, tok.vocab_size, seed=seed, pad_id=tok.pad_id, eos_id=tok.eos_id,
                            dtype=dtype).to(device)
 
     def greedy_eval(m: torch.nn.Module) -> Any:
-        return evaluate(m, tok, test, _eval_gen(preset), n_samples=1, seed=preset.seed, progress=progress)
+        return evaluate(m, tok, test, _eval_gen(preset), n_samples=1, seed=seed, progress=progress)
+
+    def sampled_eval(m: torch.nn.Module) -> dict[str, Any]:
+        rep = evaluate(m, tok, test, sampled_eval_config(preset), n_samples=preset.eval.n_samples, seed=seed,
+                       progress=progress, desc="pass@1 (T 0.6)")
+        return _pass1_fields(rep)
 
     def accuracy_fields(before: Any, after: Any) -> dict[str, Any]:
         return {"greedy_acc_before": before.pass1, "greedy_acc_after": after.pass1,
@@ -155,33 +205,55 @@ def get_base_model(preset: Preset, *, root: Path = RESULTS_ROOT, progress: bool 
                 "greedy_acc_after_by_domain": after.pass1_by_domain,
                 "majority_answer_baseline": majority_answer_baseline(sets["train"], test), "eval_problems": len(test)}
 
+    def eval_key() -> dict[str, Any]:  # what the cached accuracies were measured with
+        return {"eval_problems": len(test), "n_samples": preset.eval.n_samples,
+                "generation": to_dict(sampled_eval_config(preset))}
+
     if (path / "falcon_h1r.json").exists() and not force:
         from transformers import FalconH1ForCausalLM
 
-        model = FalconH1ForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
-        info = json.loads((path / "falcon_h1r.json").read_text())
-        if info.get("eval_problems") != len(test):
-            # The cache key covers what shapes the weights, not the evaluation: a changed
-            # eval.problems_per_domain re-measures the accuracies instead of reporting stale ones.
-            info.update(accuracy_fields(greedy_eval(untrained()), greedy_eval(model)))
+        try:
+            model = FalconH1ForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
+            info = read_json(path / "falcon_h1r.json")
+        except Exception as exc:  # a truncated or corrupt cache entry: say which, and how to rebuild it
+            raise CacheError(f"cached base model {path} cannot be loaded ({type(exc).__name__}: {str(exc)[:160]}); "
+                             f"delete that folder and rerun (falcon-h1r reproduce --preset {preset.name}) to rebuild "
+                             "it") from None
+        if info.get("eval_key") != eval_key():
+            # The cache key covers what shapes the weights, not the evaluation: re-measure instead of
+            # reporting accuracies of another evaluation.
+            with torch_threads(threads, device):
+                info.update(accuracy_fields(greedy_eval(untrained()), greedy_eval(model)))
+                info["sampled"] = sampled_eval(model)
+            info["eval_key"] = eval_key()
             write_json(path / "falcon_h1r.json", info)
             write_json(path / "history.json", info)
         return BaseModel(model, tok, sets, info, path)
 
-    seed_everything(preset.seed)
-    model = untrained()
-    t0 = time.time()
-    before = greedy_eval(model)
-    records = teacher_records(sets["train"], preset.tasks.teacher_style, preset.seed)
-    examples = examples_from_traces(records, tok, preset.train.max_seq_len)
-    hist = train_sft(model, examples, preset.train, pad_id=tok.pad_id, seed=preset.seed, progress=progress,
-                     desc="base SFT")
-    after = greedy_eval(model)
+    work = path.with_name(f"{path.name}.work")
+    seed_everything(seed)
+    with torch_threads(threads, device):
+        model = untrained()
+        t0 = time.time()
+        before = greedy_eval(model)
+        records = teacher_records(sets["train"], preset.tasks.teacher_style, preset.seed)
+        examples = examples_from_traces(records, tok, preset.train.max_seq_len)
+        hist = train_sft(model, examples, preset.train, pad_id=tok.pad_id, seed=seed, progress=progress,
+                         desc=f"base SFT (seed {seed})", recipe=trainer, checkpoint_dir=work, resume=True,
+                         deadline=None if budget_s is None else time.time() + budget_s)
+        if hist.steps_done < preset.train.steps:
+            raise StageIncomplete(f"base model (seed {seed}) stopped at step {hist.steps_done} of "
+                                  f"{preset.train.steps} on its time budget; its checkpoint is in {work}; run again "
+                                  "to resume")
+        after = greedy_eval(model)
+        sampled = sampled_eval(model)
+    lengths = length_summary(trace_token_lengths(records, tok))
     info = {
-        "preset": preset.name, "params": count_params(model), "train_wall_s": round(hist.wall_s, 2),
+        "preset": preset.name, "seed": seed, "params": count_params(model), "train_wall_s": round(hist.wall_s, 2),
         "total_wall_s": round(time.time() - t0, 2), "train_tokens": hist.tokens, "steps": preset.train.steps,
-        **accuracy_fields(before, after),
-        "loss_curve": {"step": hist.steps, "loss": hist.loss}, "recipe_hash": key,
+        "resumed_from": hist.resumed_from, **accuracy_fields(before, after), "sampled": sampled,
+        "eval_key": eval_key(), "trace_tokens": lengths, "cpu_threads": threads, "cpu_model": cpu_model(),
+        "device": str(device), "loss_curve": {"step": hist.steps, "loss": hist.loss}, "recipe_hash": key,
     }
     # Write into a private folder, then rename: a concurrent run or an interrupted one never leaves
     # a half-written cache entry behind.
@@ -194,7 +266,18 @@ def get_base_model(preset: Preset, *, root: Path = RESULTS_ROOT, progress: bool 
         shutil.rmtree(tmp)
     else:
         os.replace(tmp, path)
+    shutil.rmtree(work, ignore_errors=True)
     return BaseModel(model.eval(), tok, sets, info, path)
+
+
+def get_base_models(preset: Preset, *, root: Path = RESULTS_ROOT, progress: bool = True,
+                    budget_s: float | None = None) -> list[BaseModel]:
+    """Every base of :func:`base_seeds`, in order (each cached on its own)."""
+    return [get_base_model(preset, seed=s, root=root, progress=progress, budget_s=budget_s) for s in base_seeds(preset)]
+
+
+class CacheError(RuntimeError):
+    """A cached stage that cannot be read; the message names it and how to rebuild it."""
 
 
 def first_per_domain(problems: Sequence[dict[str, Any]], per_domain: int,

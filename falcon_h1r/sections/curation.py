@@ -116,7 +116,7 @@ def curate_sft(preset: Preset, *, model: Any = None, tokenizer: Any = None, root
             pass_rates = {r.id: r.pass_rate for r in rates}
         pool = sft_pool(preset, recipe, sets["train"])
         cur = curate_sft_records(pool, tok, recipe, eval_questions=[p["question"] for p in sets["test"]],
-                                 pass_rates=pass_rates, levels=preset.tasks.difficulties, progress=progress)
+                                 pass_rates=pass_rates, levels=preset.tasks.all_levels(), progress=progress)
         ds, probs = build_mixture(cur.records, recipe.mixture, seed=preset.seed)
         cur.mixture = [dict(r) for r in ds]
         cur.stats["mixture_probabilities"] = probs

@@ -1,9 +1,12 @@
 """Section 02, supervised fine-tuning (paper §2): what notebook 02 computes or, off the machine a preset needs,
 renders from the committed records.
 
-- :func:`base_training`: the preset's SFT base model (``falcon_h1r.sections.common.get_base_model``: trained by
-  ``falcon_h1r.sft.train_sft``, evaluated by ``falcon_h1r.evaluation.evaluate``), :func:`base_accuracy` its
-  held-out accuracy with Wilson intervals (``falcon_h1r.evaluation.wilson_interval``);
+- :func:`base_training`: the preset's independently trained SFT bases (``eval.base_seeds``;
+  ``falcon_h1r.sections.common.get_base_model``: trained by ``falcon_h1r.sft.train_sft``, evaluated by
+  ``falcon_h1r.evaluation.evaluate``), :func:`base_summary` their sampled pass@1 per domain at the paper's
+  settings with an interval over bases (``falcon_h1r.stats.arm_mean``) and the teacher traces' token lengths,
+  :func:`base_accuracy` the first base's held-out greedy accuracy with Wilson intervals
+  (``falcon_h1r.evaluation.wilson_interval``);
 - :func:`trainer_checks`: the trainer's two guarantees measured on the base model (packing without
   cross-contamination: ``falcon_h1r.sft.per_sample_losses``; balanced DP normalization:
   ``falcon_h1r.distributed.shard_indices``);
@@ -24,10 +27,11 @@ from falcon_h1r.config import Preset, load_preset
 from falcon_h1r.distributed import shard_indices
 from falcon_h1r.evaluation import wilson_interval
 from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json
-from falcon_h1r.sections.common import BaseModel, get_base_model, model_device, run_mode
+from falcon_h1r.sections.common import BaseModel, get_base_models, model_device, run_mode
 from falcon_h1r.sections.sft_ablations import Grid, SFTAblations, ablation_setup, load_ablations, load_grid, run_grid
 from falcon_h1r.sections.sft_findings import ablation_report, normalization_curves
 from falcon_h1r.sft import SFTRecipe, collate_packed, examples_from_traces, per_sample_losses
+from falcon_h1r.stats import arm_mean
 from falcon_h1r.tasks import teacher_records
 
 SECTION = "02_sft"
@@ -59,25 +63,66 @@ def open_section(preset: str, overrides: dict[str, Any] | None = None) -> Sectio
 
 
 # ============================================================================== the base model
-def base_training(sec: Section) -> tuple[BaseModel | None, dict[str, Any]]:
-    """The preset's SFT base and its training record (written to ``base_training.json``); in render mode no
-    model, and the committed record."""
+def base_training(sec: Section) -> tuple[list[BaseModel], list[dict[str, Any]]]:
+    """The preset's SFT bases (one per ``eval.base_seeds``) and their training records (written to
+    ``base_training.json``); in render mode no models, and the committed records."""
     if sec.mode == "compute":
-        base = get_base_model(sec.cfg)
-        sec.writer.json("base_training", base.info)
-        return base, base.info
-    return None, read_json(sec.writer.dir / "base_training.json")
+        bases = get_base_models(sec.cfg)
+        infos = [b.info for b in bases]
+        sec.writer.json("base_training", {"bases": infos})
+        return bases, infos
+    record = read_json(sec.writer.dir / "base_training.json")
+    return [], record["bases"] if "bases" in record else [record]
 
 
-def base_summary(info: dict[str, Any]) -> dict[str, Any]:
-    """The base model's headline figures for summary.json."""
-    return {
+def base_pass1_estimates(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sampled pass@1 (the paper's T 0.6, top-p 0.95) per domain: the mean over bases, with a 95 % interval
+    over bases and problems (``falcon_h1r.stats.arm_mean``, ``unit="bases"``). Empty for records made before
+    bases were sampled."""
+    import numpy as np
+
+    if not infos or any("sampled" not in i for i in infos):
+        return {}
+    out = {}
+    domains = sorted(infos[0]["sampled"]["pass1_by_domain"])
+    for d in domains:
+        ids = sorted(pid for pid in infos[0]["sampled"]["per_problem"] if pid.startswith(f"{d}-"))
+        rates = np.array([[i["sampled"]["per_problem"][pid] for pid in ids] for i in infos], dtype=float)
+        out[d] = arm_mean(rates, unit="bases")
+    return out
+
+
+def base_summary(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bases' headline figures for summary.json: the first base's training and greedy accuracy, the sampled
+    pass@1 per domain over all bases (``base_pass1_<domain>`` with its interval keys), ``base_seeds``, and the
+    SFT traces' token lengths (``sft_trace_tokens_p10/median/p90``)."""
+    info = infos[0]
+    out = {
         "base_params": info["params"], "base_train_steps": info["steps"],
         "base_greedy_acc_before": info["greedy_acc_before"], "base_greedy_acc_after": info["greedy_acc_after"],
         "base_majority_answer_baseline": info["majority_answer_baseline"],
-        "base_train_wall_s": info["train_wall_s"],
+        "base_train_wall_s": info["train_wall_s"], "base_seeds": len(infos),
         **{f"base_greedy_acc_after_{d}": v for d, v in info["greedy_acc_after_by_domain"].items()},
     }
+    for d, est in base_pass1_estimates(infos).items():
+        out.update(est.summary(f"base_pass1_{d}"))
+    if "trace_tokens" in info:
+        out.update({f"sft_trace_tokens_{q}": info["trace_tokens"][q] for q in ("p10", "median", "p90", "max")})
+    return out
+
+
+def base_pass1_table(infos: list[dict[str, Any]]) -> pd.DataFrame:
+    """Sampled pass@1 per base and domain, and per difficulty level (the calibration view)."""
+    rows = []
+    for i in infos:
+        if "sampled" not in i:
+            continue
+        smp = i["sampled"]
+        rows.append({"base_seed": i.get("seed", 0), **{f"pass1_{d}": v for d, v in smp["pass1_by_domain"].items()},
+                     **{f"pass1_level{k}": v for k, v in sorted(smp["pass1_by_difficulty"].items(),
+                                                                key=lambda kv: int(kv[0]))},
+                     "mean_response_tokens": smp["mean_response_tokens"], "train_wall_s": i["train_wall_s"]})
+    return pd.DataFrame(rows)
 
 
 @dataclass
@@ -214,5 +259,5 @@ def gpu_record(name: str) -> dict[str, Any] | None:
 
 
 __all__ = ["AblationTables", "Ablations", "BaseAccuracy", "GPU_RECORDS_DIR", "SECTION", "Section", "ablation_tables",
-           "ablations", "base_accuracy", "base_summary", "base_training", "curves", "gpu_record", "load_recipe",
+           "ablations", "base_accuracy", "base_pass1_estimates", "base_pass1_table", "base_summary", "base_training", "curves", "gpu_record", "load_recipe",
            "mixture_transfer", "open_section", "trainer_checks"]

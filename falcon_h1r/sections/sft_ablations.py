@@ -175,7 +175,7 @@ def curate_arm(pool: Sequence[dict[str, Any]], tokenizer: ChatTokenizer, preset:
     hardest problems kept when the arm says so; weights set to 1 when weighting is off)."""
     crec = replace(curation_recipe(preset), keep_incorrect_hard=arm.incorrect)
     cur = curate_sft_records(pool, tokenizer, crec, eval_questions=eval_questions,
-                             levels=preset.tasks.difficulties)
+                             levels=preset.tasks.all_levels())
     records = cur.records
     if not arm.weighting:
         records = [{**r, "weight": 1.0} for r in records]

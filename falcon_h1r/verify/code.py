@@ -2,12 +2,12 @@
 
 Two test formats:
 
-- ``tests``: Python ``assert`` statements run after the code in one sandbox process (the package's
-  synthetic tasks and curated training sets);
+- ``tests``: Python ``assert <call> == <literal>`` statements (the package's synthetic tasks and curated
+  training sets): the sandbox evaluates the call and the verdict is computed outside the program;
 - ``test_cases`` (LiveCodeBench): ``{"input", "output"}`` pairs with ``test_type`` ``"stdin"`` (the
   program reads stdin and writes stdout) or ``"functional"`` (``input`` holds one JSON value per line,
-  the arguments of ``fn_name``; ``output`` is the JSON result). Functional cases become assert
-  statements (one sandbox process); stdin cases run the program once per case, because a program reads
+  the arguments of ``fn_name``; ``output`` is the JSON result). Functional cases become such assert
+  statements, the JSON read here, in the trusted process (one sandbox process); stdin cases run the program once per case, because a program reads
   the real standard input (``sys.stdin``, ``input()``, ``open(0)``), which only a fresh process gives.
   Outputs are compared as LiveCodeBench does: line by line after stripping, a line also matching when
   both parse as the same list of decimals.
@@ -34,23 +34,29 @@ FUNCTIONAL_PRELUDE = (
     "from bisect import *\n"
     "from math import *\n"
     "import collections, itertools, functools, heapq, bisect, math, string, re, copy, operator, random\n"
-    "import json as _falcon_json\n"
     "import sys\n"
     "sys.setrecursionlimit(1 << 16)\n"
+    "def _falcon_as_json(value):\n"
+    "    return [_falcon_as_json(v) for v in value] if isinstance(value, (list, tuple)) else value\n"
 )
 
 
 def functional_test(fn_name: str, case: dict[str, Any], *, class_based: bool) -> str:
-    """One LiveCodeBench functional case as a Python test (needs :data:`FUNCTIONAL_PRELUDE`).
+    """One LiveCodeBench functional case as ``assert <call> == <literal>`` (needs :data:`FUNCTIONAL_PRELUDE`).
 
-    Tuples are compared as lists, as LiveCodeBench does (JSON has no tuples)."""
+    The JSON arguments and result are parsed here, outside the sandbox, and written as Python literals, so the
+    program only ever sees its arguments; tuples are compared as lists, as LiveCodeBench does (JSON has none)."""
+    import json
+
     if not fn_name.isidentifier():
         raise ValueError(f"fn_name must be a Python identifier, got {fn_name!r}")
     target = f"Solution().{fn_name}" if class_based else fn_name
-    return (f"_falcon_args = [_falcon_json.loads(_l) for _l in {str(case['input'])!r}.split('\\n') if _l.strip()]\n"
-            f"_falcon_got = {target}(*_falcon_args)\n"
-            "_falcon_got = list(_falcon_got) if isinstance(_falcon_got, tuple) else _falcon_got\n"
-            f"assert _falcon_got == _falcon_json.loads({str(case['output'])!r}), 'wrong answer'\n")
+    try:
+        args = [json.loads(line) for line in str(case["input"]).split("\n") if line.strip()]
+        expected = json.loads(str(case["output"]))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"functional test case: input and output must be JSON values, one per line ({exc})") from None
+    return f"assert _falcon_as_json({target}(*{args!r})) == {expected!r}"
 
 
 def _decimal_line(line: str) -> list[Decimal] | None:
