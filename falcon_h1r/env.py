@@ -42,17 +42,21 @@ def seed_everything(seed: int) -> None:
 
 
 def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
-    """Commit and dirty flag of the checkout.
+    """Commit and dirty flag of the code that ran.
 
-    A copy without its ``.git`` (a GPU machine gets the working tree only) passes the commit in
-    ``FALCON_H1R_COMMIT``; anything that is not a full 40-hex hash (``git rev-parse`` prints the literal
-    ``HEAD`` in a repository without commits) is recorded as ``unknown``, never as a commit.
+    ``FALCON_H1R_COMMIT`` (a full 40-hex hash) wins when set: a copy of the working tree on another machine
+    (a GPU) may carry no ``.git`` or a stale one, so the launcher passes the real commit. Otherwise ``git``
+    answers; anything that is not a full hash (``git rev-parse`` prints the literal ``HEAD`` in a repository
+    without commits) is recorded as ``unknown``, never as a commit.
     """
     def full_hash(text: str) -> str | None:
         text = text.strip().lower()
         return text if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
 
-    commit, dirty, source = None, None, "git"
+    given = full_hash(os.environ.get("FALCON_H1R_COMMIT", ""))
+    if given:
+        return {"commit": given, "dirty": os.environ.get("FALCON_H1R_DIRTY", "unknown"), "source": "FALCON_H1R_COMMIT"}
+    commit, dirty = None, None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         commit = full_hash(out.stdout) if out.returncode == 0 else None
@@ -62,10 +66,7 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
             dirty = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         commit = None
-    if commit is None:
-        commit, source = full_hash(os.environ.get("FALCON_H1R_COMMIT", "")), "FALCON_H1R_COMMIT"
-        dirty = None if commit is None else os.environ.get("FALCON_H1R_DIRTY", "unknown")
-    return {"commit": commit or "unknown", "dirty": dirty, "source": source if commit else None}
+    return {"commit": commit or "unknown", "dirty": dirty, "source": "git" if commit else None}
 
 
 def cpu_model() -> str:

@@ -145,7 +145,11 @@ def sampled_eval_config(preset: Preset) -> Any:
 
 
 def _pass1_fields(report: Any) -> dict[str, Any]:
+    by_cell: dict[str, list[float]] = {}
+    for r in report.per_problem:
+        by_cell.setdefault(f"{r['domain']}/{r['difficulty']}", []).append(r["correct"] / r["n"])
     return {"pass1": report.pass1, "pass1_by_domain": report.pass1_by_domain,
+            "pass1_by_domain_level": {k: sum(v) / len(v) for k, v in sorted(by_cell.items())},
             "pass1_by_difficulty": report.pass1_by_difficulty, "n_samples": report.n_samples,
             "per_problem": {r["id"]: r["correct"] / r["n"] for r in report.per_problem},
             "mean_response_tokens": report.mean_response_tokens}

@@ -111,6 +111,29 @@ def base_summary(infos: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def base_pass1_by_level(infos: list[dict[str, Any]], preset: Preset) -> pd.DataFrame:
+    """Sampled pass@1 per domain (rows) and difficulty level (columns), averaged over the bases: the testbed's
+    calibration view (which levels sit at the ceiling or the floor). The held-out problems' levels are
+    regenerated from the preset (deterministic), so records made before the per-level field exist read too."""
+    from falcon_h1r.sections.common import first_per_domain
+    from falcon_h1r.tasks import generate_split
+
+    t = preset.tasks
+    held = first_per_domain(generate_split(t.domains, t.difficulties, t.test_per_domain, "test", preset.seed),
+                            preset.eval.problems_per_domain)
+    cells: dict[tuple[str, int], list[float]] = {}
+    for info in infos:
+        rates = info.get("sampled", {}).get("per_problem", {})
+        for p in held:
+            if p["id"] in rates:
+                cells.setdefault((p["domain"], int(p["difficulty"])), []).append(rates[p["id"]])
+    if not cells:
+        return pd.DataFrame()
+    table = pd.Series({k: sum(v) / len(v) for k, v in cells.items()}).unstack()
+    table.index.name, table.columns.name = "domain", "level"
+    return table
+
+
 def base_pass1_table(infos: list[dict[str, Any]]) -> pd.DataFrame:
     """Sampled pass@1 per base and domain, and per difficulty level (the calibration view)."""
     rows = []
@@ -259,5 +282,5 @@ def gpu_record(name: str) -> dict[str, Any] | None:
 
 
 __all__ = ["AblationTables", "Ablations", "BaseAccuracy", "GPU_RECORDS_DIR", "SECTION", "Section", "ablation_tables",
-           "ablations", "base_accuracy", "base_pass1_estimates", "base_pass1_table", "base_summary", "base_training", "curves", "gpu_record", "load_recipe",
+           "ablations", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary", "base_training", "curves", "gpu_record", "load_recipe",
            "mixture_transfer", "open_section", "trainer_checks"]

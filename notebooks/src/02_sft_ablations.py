@@ -58,6 +58,10 @@ if pass1:
     writer.table("base_pass1_sampled", per_base, caption=f"Ours ({preset} preset, synthetic tasks): sampled pass@1 "
                  "per base, domain and difficulty level (T 0.6, top-p 0.95)")
     display(per_base)
+    by_level = S.base_pass1_by_level(infos, cfg)
+    writer.table("base_pass1_by_level", by_level.reset_index(), caption=f"Ours ({preset} preset, synthetic tasks): "
+                 "sampled pass@1 per domain and difficulty level, mean over the bases")
+    display(by_level.round(2))
     lines = [f"- **{d}**: {est.describe()}" for d, est in pass1.items()]
     inside = [d for d, est in pass1.items() if 0.2 <= est.mean <= 0.8]
     display(Markdown(f"Sampled pass@1 over {len(infos)} base(s):\n" + "\n".join(lines) + "\n\n"
