@@ -243,6 +243,18 @@ def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides:
     total = time.time() - t0
     print(f"reproduce {preset}: {len(sections) - len(failed)}/{len(sections)} notebooks ok in {total:.0f}s",
           file=sys.stderr)
+    from falcon_h1r.claims import ClaimsError
+    from falcon_h1r.sections.scoreboard import write_scoreboard
+
+    try:  # the claims scoreboard of the preset, from every section's summary on disk (statuses by rule)
+        counts = write_scoreboard(preset, RESULTS_ROOT)
+    except (ClaimsError, FileNotFoundError) as exc:
+        print(f"falcon-h1r: claims scoreboard: {exc}", file=sys.stderr)
+        return 2
+    print(f"reproduce {preset}: claims {counts['claims_reproduced']} reproduced, {counts['claims_partly']} partly, "
+          f"{counts['claims_not_reproduced']} not reproduced, {counts['claims_not_testable']} not testable, "
+          f"{counts['claims_not_run']} not run (of {counts['claims_total']}): "
+          f"{RESULTS_ROOT / preset / 'claims.md'}", file=sys.stderr)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

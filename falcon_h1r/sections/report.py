@@ -84,15 +84,40 @@ def headline_markdown(preset: str, root: Path = RESULTS_ROOT) -> str:
     return "\n".join(lines)
 
 
-def update_readme(preset: str, readme: Path = REPO_ROOT / "README.md", root: Path = RESULTS_ROOT) -> bool:
-    """Replace the preset's marked block in README.md; returns whether the file changed."""
-    text = readme.read_text()
-    begin, end = f"<!-- results:{preset}:begin -->", f"<!-- results:{preset}:end -->"
+def claims_markdown(preset: str, root: Path = RESULTS_ROOT) -> str:
+    """The preset's claims scoreboard for the README: the counts, then one row per claim (status computed by
+    rule from the summaries on disk, never typed)."""
+    from falcon_h1r.claims import counts
+    from falcon_h1r.sections.scoreboard import scoreboard_rows
+
+    rows = scoreboard_rows(preset, root)
+    c = counts(rows)
+    lines = [f"{c['claims_total']} claims: **{c['claims_reproduced']} reproduced**, {c['claims_partly']} partly, "
+             f"{c['claims_not_reproduced']} not reproduced, {c['claims_not_testable']} not testable here, "
+             f"{c['claims_not_run']} not run yet (`results/{preset}/claims.md` has the reasons).", "",
+             "| claim | section | status | ours | paper |", "|---|---|---|---|---|"]
+    for r in rows:
+        ours = str(r.get("ours", "")).replace("|", "/")
+        lines.append(f"| `{r['id']}` | {r['section'][:2]} | {r['status']} | {ours} | {str(r.get('paper_value', ''))} |")
+    return "\n".join(lines)
+
+
+def _replace_block(text: str, name: str, body: str) -> str:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     if begin not in text or end not in text:
         raise ValueError(f"README.md has no {begin} ... {end} block")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    new = f"{head}{begin}\n{headline_markdown(preset, root)}\n{end}{tail}"
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def update_readme(preset: str, readme: Path = REPO_ROOT / "README.md", root: Path = RESULTS_ROOT) -> bool:
+    """Replace the preset's marked blocks in README.md (headline figures; the claims scoreboard where the README
+    has a ``claims:<preset>`` block); returns whether the file changed."""
+    text = readme.read_text()
+    new = _replace_block(text, f"results:{preset}", headline_markdown(preset, root))
+    if f"<!-- claims:{preset}:begin -->" in new:
+        new = _replace_block(new, f"claims:{preset}", claims_markdown(preset, root))
     if new != text:
         readme.write_text(new)
     return new != text
