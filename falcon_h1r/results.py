@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -103,13 +104,16 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.(?:tmp|png|pdf)$")  # _temp_prefix + mkstemp's part
+
+
 def sweep_temporary_files(folder: Path) -> list[Path]:
-    """Remove the temporary files (``.<name>.<pid>.*``) that a killed writer left in ``folder``; a live
-    writer's files stay."""
+    """Remove the temporary files (``.<name>.<pid>.<random>.<ext>``) that a killed writer left in ``folder``;
+    a live writer's files stay."""
     removed = []
-    for p in Path(folder).glob(".*.*"):
-        parts = p.name.split(".")
-        if p.is_file() and len(parts) >= 4 and parts[2].isdigit() and not pid_alive(int(parts[2])):
+    for p in sorted(Path(folder).glob(".*")):
+        m = _TEMP_NAME.match(p.name)
+        if m and p.is_file() and not pid_alive(int(m.group(1))):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
@@ -175,7 +179,18 @@ class SectionWriter:
     def summary(self, values: dict[str, Any]) -> Path:
         """Merge flat ``name -> number`` headline figures into summary.json."""
         path = self.dir / "summary.json"
-        current = read_json(path) if path.exists() else {}
+        try:
+            current = read_json(path) if path.exists() else {}
+        except ResultsFileError:
+            if self.mode != "computed":
+                raise  # a render reads what was committed: say which file is broken and how to restore it
+            # A run that computes writes every figure anew: a damaged summary must not block it. Keep the
+            # damaged file beside it for inspection and start a fresh one.
+            os.replace(path, path.with_name("summary.json.corrupt"))
+            import warnings
+
+            warnings.warn(f"{path} was not valid JSON; kept as summary.json.corrupt, a fresh one is written")
+            current = {}
         for key, value in values.items():
             if isinstance(value, (dict, list)):
                 raise TypeError(f"summary value {key!r} must be a number or string, got {type(value).__name__}")

@@ -273,9 +273,26 @@ class _DataStream:
         self.rng.setstate((st[0], tuple(st[1]), st[2]))
 
 
+def sweep_checkpoint_temps(directory: str | Path) -> list[Path]:
+    """Remove the temporary folders (``.tmp-step-NNNNNN-<pid>``) that a writer killed mid-save left behind
+    (their pid is gone); a live writer's folder stays."""
+    from falcon_h1r.results import pid_alive
+
+    removed = []
+    for p in Path(directory).glob(".tmp-step-*-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if p.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``directory`` (``step-NNNNNN/state.pt``), or None."""
+    """The newest complete checkpoint under ``directory`` (``step-NNNNNN/state.pt``), or None; leftovers of
+    killed saves are swept first."""
     directory = Path(directory)
+    if directory.is_dir():
+        sweep_checkpoint_temps(directory)
     done = sorted(p for p in directory.glob("step-*") if (p / "state.pt").exists())
     return done[-1] if done else None
 
@@ -487,5 +504,5 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
 
 
 __all__ = ["Example", "SFTRecipe", "StepStats", "TrainHistory", "backward_step", "collate", "collate_packed",
-           "examples_from_traces", "latest_checkpoint", "linear_warmup_schedule", "make_batch", "pack_rows",
+           "examples_from_traces", "latest_checkpoint", "sweep_checkpoint_temps", "linear_warmup_schedule", "make_batch", "pack_rows",
            "per_sample_losses", "plan_step", "save_checkpoint", "token_losses", "train_sft"]
