@@ -318,6 +318,24 @@ def test_evaluate_pools_with_empty_unanswered_and_short_traces():
         ex.evaluate_pools({0: pool[:10]}, problem, recipe, experiment, progress=False)
 
 
+@pytest.mark.slow
+def test_replay_in_worker_processes_equals_one_process():
+    """The GPU machine replays with one spawned process per core; the result must not depend on it."""
+    import dataclasses
+
+    rng = np.random.default_rng(0)
+    problems = [{"id": f"p{i}", "domain": "math", "answer": "7"} for i in range(3)]
+    pools = {b: [dc.Trace(confidences=rng.normal(10, 2, 20), answer=str(rng.integers(5, 9)), problem_id=p["id"],
+                          trace_idx=j) for p in problems for j in range(32)] for b in (0, 1)}
+    for pool in pools.values():
+        for t in pool:
+            t.correct = t.answer == "7"
+    recipe, experiment = dx.recipes(_preset())
+    one = ex.evaluate_pools(pools, problems, recipe, experiment, progress=False)
+    two = ex.evaluate_pools(pools, problems, recipe, dataclasses.replace(experiment, replay_workers=2), progress=False)
+    pd.testing.assert_frame_equal(one, two)
+
+
 def test_replay_batch_size_checks_consensus_less_often():
     pool = [dc.Trace(confidences=np.full(8, 10.0), answer="1", correct=True, problem_id="p", trace_idx=i)
             for i in range(40)]
