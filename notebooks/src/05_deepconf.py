@@ -142,8 +142,13 @@ SCORE_LABEL = {"mean_confidence_weighted": "mean", "tail_confidence_weighted": "
 suffix = "" if recipe.keep_rule == "floor" else f"/{recipe.keep_rule}"
 
 
+def finite(x):
+    x = x.astype(float)
+    return x.where(np.isfinite(x), 0.0)
+
+
 def bars(ax, c, fmt, **kw):
-    ax.errorbar(c["tokens"], c["acc"], yerr=c["acc_ci95"].fillna(0), xerr=c["tokens_ci95"].fillna(0), fmt=fmt,
+    ax.errorbar(c["tokens"], c["acc"], yerr=finite(c["acc_ci95"]), xerr=finite(c["tokens_ci95"]), fmt=fmt,
                 capsize=2, elinewidth=0.8, **kw)
 
 
@@ -157,6 +162,8 @@ for ax, eta, variant in zip(axes, (recipe.eta_low, recipe.eta_high), ("low", "hi
     for i, (method, label) in enumerate(SCORE_LABEL.items()):
         c = curves[curves["series"] == f"{method}@{eta:g}{suffix}"].sort_values("K")
         ax.plot(c["tokens"], c["acc"], "-", marker=".", color=f"C{i}", alpha=0.8, label=f"offline, {label}")
+        ax.fill_between(c["tokens"], c["acc"] - finite(c["acc_ci95"]), c["acc"] + finite(c["acc_ci95"]),
+                        color=f"C{i}", alpha=0.08, lw=0)
     on = curves[curves["series"] == f"online_{variant}"].sort_values("K")
     bars(ax, on, "r*", ms=11, label=f"online DeepConf-{variant} (K = budget)")
     bo = curves[curves["series"] == f"online_{variant}/budget_only"].sort_values("K")
@@ -168,8 +175,11 @@ for ax, eta, variant in zip(axes, (recipe.eta_low, recipe.eta_high), ("low", "hi
     ax.set(xlabel="generated tokens per problem", title=f"η = {eta:g} % kept")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2), ncol=3, frameon=False)
 axes[0].set_ylabel(f"accuracy (mean over bases, problems, {experiment.n_resamples} draws)")
-fig.suptitle(f"DeepConf: accuracy vs tokens ({OURS}; {len(info['base_seeds'])} base(s) x {info['n_problems']} "
-             "problems; 95 % intervals)")
+has_ci = bool(np.isfinite(curves["acc_ci95"].astype(float)).any())
+shown = curves[curves["series"] != "pass@1"]["acc"]
+axes[0].set_ylim(max(-0.02, shown.min() - 0.1), min(1.02, shown.max() + 0.1))  # intervals may reach past it
+fig.suptitle(f"DeepConf: accuracy vs tokens ({OURS}; {len(info['base_seeds'])} base(s) x {info['n_problems']} problems)\n"
+             + ("bars and bands: 95 % intervals over bases and problems" if has_ci else "no interval: one base"))
 fig.tight_layout()
 writer.figure("accuracy_vs_tokens", fig)
 plt.show()
