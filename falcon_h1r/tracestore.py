@@ -119,15 +119,12 @@ def load_traces(path: str | Path) -> list[Trace]:
     offsets = conf.offsets.to_numpy()
     values = conf.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     cols = {c: table.column(c).to_pylist() for c in table.column_names if c != "confidences"}
-    out = []
-    for i in range(table.num_rows):
-        token_ids = cols.get("token_ids", [None] * table.num_rows)[i]
-        out.append(Trace(confidences=values[offsets[i]:offsets[i + 1]], answer=cols["answer"][i],
-                         correct=cols["correct"][i], finish_reason=cols["finish_reason"][i],
-                         num_tokens=cols["num_tokens"][i], problem_id=cols["problem_id"][i],
-                         trace_idx=cols["trace_idx"][i], token_ids=token_ids,
-                         text=cols.get("text", [None] * table.num_rows)[i]))
-    return out
+    none = [None] * table.num_rows
+    token_ids, texts = cols.get("token_ids", none), cols.get("text", none)
+    return [Trace(confidences=values[offsets[i]:offsets[i + 1]], answer=cols["answer"][i], correct=cols["correct"][i],
+                  finish_reason=cols["finish_reason"][i], num_tokens=cols["num_tokens"][i],
+                  problem_id=cols["problem_id"][i], trace_idx=cols["trace_idx"][i], token_ids=token_ids[i],
+                  text=texts[i]) for i in range(table.num_rows)]
 
 
 # ============================================================================== importers
