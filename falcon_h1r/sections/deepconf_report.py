@@ -35,16 +35,22 @@ class Outcomes:
         self.problems = sorted(table["problem_id"].unique().tolist())
         self._wide = {v: table.pivot_table(index=["series", "K", "base"], columns="problem_id", values=v,
                                            aggfunc="first") for v in ("acc", "tokens")}
+        self._keys = set(self._wide["acc"].index.droplevel("base"))
+        self._arrays: dict[tuple[str, int, str], np.ndarray] = {}
 
     def has(self, series: str, k: int) -> bool:
-        return (series, k) in self._wide["acc"].index.droplevel("base")
+        return (series, k) in self._keys
 
     def array(self, series: str, k: int, value: str = "acc") -> np.ndarray:
-        block = self._wide[value].loc[(series, k)].reindex(index=self.bases, columns=self.problems)
-        arr = block.to_numpy(dtype=float)
-        if np.isnan(arr).any():
-            raise ValueError(f"outcomes of {series!r} at K={k} miss some (base, problem) pairs")
-        return arr
+        key = (series, int(k), value)
+        if key not in self._arrays:
+            block = self._wide[value].loc[(series, k)].reindex(index=self.bases, columns=self.problems)
+            arr = block.to_numpy(dtype=float)
+            if np.isnan(arr).any():
+                raise ValueError(f"outcomes of {series!r} at K={k} miss some (base, problem) pairs")
+            arr.setflags(write=False)
+            self._arrays[key] = arr
+        return self._arrays[key]
 
     def ks(self, series: str) -> list[int]:
         t = self.table
