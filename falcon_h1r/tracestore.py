@@ -12,7 +12,7 @@ column         type                meaning
 =============  ==================  ==========================================================
 problem_id     string              problem the trace answers
 trace_idx      int32               index of the trace within its problem's pool
-answer         string (nullable)   extracted answer (:func:`falcon_h1r.deepconf.extract_answer`)
+answer         string (nullable)   extracted answer (:func:`falcon_h1r.verify.extract_final_answer`)
 correct        bool (nullable)     answer graded against the problem's ground truth
 num_tokens     int32               generated tokens (the stopping token included)
 finish_reason  string              "eos" | "length" | "early_stop"
@@ -37,9 +37,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from falcon_h1r.deepconf.answers import extract_answer
 from falcon_h1r.deepconf.confidence import first_stop_index
 from falcon_h1r.deepconf.traces import Trace, trace_from_completion
+from falcon_h1r.verify import (
+    AnswerClasses,
+    answer_kind,
+    answers_equivalent,
+    extract_final_answer,
+)
 
 FORMAT_VERSION = "2"  # 2: confidences as large_list (int64 offsets)
 REQUIRED_COLUMNS = ("problem_id", "trace_idx", "answer", "correct", "num_tokens", "finish_reason", "confidences")
@@ -114,37 +119,48 @@ def load_traces(path: str | Path) -> list[Trace]:
     offsets = conf.offsets.to_numpy()
     values = conf.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     cols = {c: table.column(c).to_pylist() for c in table.column_names if c != "confidences"}
-    out = []
-    for i in range(table.num_rows):
-        token_ids = cols.get("token_ids", [None] * table.num_rows)[i]
-        out.append(Trace(confidences=values[offsets[i]:offsets[i + 1]], answer=cols["answer"][i],
-                         correct=cols["correct"][i], finish_reason=cols["finish_reason"][i],
-                         num_tokens=cols["num_tokens"][i], problem_id=cols["problem_id"][i],
-                         trace_idx=cols["trace_idx"][i], token_ids=token_ids,
-                         text=cols.get("text", [None] * table.num_rows)[i]))
-    return out
+    none = [None] * table.num_rows
+    token_ids, texts = cols.get("token_ids", none), cols.get("text", none)
+    return [Trace(confidences=values[offsets[i]:offsets[i + 1]], answer=cols["answer"][i], correct=cols["correct"][i],
+                  finish_reason=cols["finish_reason"][i], num_tokens=cols["num_tokens"][i],
+                  problem_id=cols["problem_id"][i], trace_idx=cols["trace_idx"][i], token_ids=token_ids[i],
+                  text=texts[i]) for i in range(table.num_rows)]
 
 
 # ============================================================================== importers
-def grade_answer(answer: str | None, problem: dict[str, Any]) -> bool | None:
-    """Grade an extracted answer against ``problem["answer"]`` (None when there is no ground truth):
-    math by tier 1 then math-verify, science by relative tolerance (``problem["tolerance"]``)."""
-    from falcon_h1r.verify import math_equal, numeric_close, to_rational
+def vote_kind(problem: dict[str, Any] | None) -> str:
+    """The answer kind a problem's traces are extracted, grouped and graded by
+    (:func:`falcon_h1r.verify.answer_kind`: math -> ``math``, science -> ``numeric``, or the record's own
+    ``answer_kind``); ``math`` without a problem. Code and judge answers cannot be voted on."""
+    if problem is None:
+        return "math"
+    if problem.get("answer_kind") is None and problem.get("domain") is None:
+        return "math"
+    kind = answer_kind(problem)
+    if kind in ("code", "judge"):
+        raise ValueError(f"DeepConf votes on final answers; {kind} answers (graded by tests or a judge) are not "
+                         "supported")
+    return kind
 
+
+def answer_classes(problem: dict[str, Any] | None) -> AnswerClasses:
+    """The vote grouping of one problem's traces: :class:`falcon_h1r.verify.AnswerClasses` for its answer
+    kind, option texts and numeric tolerance (the equivalence grading uses)."""
+    p = problem or {}
+    return AnswerClasses(kind=vote_kind(problem), choices=p.get("choices"), rel_tol=float(p.get("tolerance", 1e-2)))
+
+
+def grade_answer(answer: str | None, problem: dict[str, Any]) -> bool | None:
+    """Grade an extracted answer against ``problem["answer"]`` (None when there is no ground truth) with the
+    package's one equivalence (:func:`falcon_h1r.verify.answers_equivalent`): math by tier 1 then math-verify,
+    science (``numeric``) by relative tolerance (``problem["tolerance"]``), letters for multiple choice."""
     if problem.get("answer") is None:
         return None
-    domain = problem.get("domain", "math")
-    if domain == "code":
-        raise ValueError("DeepConf votes on final answers; code problems (graded by tests) are not supported")
+    kind = vote_kind(problem)
     if answer is None:
         return False
-    if domain == "science":
-        return numeric_close(answer, problem["answer"], rel_tol=float(problem.get("tolerance", 1e-2)))
-    gold = str(problem["answer"])
-    a, g = to_rational(answer), to_rational(gold)
-    if a is not None and g is not None:  # two plain numbers: exact comparison decides (math-verify is slow)
-        return a == g
-    return math_equal(answer, gold)
+    return answers_equivalent(answer, str(problem["answer"]), kind, choices=problem.get("choices"),
+                              rel_tol=float(problem.get("tolerance", 1e-2)))
 
 
 def _problem_id(problem: dict[str, Any] | None, fallback: str) -> str:
@@ -153,13 +169,18 @@ def _problem_id(problem: dict[str, Any] | None, fallback: str) -> str:
     return str(problem.get("id", problem.get("problem_id", fallback)))
 
 
-def from_completions(completions: Sequence[Any], problem: dict[str, Any]) -> list[Trace]:
-    """Our engine's :class:`falcon_h1r.inference.Completion` for one problem -> graded traces."""
+def from_completions(completions: Sequence[Any], problem: dict[str, Any], *, start: int = 0) -> list[Trace]:
+    """Our engine's :class:`falcon_h1r.inference.Completion` for one problem -> graded traces (indexed from
+    ``start``). Each distinct answer string is graded once (a pool repeats a few answers many times)."""
     pid = _problem_id(problem, "")
+    kind = vote_kind(problem)
+    grades: dict[str | None, bool | None] = {}
     traces = []
     for i, c in enumerate(completions):
-        t = trace_from_completion(c, trace_idx=i, problem_id=pid)
-        t.correct = grade_answer(t.answer, problem)
+        t = trace_from_completion(c, trace_idx=start + i, problem_id=pid, kind=kind, choices=problem.get("choices"))
+        if t.answer not in grades:
+            grades[t.answer] = grade_answer(t.answer, problem)
+        t.correct = grades[t.answer]
         traces.append(t)
     return traces
 
@@ -222,7 +243,9 @@ def from_vllm_outputs(outputs: Iterable[Any], problems: Sequence[dict[str, Any]]
             if (reason == "eos" and threshold is not None
                     and first_stop_index(conf, threshold, window) is not None):
                 reason = "early_stop"
-            answer = None if reason == "early_stop" else extract_answer(comp.text)
+            answer = None if reason == "early_stop" else extract_final_answer(comp.text, vote_kind(problem),
+                                                                               choices=(problem or {}).get("choices"))
+            answer = answer if answer and answer.strip() else None
             traces.append(Trace(confidences=conf, answer=answer,
                                 correct=grade_answer(answer, problem) if problem is not None else None,
                                 finish_reason=reason, num_tokens=len(comp.token_ids), problem_id=pid, trace_idx=j,
@@ -230,5 +253,5 @@ def from_vllm_outputs(outputs: Iterable[Any], problems: Sequence[dict[str, Any]]
     return traces
 
 
-__all__ = ["FORMAT_VERSION", "save_traces", "load_traces", "grade_answer", "from_completions",
+__all__ = ["FORMAT_VERSION", "save_traces", "load_traces", "vote_kind", "answer_classes", "grade_answer", "from_completions",
            "vllm_token_confidences", "from_vllm_outputs"]

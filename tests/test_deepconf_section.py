@@ -1,7 +1,7 @@
 """Section 05 (``falcon_h1r.sections.deepconf`` and its experiment, ``sections.deepconf_experiment``):
-pass-rate screening and selection, the equal-accuracy token arithmetic, the live online run (stop rule and
-token bill), the two recipe blocks, the live stop's cost, and the whole section end to end on a fake language
-model whose confident traces are more often right."""
+pass-rate screening (from the bases' records or by sampling) and selection, the live online run (stop rule and
+token bill), the two recipe blocks, the live stop's cost, the pools kept and resumed base by base, and the whole
+section end to end on three fake language models whose confident traces are more often right."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from falcon_h1r import tracestore as ts
 from falcon_h1r.config import GenerationConfig, RecipeError, load_preset, parse
 from falcon_h1r.sections import deepconf as dx
 from falcon_h1r.sections import deepconf_experiment as ex
-from falcon_h1r.sections.common import torch_threads
+from falcon_h1r.sections import deepconf_report as dr
+from falcon_h1r.sections.common import StageIncomplete, torch_threads
 
 
 # ============================================================================== a fake reasoning model
@@ -108,21 +109,32 @@ class FakeReasoner(torch.nn.Module):
 
 
 def _problems():
-    return [{"id": f"math-test-{k}", "domain": "math", "difficulty": 1, "question": f"q{k}", "answer": ans}
+    return [{"id": f"math-test-{k}", "domain": "math", "difficulty": 1 + k % 2, "question": f"q{k}", "answer": ans}
             for k, ans in enumerate(["7", "7", "9", "3", "7", "7"])]
 
 
-def _base(problems=None):
+# pass rates the bases "recorded" when trained (what screen: base_record reads): problem 2 ("9") never right
+RATES = {"math-test-0": 0.75, "math-test-1": 0.5, "math-test-2": 0.0, "math-test-3": 0.25, "math-test-4": 0.625,
+         "math-test-5": 1.0}
+
+
+def _base(problems=None, seed=0, rates=RATES):
     tok = FakeTokenizer()
     problems = problems or _problems()
+    per = {p["id"]: rates.get(p["id"], 0.0) for p in problems}
+    info = {"seed": seed, "recipe_hash": f"fake{seed}", "sampled": {"per_problem": per, "n_samples": 8}}
     return SimpleNamespace(model=FakeReasoner(tok), tokenizer=tok, sets={"train": [], "test": problems},
-                           path="fake")
+                           path="fake", info=info, seed=seed)
+
+
+def _bases(n=3, **kw):
+    return [_base(seed=s, **kw) for s in range(n)]
 
 
 GEN = GenerationConfig(temperature=1.0, top_p=1.0, max_new_tokens=40, top_logprobs=20, batch_size=64)
 METHOD = {"window": 3, "tail_tokens": 3, "n_init": 8, "budget": 16, "online_batch_size": 4}
-EXPERIMENT = {"budgets": [8, 16], "n_resamples": 8, "screen_samples": 8, "max_problems": 4, "live_problems": 1,
-              "domains": ["math"], "candidates": 0, "pool_size": 32}
+EXPERIMENT = {"budgets": [8, 16], "n_resamples": 8, "max_problems": 4, "live_problems": 1, "domains": ["math"],
+              "candidates": 0, "pool_size": 32, "replay_workers": 1}
 
 
 def _preset(**extra):
@@ -163,27 +175,24 @@ def test_select_problems_keeps_strictly_mixed_rates_round_robin():
         ex.select_problems(screen.iloc[:0], problems, 3)
 
 
-def test_tokens_at_accuracy_interpolates_in_log_tokens():
-    curve = pd.DataFrame({"K": [1, 2, 4, 8], "acc": [0.5, 0.6, 0.8, 0.8], "tokens": [100.0, 200.0, 400.0, 800.0]})
-    assert ex.tokens_at_accuracy(curve, 0.4) == 100.0  # already at K = 1
-    assert ex.tokens_at_accuracy(curve, 0.6) == pytest.approx(200.0)
-    assert ex.tokens_at_accuracy(curve, 0.7) == pytest.approx(np.sqrt(200.0 * 400.0))  # halfway in log
-    assert ex.tokens_at_accuracy(curve, 0.8) == pytest.approx(400.0)  # the first K that reaches it
-    assert ex.tokens_at_accuracy(curve, 0.81) is None
-    assert ex.tokens_at_accuracy(curve.iloc[::-1], 0.7) == pytest.approx(np.sqrt(200.0 * 400.0))  # sorts by K
-
-
-def test_savings_table_same_budget_and_equal_accuracy():
-    rows = [{"series": "majority", "kind": "majority", "K": k, "acc": a, "tokens": t}
-            for k, a, t in [(1, 0.5, 100.0), (2, 0.6, 200.0), (4, 0.7, 400.0)]]
-    rows += [{"series": "online_low", "kind": "online", "K": 4, "acc": 0.6, "tokens": 100.0},
-             {"series": "online_high", "kind": "online", "K": 4, "acc": 0.9, "tokens": 300.0}]
-    s = ex.savings_table(pd.DataFrame(rows)).set_index("series")
-    assert s.loc["online_low", "saving_same_budget"] == pytest.approx(0.75)
-    assert s.loc["online_low", "majority_tokens_at_equal_acc"] == pytest.approx(200.0)
-    assert s.loc["online_low", "saving_at_equal_acc"] == pytest.approx(0.5)
-    assert s.loc["online_high", "saving_same_budget"] == pytest.approx(0.25)
-    assert np.isnan(s.loc["online_high", "saving_at_equal_acc"])  # majority never gets there
+def test_screen_from_records_pools_the_bases_and_pool_screens_adds_samples():
+    problems = _problems()
+    infos = [_base(seed=0).info, _base(seed=1, rates={**RATES, "math-test-5": 0.875}).info]
+    screen = ex.screen_from_records(infos, problems)
+    row = screen.set_index("problem_id").loc["math-test-5"]
+    assert row["n"] == 16 and row["correct"] == 15 and row["pass_rate"] == pytest.approx(15 / 16)  # 8/8 + 7/8
+    assert row["pass_rate_base0"] == 1.0 and row["pass_rate_base1"] == 0.875
+    chosen, _ = ex.select_problems(screen, problems, 10)
+    assert "math-test-5" in [p["id"] for p in chosen] and "math-test-2" not in [p["id"] for p in chosen]
+    # a problem a base never recorded is left out; none recorded at all is a clear error
+    missing = ex.screen_from_records(infos, problems + [{"id": "math-test-99", "domain": "math"}])
+    assert "math-test-99" not in set(missing["problem_id"])
+    with pytest.raises(ValueError, match="screen: sample"):
+        ex.screen_from_records([{"seed": 0}], problems)
+    a = pd.DataFrame({"problem_id": ["p", "q"], "domain": "math", "difficulty": 1, "n": 4, "correct": [4, 0]})
+    b = a.assign(correct=[3, 0])
+    pooled = ex.pool_screens([a, b]).set_index("problem_id")
+    assert pooled.loc["p", "pass_rate"] == pytest.approx(7 / 8) and pooled.loc["q", "pass_rate"] == 0
 
 
 def _experiment(**kw):
@@ -192,44 +201,54 @@ def _experiment(**kw):
 
 def test_k_values_and_recipe_blocks():
     r, e = parse(dc.DeepConfRecipe, {"budget": 64}, "deepconf"), _experiment(budgets=[32, 64])
-    assert ex.k_values(r, e) == [1, 2, 4, 8, 16, 32, 64] and e.pool(r) == 128
-    r, e = parse(dc.DeepConfRecipe, {"budget": 48}, "deepconf"), _experiment(budgets=[16, 48], pool_size=48)
-    assert ex.k_values(r, e) == [1, 2, 4, 8, 16, 32, 48]
+    assert ex.k_values(r, e) == [1, 2, 4, 8, 16, 32, 64] and e.pool(r) == 64  # default pool: the largest budget
+    r, e = parse(dc.DeepConfRecipe, {"budget": 48}, "deepconf"), _experiment(budgets=[16, 48], pool_size=96)
+    assert ex.k_values(r, e) == [1, 2, 4, 8, 16, 32, 48] and e.all_budgets(r) == [16, 48]
     for preset in ("tiny", "small", "paper"):
         rec, exp = dx.recipes(load_preset(preset))
         assert exp.pool(rec) >= exp.max_budget(rec) >= rec.n_init
+    small_rec, small_exp = dx.recipes(load_preset("small"))
+    assert small_exp.max_budget(small_rec) == 512 and small_exp.max_problems >= 100  # the issue's sizes
     e = ex.DeepConfExperiment()
-    assert list(e.voting_methods) == list(dc.VOTE_METHODS) and e.n_resamples == 64
+    assert list(e.voting_methods) == list(dc.VOTE_METHODS) and e.n_resamples == 64 and e.screen == "base_record"
     assert _experiment(budgets=[16, 32, 64]).budgets == [16, 32, 64]
     with pytest.raises(RecipeError, match="deepconf_experiments.domains"):
         _experiment(domains=["code"])
     with pytest.raises(RecipeError, match="pool_size: 100 is below the largest budget 512"):
         _experiment(pool_size=100).check(dc.DeepConfRecipe())
-    with pytest.raises(RecipeError, match="budgets: every budget must be >= deepconf.n_init=16"):
+    with pytest.raises(RecipeError, match="must be >= deepconf.n_init=16"):
         _experiment(budgets=[8]).check(dc.DeepConfRecipe())
+    with pytest.raises(RecipeError, match="must be >= deepconf.n_init=16"):
+        _experiment(live_budget=8).check(dc.DeepConfRecipe())
     with pytest.raises(RecipeError, match="pool_size: 100 is below the largest budget 512"):  # checked at load
-        dx.recipes(load_preset("small", {"deepconf.budget": 512, "deepconf_experiments.pool_size": 100}))
+        dx.recipes(load_preset("small", {"deepconf_experiments.pool_size": 100}))
     with pytest.raises(RecipeError, match="screen_samples"):
-        _experiment(screen_samples=1)
+        _experiment(screen="sample", screen_samples=1)
+    with pytest.raises(RecipeError, match="deepconf_experiments.screen"):
+        _experiment(screen="all")
     with pytest.raises(RecipeError, match="voting_methods"):
         _experiment(voting_methods=["majority", "median"])
+    with pytest.raises(RecipeError, match="majority included"):
+        _experiment(voting_methods=["min_window_weighted"])
     with pytest.raises(RecipeError, match="unknown key deepconf_experiments.pool"):
         _experiment(pool=3)
     with pytest.raises(RecipeError, match="unknown key deepconf.candidates"):  # an experiment size, not a knob
         parse(dc.DeepConfRecipe, {"candidates": 3}, "deepconf")
+    with pytest.raises(RecipeError, match="deepconf.keep_rule"):
+        parse(dc.DeepConfRecipe, {"keep_rule": "ceil"}, "deepconf")
     with pytest.raises(RecipeError, match="top_logprobs=5"):
         dx.recipes(load_preset("tiny", {"generation.top_logprobs": 5}))
     with pytest.raises(RecipeError, match="temperature is 0"):
         dx.recipes(load_preset("tiny", {"generation.temperature": 0.0}))
     with pytest.raises(ValueError, match="no held-out problems"):
-        ex.candidate_problems({"test": [{"id": "c", "domain": "code"}]}, e)
+        ex.candidate_problems([{"id": "c", "domain": "code"}], e)
 
 
 def test_candidates_are_the_first_of_each_voting_domain_domain_by_domain():
     test = [{"id": f"{d}-{k}", "domain": d} for k in range(3) for d in ("science", "code", "math")]
-    got = ex.candidate_problems({"test": test}, _experiment(candidates=2))
+    got = ex.candidate_problems(test, _experiment(candidates=2))
     assert [p["id"] for p in got] == ["math-0", "math-1", "science-0", "science-1"]
-    assert len(ex.candidate_problems({"test": test}, _experiment(candidates=0))) == 6  # 0: every one
+    assert len(ex.candidate_problems(test, _experiment(candidates=0))) == 6  # 0: every one
 
 
 # ============================================================================== live run: stops and tokens
@@ -271,7 +290,7 @@ def test_stop_agreement_flags_a_wrong_stop():
 
 
 # ============================================================================== bad input through the evaluator
-def test_evaluate_pool_with_empty_unanswered_and_short_traces():
+def test_evaluate_pools_with_empty_unanswered_and_short_traces():
     recipe, experiment = dc.DeepConfRecipe(**METHOD), _experiment(**{**EXPERIMENT, "n_resamples": 4})
     pool = []
     for i in range(32):
@@ -283,16 +302,38 @@ def test_evaluate_pool_with_empty_unanswered_and_short_traces():
             t = dc.Trace(confidences=np.full(6, 4.0 + i % 3), answer=None, correct=False)  # no answer
         t.problem_id, t.trace_idx = "p", i
         pool.append(t)
-    curves = ex.evaluate_pool(pool, recipe, experiment, progress=False)
-    assert set(curves["series"]) >= {"pass@1", "majority", "online_low", "online_high", "tail_confidence_weighted@10"}
-    maj = curves[(curves["series"] == "majority") & (curves["K"] >= 8)]
+    problem = [{"id": "p", "domain": "math", "answer": "7"}]
+    out = ex.evaluate_pools({0: pool, 1: pool}, problem, recipe, experiment, progress=False)
+    assert set(out["base"]) == {0, 1} and set(out["problem_id"]) == {"p"}
+    assert set(out["series"]) >= {"pass@1", "majority", "online_low", "online_high/budget_only", "consensus_only",
+                                  "tail_confidence_weighted@10", "tail_confidence_weighted@10/percentile"}
+    maj = out[(out["series"] == "majority") & (out["K"] >= 8)]
     assert (maj["acc"] == 1).all()  # the only answer is right, and 8 draws always hold one
-    assert curves["tokens"].notna().all() and (curves["acc"].between(0, 1)).all()
+    assert out["tokens"].notna().all() and (out["acc"].between(0, 1)).all()
     # no trace has an answer: every method is wrong, none crashes
     for t in pool:
         t.answer, t.correct = None, False
-    curves = ex.evaluate_pool(pool, recipe, experiment, progress=False)
-    assert (curves["acc"] == 0).all()
+    assert (ex.evaluate_pools({0: pool}, problem, recipe, experiment, progress=False)["acc"] == 0).all()
+    with pytest.raises(ValueError, match="fewer than the largest K"):
+        ex.evaluate_pools({0: pool[:10]}, problem, recipe, experiment, progress=False)
+
+
+@pytest.mark.slow
+def test_replay_in_worker_processes_equals_one_process():
+    """The GPU machine replays with one spawned process per core; the result must not depend on it."""
+    import dataclasses
+
+    rng = np.random.default_rng(0)
+    problems = [{"id": f"p{i}", "domain": "math", "answer": "7"} for i in range(3)]
+    pools = {b: [dc.Trace(confidences=rng.normal(10, 2, 20), answer=str(rng.integers(5, 9)), problem_id=p["id"],
+                          trace_idx=j) for p in problems for j in range(32)] for b in (0, 1)}
+    for pool in pools.values():
+        for t in pool:
+            t.correct = t.answer == "7"
+    recipe, experiment = dx.recipes(_preset())
+    one = ex.evaluate_pools(pools, problems, recipe, experiment, progress=False)
+    two = ex.evaluate_pools(pools, problems, recipe, dataclasses.replace(experiment, replay_workers=2), progress=False)
+    pd.testing.assert_frame_equal(one, two)
 
 
 def test_replay_batch_size_checks_consensus_less_often():
@@ -315,58 +356,88 @@ def test_replay_batch_size_checks_consensus_less_often():
 
 
 # ============================================================================== the driver end to end
-def test_run_end_to_end_on_the_fake_reasoner(tmp_path):
+def test_run_end_to_end_on_the_fake_reasoner(tmp_path, monkeypatch):
     from falcon_h1r.results import SectionWriter
 
-    preset = _preset()
+    preset, bases = _preset(), _bases(3)
     writer = SectionWriter("tiny", dx.SECTION, root=tmp_path)
-    res = dx.run(preset, base=_base(), writer=writer, progress=False, overhead=True)
-    # screening: 6 problems x 8 samples; the "9" problem is never right, so it cannot qualify
-    assert len(res.screening) == 6 and not res.screening.set_index("problem_id").loc["math-test-2", "qualifies"]
-    assert res.info["n_qualifying"] == int(res.screening["qualifies"].sum()) >= 1
-    assert res.info["n_problems"] == min(4, res.info["n_qualifying"])
-    # the pool: 2 x budget complete traces per problem, stored and read back
-    back = ts.load_traces(tmp_path / "tiny" / dx.SECTION / "traces.parquet")
-    assert len(back) == res.info["n_problems"] * 32 and all(t.finish_reason != "early_stop" for t in back)
-    assert res.info["pool_tokens"] == sum(t.num_tokens for t in back)
-    # curves: majority / offline at every K up to the budget, online at the budgets
-    c = res.curves
-    assert sorted(c[c["series"] == "majority"]["K"]) == [1, 2, 4, 8, 16]
-    assert sorted(c[c["series"] == "online_low"]["K"]) == [8, 16]
-    maj16 = c[(c["series"] == "majority") & (c["K"] == 16)].iloc[0]
-    assert maj16["tokens"] == pytest.approx(16 * res.info["pool_tokens"] / 32, rel=0.15)  # ~16 mean-length traces
-    low16 = c[(c["series"] == "online_low") & (c["K"] == 16)].iloc[0]
-    assert low16["tokens"] < maj16["tokens"]  # early stop and consensus save tokens
-    # the live run: early stops where the replay rule says, token bills of the same order as the replay's
+    res = dx.run(preset, bases=bases, writer=writer, progress=False, overhead=True)
+    # screening from the bases' records: the "9" problem (never right) and the always-right one do not qualify
+    table = res.screening.set_index("problem_id")
+    assert not table.loc["math-test-2", "qualifies"] and not table.loc["math-test-5", "qualifies"]
+    assert res.info["n_qualifying"] == 4 == res.info["n_problems"] and res.info["base_seeds"] == [0, 1, 2]
+    # one pool per base, kept in _work and read back; the bases' pools differ (their own seeds)
+    files = sorted((writer.dir / "_work").glob("pools-*/base-*.parquet"))
+    assert len(files) == 3
+    back = ts.load_traces(files[0])
+    assert len(back) == 4 * 32 and all(t.finish_reason != "early_stop" for t in back)
+    assert res.info["pool_tokens"] == sum(t.num_tokens for f in files for t in ts.load_traces(f))
+    assert [t.num_tokens for t in back] != [t.num_tokens for t in ts.load_traces(files[1])]
+    # outcomes: every base and problem, majority / offline at every K, online at the budgets
+    o = res.outcomes
+    assert set(o["base"]) == {0, 1, 2} and o.groupby(["series", "K"]).size().eq(12).all()
+    assert sorted(o[o["series"] == "majority"]["K"].unique()) == [1, 2, 4, 8, 16]
+    assert sorted(o[o["series"] == "online_low"]["K"].unique()) == [8, 16]
+    curves = dr.curves(res.report()).set_index(["series", "K"])
+    low, maj = curves.loc[("online_low", 16)], curves.loc[("majority", 16)]
+    assert low["tokens"] < maj["tokens"] and low["token_saving_vs_majority"] > 0  # early stop and consensus save
+    assert curves.loc[("online_low/budget_only", 16), "tokens"] >= low["tokens"]  # without the consensus stop
+    assert np.isfinite(curves["acc_ci95"]).all()  # three bases: a finite interval everywhere
+    # the live runs: early stops where the replay rule says, token bills of the same order as the replay's
     live = res.live
     assert list(live["variant"]) == ["low", "high"] and (live["stop_disagree"] == 0).all()
     assert (live["tokens"] > 0).all() and (live["replay_tokens"] > 0).all()
-    # everything the notebook reads
+    # everything the notebook and the claims read
     summary = json.loads((writer.dir / "summary.json").read_text())
-    for key in ("majority_acc_k16", "deepconf_low_acc", "deepconf_high_acc", "deepconf_low_token_saving_vs_majority",
-                "deepconf_high_token_saving_vs_majority", "confidence_overhead_fraction", "n_problems",
-                "pool_traces_per_problem"):
+    for key in ("trace_tokens_median", "n_problems", "base_seeds", "max_budget", "majority_minus_pass1",
+                "majority_minus_pass1_ci95", "deepconf_low_minus_majority_acc_ci95",
+                "deepconf_high_minus_majority_acc_ci95", "deepconf_low_token_saving_vs_majority_ci95",
+                "deepconf_high_token_saving_vs_majority_ci95", "consensus_stop_token_saving",
+                "confidence_overhead_fraction", "voting_methods_acc_spread", "deepconf_low_confidence_stop_token_saving"):
         assert key in summary, key
-    assert summary["pool_traces_per_problem"] == 32
+    assert summary["base_seeds"] == 3 and summary["max_budget"] == 16 and summary["majority_minus_pass1_unit"] == "bases"
+    assert summary["n_problems"] == 4 and not summary["majority_minus_pass1_informative"]  # 4 problems < 30
     assert summary["confidence_overhead_fraction"] == res.overhead["overhead_fraction"] > 0
     again = dx.load(writer.dir)
-    pd.testing.assert_frame_equal(again.curves[["series", "K"]], res.curves[["series", "K"]])
-    assert again.overhead["engine"] in ("hf", "fast")
+    pd.testing.assert_frame_equal(again.outcomes, res.outcomes)
+    assert dx.headline(again) == dx.headline(res)
     assert again.recipe.budget == 16 and again.recipe.window == 3  # render mode uses the run's own blocks
     assert again.experiment.budgets == [8, 16] and again.experiment.n_resamples == 8
-    # records written before the method/experiment split kept both blocks in one "recipe" mapping
+    # a second run finds the pools and generates nothing
+    monkeypatch.setattr(dx, "generate_pool", lambda *a, **k: pytest.fail("the pools were cached"))
+    dx.run(preset, bases=bases, writer=writer, progress=False, overhead=False)
+    # records of the earlier, single-pool version: a clear message, not a crash
     info = json.loads((writer.dir / "run_info.json").read_text())
-    info["recipe"] = {**info["recipe"], **info.pop("experiment")}
+    info.pop("trace_tokens")
     (writer.dir / "run_info.json").write_text(json.dumps(info))
-    older = dx.load(writer.dir)
-    assert (older.recipe, older.experiment) == (again.recipe, again.experiment)
+    with pytest.raises(FileNotFoundError, match="earlier version"):
+        dx.load(writer.dir)
+
+
+def test_pools_resume_base_by_base_at_the_time_budget(tmp_path):
+    preset, bases = _preset(), _bases(3)
+    folder = tmp_path / "sec"
+    problems = _problems()[:2]
+    recipe, experiment = dx.recipes(preset)
+    work = dx.pool_dir(folder, preset, problems, recipe, experiment)
+    with pytest.raises(StageIncomplete, match="1 of 3 bases"):
+        dx.base_pools(preset, bases, problems, recipe, experiment, work=work, progress=False, budget_s=0)
+    assert len(list(work.glob("*.parquet"))) == 1
+    with pytest.raises(StageIncomplete, match="2 of 3 bases"):
+        dx.base_pools(preset, bases, problems, recipe, experiment, work=work, progress=False, budget_s=0)
+    pools, walls = dx.base_pools(preset, bases, problems, recipe, experiment, work=work, progress=False)
+    assert sorted(pools) == [0, 1, 2] and list(walls) == ["pool_base2"]  # only the last was generated now
+
+
+def test_screen_by_sampling_each_base(tmp_path):
+    res = dx.run(_preset(screen="sample", screen_samples=8), bases=_bases(2), progress=False, overhead=False)
+    assert (res.screening["n"] == 16).all()  # 8 fresh samples from each of the two bases
+    assert not res.screening.set_index("problem_id").loc["math-test-2", "qualifies"]  # "9" is never sampled
 
 
 def test_run_stops_with_a_clear_message_when_nothing_qualifies(tmp_path):
-    never = [{"id": f"math-test-{k}", "domain": "math", "difficulty": 1, "question": "q", "answer": "9"}
-             for k in range(2)]
     with pytest.raises(RuntimeError, match="nothing to vote on"):
-        dx.run(_preset(), base=_base(never), progress=False, overhead=False)
+        dx.run(_preset(), bases=_bases(2, rates={}), progress=False, overhead=False)
     with pytest.raises(FileNotFoundError, match="no committed DeepConf records"):
         dx.load(tmp_path)
 

@@ -37,7 +37,7 @@ FAST_SECTION = {
     "04_throughput": {"throughput.check_prompts": 4, "throughput.check_new_tokens": 8},
     "05_deepconf": {"deepconf.n_init": 8, "deepconf.budget": 16, "deepconf.window": 4, "deepconf.tail_tokens": 4,
                     "deepconf.online_batch_size": 8, "deepconf_experiments.candidates": 2,
-                    "deepconf_experiments.screen_samples": 2, "deepconf_experiments.max_problems": 2,
+                    "deepconf_experiments.max_problems": 2,
                     "deepconf_experiments.budgets": [16], "deepconf_experiments.pool_size": 16,
                     "deepconf_experiments.n_resamples": 4, "deepconf_experiments.live_problems": 1,
                     "deepconf_experiments.allow_unqualified": True},

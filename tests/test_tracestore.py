@@ -72,14 +72,17 @@ def test_from_completions_grades():
              _completion("<think>x</think>\\boxed{0.5}", 9, 6, "early_stop"), _completion("<think>no box", 9, 3, "length")]
     traces = ts.from_completions(comps, problem)
     assert [t.trace_idx for t in traces] == [0, 1, 2, 3] and {t.problem_id for t in traces} == {"math-test-1"}
-    assert [t.answer for t in traces] == ["\\frac{1}{2}", "3", None, None]  # stopped traces do not vote
+    assert [t.answer for t in traces] == ["0.5", "3", None, None]  # the boxed answer; stopped traces do not vote
     assert [t.correct for t in traces] == [True, False, False, False]
     assert [t.num_tokens for t in traces] == [5, 4, 6, 3]
     np.testing.assert_allclose(traces[0].confidences, 12.0)
+    # the vote grouping is the grading equivalence of the problem's answer kind
+    assert ts.answer_classes(problem)("0.5") == ts.answer_classes(problem)("\\frac{1}{2}")
+    assert ts.answer_classes({"domain": "science", "tolerance": 0.01}).kind == "numeric"
     science = {"id": "s", "domain": "science", "answer": "3.00", "tolerance": 0.01}
     assert ts.from_completions([_completion("\\boxed{3.02}", 5, 2)], science)[0].correct is True
     assert ts.from_completions([_completion("\\boxed{3}", 5, 2)], {"id": "u"})[0].correct is None
-    with pytest.raises(ValueError, match="code problems"):
+    with pytest.raises(ValueError, match="code answers"):
         ts.from_completions([_completion("x", 5, 2)], {"id": "c", "domain": "code", "answer": "x"})
 
 
@@ -105,7 +108,7 @@ def test_from_vllm_outputs():
     np.testing.assert_allclose(ts.from_vllm_outputs([req], top_k=20)[0].confidences, base, rtol=1e-6)
     assert [t.finish_reason for t in traces] == ["eos", "early_stop", "length"]
     assert [t.problem_id for t in traces] == ["42"] * 3 and [t.trace_idx for t in traces] == [0, 1, 2]
-    assert traces[0].answer == "\\frac{1}{2}" and traces[1].answer is None and traces[0].correct is None
+    assert traces[0].answer == "\\dfrac{1}{2}" and traces[1].answer is None and traces[0].correct is None
     graded = ts.from_vllm_outputs([req], [{"id": "q", "answer": "0.5"}])
     assert [t.correct for t in graded] == [True, False, False] and graded[0].problem_id == "q"
     # the pip package's forced EOS looks like a normal stop: label it with its threshold, post hoc

@@ -1,7 +1,12 @@
 """Offline DeepConf (paper Alg. 1): keep the top-eta % of the traces by a confidence score, then vote.
 
 eta is the percentage of traces KEPT, everywhere here. The five voting rules are the paper's /
-the official ``compute_all_voting_results``: majority, or weighted by one of the trace scores.
+the official ``compute_all_voting_results``: majority, or weighted by one of the trace scores. Answers that
+mean the same share a vote, under the package's one answer equivalence (:class:`falcon_h1r.verify.AnswerClasses`,
+built for the problem's answer kind); the official code groups by exact string (deepconf issue #15).
+
+How many traces the filter keeps (``keep_rule``): ``"floor"`` keeps exactly ``max(1, floor(eta n / 100))``;
+``"percentile"`` keeps every trace at or above ``np.percentile(scores, 100 - eta)``, as the official code.
 """
 
 from __future__ import annotations
@@ -10,9 +15,17 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from falcon_h1r.deepconf.answers import AnswerClasses, is_correct
-from falcon_h1r.deepconf.recipe import SCORE_OF_METHOD, SCORES, VOTE_METHODS, WINDOW
+import numpy as np
+
+from falcon_h1r.deepconf.recipe import (
+    KEEP_RULES,
+    SCORE_OF_METHOD,
+    SCORES,
+    VOTE_METHODS,
+    WINDOW,
+)
 from falcon_h1r.deepconf.traces import Trace
+from falcon_h1r.verify import AnswerClasses, answers_equivalent
 
 
 def _sort_score(value: float) -> float:
@@ -27,20 +40,44 @@ def n_kept(n: int, eta: float) -> int:
     return 0 if n == 0 else max(1, int(math.floor(eta * n / 100 + 1e-9)))
 
 
-def filter_top_eta(traces: Sequence[Trace], score: str, eta: float, *, window: int = WINDOW,
-                   tail_tokens: int = 2048) -> list[Trace]:
-    """Keep exactly :func:`n_kept` traces with the highest ``score``, returned in their input order.
+def percentile_cutoff(scores: Sequence[float], eta: float) -> float | None:
+    """The official code's cutoff: ``np.percentile(scores, 100 - eta)`` (linear) over the finite scores;
+    None when there is none."""
+    if not 0 < eta <= 100:
+        raise ValueError(f"eta is the kept percentage, in (0, 100]; got {eta}")
+    values = np.asarray(scores, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.percentile(values, 100 - eta, method="linear")) if values.size else None
 
-    Ties are broken by input order (the earlier trace is kept), so exactly ``n_kept`` survive; the
-    official package keeps every trace ``>= np.percentile(scores, 100 - eta)``, which can keep more
-    on ties. NaN scores (empty traces) rank last.
+
+def filter_top_eta(traces: Sequence[Trace], score: str, eta: float, *, window: int = WINDOW,
+                   tail_tokens: int = 2048, keep_rule: str = "floor") -> list[Trace]:
+    """The top-eta % of ``traces`` by ``score``, returned in their input order.
+
+    ``keep_rule="floor"``: exactly :func:`n_kept` traces, ties broken by input order (the earlier trace is
+    kept); NaN scores (empty traces) rank last. ``"percentile"``: every trace whose score is at or above
+    :func:`percentile_cutoff` (the official package's rule; more than :func:`n_kept` for most n, and more on
+    ties); NaN scores are never kept.
     """
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; use one of {list(SCORES)}")
+    if keep_rule not in KEEP_RULES:
+        raise ValueError(f"keep_rule {keep_rule!r} not accepted; use one of {list(KEEP_RULES)}")
+    values = [t.score(score, window, tail_tokens=tail_tokens) for t in traces]
+    if keep_rule == "percentile":
+        cutoff = percentile_cutoff(values, eta)
+        return [] if cutoff is None else [t for t, v in zip(traces, values) if v >= cutoff]
     k = n_kept(len(traces), eta)
-    values = [_sort_score(t.score(score, window, tail_tokens=tail_tokens)) for t in traces]
-    order = sorted(range(len(traces)), key=lambda i: (-values[i], i))[:k]
+    ranked = [_sort_score(v) for v in values]
+    order = sorted(range(len(traces)), key=lambda i: (-ranked[i], i))[:k]
     return [traces[i] for i in sorted(order)]
+
+
+def answer_matches(answer: str | None, gold: str, classes: AnswerClasses) -> bool:
+    """``answer`` against the ground truth under the equivalence ``classes`` groups votes by (its answer
+    kind, option texts and numeric tolerance): :func:`falcon_h1r.verify.answers_equivalent`."""
+    return answers_equivalent(answer, str(gold), classes.kind, choices=classes.choices,
+                              use_math_verify=classes.use_math_verify, rel_tol=classes.rel_tol)
 
 
 @dataclass
@@ -89,9 +126,9 @@ def vote(traces: Sequence[Trace], method: str = "majority", *, window: int = WIN
 
 
 def offline_vote(traces: Sequence[Trace], method: str, eta: float | None = None, *, window: int = WINDOW,
-                 tail_tokens: int = 2048, answered_only: bool = True,
+                 tail_tokens: int = 2048, answered_only: bool = True, keep_rule: str = "floor",
                  classes: AnswerClasses | None = None) -> VoteResult | None:
-    """Offline DeepConf: optionally keep the top-eta % by the method's own score, then vote.
+    """Offline DeepConf: optionally keep the top-eta % by the method's own score (``keep_rule``), then vote.
 
     ``answered_only`` (default, as the official analysis code) ranks only traces that have an answer;
     False ranks all traces (paper Alg. 1 literally), so unanswered ones can take kept slots.
@@ -103,7 +140,7 @@ def offline_vote(traces: Sequence[Trace], method: str, eta: float | None = None,
         score = SCORE_OF_METHOD.get(method)
         if score is None:
             raise ValueError(f"eta filtering needs a weighted method (the score it ranks by); got {method!r}")
-        pool = filter_top_eta(pool, score, eta, window=window, tail_tokens=tail_tokens)
+        pool = filter_top_eta(pool, score, eta, window=window, tail_tokens=tail_tokens, keep_rule=keep_rule)
     return vote(pool, method, window=window, tail_tokens=tail_tokens, classes=classes)
 
 
@@ -122,23 +159,25 @@ class OfflineResult:
 
 def run_offline(traces: Sequence[Trace], method: str = "min_window_weighted", eta: float | None = None, *,
                 gold: str | None = None, window: int = WINDOW, tail_tokens: int = 2048, answered_only: bool = True,
-                classes: AnswerClasses | None = None) -> OfflineResult:
-    """Offline DeepConf on one problem's traces (:func:`offline_vote`), with the token bill."""
+                keep_rule: str = "floor", classes: AnswerClasses | None = None) -> OfflineResult:
+    """Offline DeepConf on one problem's traces (:func:`offline_vote`), with the token bill. ``gold`` is
+    graded under ``classes``' equivalence (default: a ``math`` answer)."""
     classes = classes if classes is not None else AnswerClasses()
     v = offline_vote(traces, method, eta, window=window, tail_tokens=tail_tokens, answered_only=answered_only,
-                     classes=classes)  # first: it rejects a bad method / eta pair with a clear message
+                     keep_rule=keep_rule, classes=classes)  # first: it rejects a bad method / eta pair clearly
     pool = [t for t in traces if classes(t.answer) is not None] if answered_only else list(traces)
     score = SCORE_OF_METHOD[method]
     kept = pool if eta is None or score is None else filter_top_eta(pool, score, eta, window=window,
-                                                                    tail_tokens=tail_tokens)
+                                                                    tail_tokens=tail_tokens, keep_rule=keep_rule)
     cutoff = None
     if eta is not None and score is not None and kept:
         cutoff = min(t.score(score, window, tail_tokens=tail_tokens) for t in kept)
     answer = v.answer if v else None
-    correct = is_correct(answer, gold) if gold is not None else (v.correct if v else None)
+    correct = answer_matches(answer, gold, classes) if gold is not None else (v.correct if v else None)
     return OfflineResult(answer=answer, correct=correct, tokens=int(sum(t.num_tokens for t in traces)),
                          traces_used=len(traces), kept=len(kept), voters=v.n_voters if v else 0, cutoff=cutoff,
                          share=v.share if v else None, vote=v)
 
 
-__all__ = ["n_kept", "filter_top_eta", "VoteResult", "vote", "offline_vote", "OfflineResult", "run_offline"]
+__all__ = ["n_kept", "percentile_cutoff", "filter_top_eta", "answer_matches", "VoteResult", "vote", "offline_vote",
+           "OfflineResult", "run_offline"]

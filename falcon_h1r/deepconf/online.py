@@ -11,6 +11,10 @@ lowest-group confidences), ``variant="high"`` keeps the top 90 % (threshold = 10
 ``np.percentile`` with linear interpolation. (The official repo uses both ``p`` and ``100 - p`` in
 different branches.) :func:`run_online` generates live; :func:`replay_online` replays stored complete
 traces, as the DeepConf paper evaluated it; both share :class:`OnlineDeepConf`.
+
+``variant=None`` is the consensus stop alone (no confidence threshold, no truncation, an unweighted
+majority vote with the same warm-up and tau): what the consensus stop saves on its own, apart from the
+confidence stop. ``adaptive=False`` is the confidence stop alone (the DeepConf paper's "budget-only").
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from falcon_h1r.deepconf.answers import AnswerClasses, is_correct
 from falcon_h1r.deepconf.confidence import check_window, first_stop_index
-from falcon_h1r.deepconf.offline import VoteResult, vote
+from falcon_h1r.deepconf.offline import VoteResult, answer_matches, vote
 from falcon_h1r.deepconf.recipe import WINDOW, DeepConfRecipe, Variant
 from falcon_h1r.deepconf.traces import Trace, trace_from_completion
+from falcon_h1r.verify import AnswerClasses
 
 
 def warmup_threshold(lowest_group: Sequence[float], keep_percent: float) -> float:
@@ -121,13 +125,17 @@ class OnlineDeepConf:
     below it). The consensus beta always weights by lowest-group confidence (Alg. 2), from a running
     tally in O(#answers) per check; the final vote uses ``recipe.online_vote_method`` (default the same).
     Replay assumes stored traces are complete (generated without a stop).
+
+    ``variant=None``: the consensus stop alone. The threshold is -inf (nothing is stopped, every answered
+    trace votes), beta and the final vote are unweighted (majority).
     """
 
-    def __init__(self, variant: Variant = "low", recipe: DeepConfRecipe | None = None, *, budget: int | None = None,
-                 adaptive: bool = True, classes: AnswerClasses | None = None):
+    def __init__(self, variant: Variant | None = "low", recipe: DeepConfRecipe | None = None, *,
+                 budget: int | None = None, adaptive: bool = True, classes: AnswerClasses | None = None):
         self.recipe = recipe or DeepConfRecipe()
-        self.keep_percent = self.recipe.eta(variant)
+        self.keep_percent = None if variant is None else self.recipe.eta(variant)
         self.variant = variant
+        self.vote_method = "majority" if variant is None else self.recipe.online_vote_method
         self.budget = self.recipe.budget if budget is None else budget
         if self.budget < self.recipe.n_init:
             raise ValueError(f"budget {self.budget} is below the {self.recipe.n_init} warm-up traces")
@@ -157,7 +165,7 @@ class OnlineDeepConf:
         if cls is None:
             return
         self.voters.append(t)
-        self._tally[cls] = self._tally.get(cls, 0.0) + low
+        self._tally[cls] = self._tally.get(cls, 0.0) + (1.0 if self.variant is None else low)
 
     def add_warmup(self, traces: Sequence[Trace]) -> float:
         if self.threshold is not None:
@@ -166,7 +174,8 @@ class OnlineDeepConf:
             raise ValueError("warm-up needs at least one trace")
         self.traces.extend(traces)
         self.warmup_lowest = [self._lowest(t) for t in traces]
-        self.threshold = warmup_threshold(self.warmup_lowest, self.keep_percent)
+        self.threshold = (-math.inf if self.keep_percent is None
+                          else warmup_threshold(self.warmup_lowest, self.keep_percent))
         for t in traces:
             self._maybe_vote(t)
         return self.threshold
@@ -197,11 +206,11 @@ class OnlineDeepConf:
     def result(self, gold: str | None = None) -> OnlineResult:
         if self.threshold is None:
             raise RuntimeError("no warm-up yet")
-        v = vote(self.voters, self.recipe.online_vote_method, window=self.recipe.window,
+        v = vote(self.voters, self.vote_method, window=self.recipe.window,
                  tail_tokens=self.recipe.tail_tokens, classes=self.classes)
         answer = v.answer if v else None
         if gold is not None:
-            correct: bool | None = is_correct(answer, gold)
+            correct: bool | None = answer_matches(answer, gold, self.classes)
         elif v is not None:
             correct = v.correct
         else:  # nobody voted: wrong if the traces were graded at all
@@ -216,7 +225,7 @@ class OnlineDeepConf:
 SampleFn = Callable[[int, "EarlyStopController | None"], Sequence[Any]]
 
 
-def run_online(sample_fn: SampleFn, variant: Variant = "low", recipe: DeepConfRecipe | None = None, *,
+def run_online(sample_fn: SampleFn, variant: Variant | None = "low", recipe: DeepConfRecipe | None = None, *,
                budget: int | None = None, batch_size: int | None = None, adaptive: bool = True,
                gold: str | None = None, problem_id: str = "", classes: AnswerClasses | None = None,
                grade: Callable[[str | None], bool | None] | None = None) -> OnlineResult:
@@ -230,9 +239,10 @@ def run_online(sample_fn: SampleFn, variant: Variant = "low", recipe: DeepConfRe
     Live serving cannot stop traces already in flight, so the consensus check runs between batches:
     batch size 1 is the paper's sequential protocol, larger batches trade tokens for wall time.
 
-    Grading: ``gold`` grades the voted answer with the math grader; ``grade(answer) -> bool`` instead
-    grades every trace's answer (e.g. ``lambda a: tracestore.grade_answer(a, problem)``, which also
-    knows science tolerances), and the result takes the winning trace's flag, as in replay.
+    Answers are extracted and grouped for the answer kind of ``classes`` (default ``math``). Grading:
+    ``gold`` grades the voted answer under that equivalence; ``grade(answer) -> bool`` instead grades every
+    trace's answer (e.g. ``lambda a: tracestore.grade_answer(a, problem)``), and the result takes the
+    winning trace's flag, as in replay. ``variant=None``: the consensus stop alone (see :class:`OnlineDeepConf`).
     """
     state = OnlineDeepConf(variant, recipe, budget=budget, adaptive=adaptive, classes=classes)
     rec = state.recipe
@@ -249,7 +259,8 @@ def run_online(sample_fn: SampleFn, variant: Variant = "low", recipe: DeepConfRe
             raise ValueError(f"completions carry top-{sorted(ks)} log-probs but the recipe's confidence uses "
                              f"top_k={rec.top_k}; generate with generation.top_logprobs={rec.top_k}")
         start = state.launched
-        traces = [trace_from_completion(c, trace_idx=start + i, problem_id=problem_id) for i, c in enumerate(comps)]
+        traces = [trace_from_completion(c, trace_idx=start + i, problem_id=problem_id, kind=state.classes.kind,
+                                        choices=state.classes.choices) for i, c in enumerate(comps)]
         if grade is not None:
             for t in traces:
                 t.correct = grade(t.answer)
@@ -272,7 +283,7 @@ def truncate_at_threshold(trace: Trace, threshold: float, window: int = WINDOW) 
                  num_tokens=stop + 1, problem_id=trace.problem_id, trace_idx=trace.trace_idx)
 
 
-def replay_online(pool_traces: Sequence[Trace], variant: Variant = "low", recipe: DeepConfRecipe | None = None, *,
+def replay_online(pool_traces: Sequence[Trace], variant: Variant | None = "low", recipe: DeepConfRecipe | None = None, *,
                   budget: int | None = None, batch_size: int = 1, adaptive: bool = True, gold: str | None = None,
                   classes: AnswerClasses | None = None) -> OnlineResult:
     """Online DeepConf replayed over stored complete traces, in the given order (how the DeepConf paper

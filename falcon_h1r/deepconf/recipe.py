@@ -27,6 +27,8 @@ SCORE_OF_METHOD: dict[str, str | None] = {
     "min_window_weighted": "lowest_group",
 }
 Variant = Literal["low", "high"]
+# How the top-eta % filter decides how many traces to keep (see DeepConfRecipe.keep_rule).
+KEEP_RULES = ("floor", "percentile")
 
 
 @dataclass
@@ -53,6 +55,12 @@ class DeepConfRecipe:
             DeepConf Alg. 2: weighted by the lowest-group confidence (``min_window_weighted``).
         online_batch_size: traces launched per live batch after the warm-up; the consensus check runs
             between batches. 1 is the paper's sequential protocol; larger batches trade tokens for wall time.
+        keep_rule: how the offline top-eta % filter counts what it keeps. ``floor``: exactly
+            ``max(1, floor(eta * n / 100))`` traces, the best by score (the DeepConf paper's "top-eta %" read
+            literally, as TensorRT-LLM's port does: K = 512, eta = 10 keeps 51). ``percentile``: every trace whose
+            score is ``>= np.percentile(scores, 100 - eta)`` (linear), as the official analysis code does, which
+            made the DeepConf paper's Table 1 numbers; it keeps one more than ``floor`` for most n (52 of 512)
+            and more on ties. The section reports both; this field picks the one its headline uses.
     """
 
     window: int = WINDOW
@@ -65,6 +73,7 @@ class DeepConfRecipe:
     tau: float = 0.95
     online_vote_method: str = "min_window_weighted"
     online_batch_size: int = 1
+    keep_rule: str = "floor"
 
     def __post_init__(self) -> None:
         for name in ("window", "top_k", "tail_tokens", "n_init", "budget", "online_batch_size"):
@@ -79,6 +88,8 @@ class DeepConfRecipe:
             raise RecipeError(f"deepconf.tau: must be in (0, 1], got {self.tau}")
         if self.budget < self.n_init:
             raise RecipeError(f"deepconf.budget: every budget must be >= n_init={self.n_init}, got {self.budget}")
+        if self.keep_rule not in KEEP_RULES:
+            raise RecipeError(f"deepconf.keep_rule: {self.keep_rule!r} not accepted; use one of {list(KEEP_RULES)}")
         if self.online_vote_method not in VOTE_METHODS:
             raise RecipeError(f"deepconf.online_vote_method: {self.online_vote_method!r} not accepted; use one of "
                               f"{list(VOTE_METHODS)}")
@@ -90,4 +101,4 @@ class DeepConfRecipe:
         return self.eta_low if variant == "low" else self.eta_high
 
 
-__all__ = ["WINDOW", "TOP_K", "SCORES", "VOTE_METHODS", "SCORE_OF_METHOD", "Variant", "DeepConfRecipe"]
+__all__ = ["WINDOW", "TOP_K", "SCORES", "VOTE_METHODS", "SCORE_OF_METHOD", "KEEP_RULES", "Variant", "DeepConfRecipe"]

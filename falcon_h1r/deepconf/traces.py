@@ -7,13 +7,18 @@ trace's windows once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from falcon_h1r.deepconf.answers import extract_answer
-from falcon_h1r.deepconf.confidence import TraceScores, record_lows, token_confidence, trace_scores
+from falcon_h1r.deepconf.confidence import (
+    TraceScores,
+    record_lows,
+    token_confidence,
+    trace_scores,
+)
 from falcon_h1r.deepconf.recipe import WINDOW
+from falcon_h1r.verify import extract_final_answer
 
 
 @dataclass(eq=False)  # identity: a generated __eq__ would compare the confidence arrays and raise
@@ -53,12 +58,16 @@ class Trace:
         return self._cache[key]
 
 
-def trace_from_completion(completion: Any, *, trace_idx: int = 0, problem_id: str = "") -> Trace:
-    """A :class:`falcon_h1r.inference.Completion` -> :class:`Trace`. Early-stopped traces were cut
-    mid-thought and do not vote, so their answer is not extracted."""
+def trace_from_completion(completion: Any, *, trace_idx: int = 0, problem_id: str = "", kind: str = "math",
+                          choices: Sequence[str] | None = None) -> Trace:
+    """A :class:`falcon_h1r.inference.Completion` -> :class:`Trace`. The answer is the one grading reads
+    (:func:`falcon_h1r.verify.extract_final_answer` for the problem's answer ``kind``: the last ``\\boxed{}`` of
+    the answer part, or an option letter). Early-stopped traces were cut mid-thought and do not vote, so their
+    answer is not extracted."""
     stopped = completion.finish_reason == "early_stop"
+    answer = None if stopped else extract_final_answer(completion.text, kind, choices=choices)
     return Trace(confidences=token_confidence(completion.top_logprobs) if len(completion.token_ids) else [],
-                 answer=None if stopped else extract_answer(completion.text), finish_reason=completion.finish_reason,
+                 answer=answer if answer and answer.strip() else None, finish_reason=completion.finish_reason,
                  num_tokens=len(completion.token_ids), problem_id=problem_id, trace_idx=trace_idx,
                  token_ids=list(completion.token_ids), text=completion.text)
 

@@ -1,47 +1,63 @@
-"""Section 05 (paper §5, Table 7): DeepConf on the preset's own SFT base model and synthetic problems.
+"""Section 05 (paper §5, Table 7): DeepConf on the preset's independently trained SFT bases and synthetic problems.
 
 What notebook 05 calls, and where each of its numbers is computed:
 
 - :func:`recipes`: the preset's ``deepconf:`` block (:class:`falcon_h1r.deepconf.DeepConfRecipe`, the method)
   and ``deepconf_experiments:`` block (:class:`~falcon_h1r.sections.deepconf_experiment.DeepConfExperiment`,
   the experiment's sizes), checked against each other and against the generation settings;
-- :func:`run`: screening, the trace pool (``traces.parquet``, :mod:`falcon_h1r.tracestore`), the replay
-  evaluation (:func:`falcon_h1r.deepconf.replay_evaluate`), the live online runs
-  (:func:`falcon_h1r.deepconf.run_online`) and the live stop's cost
-  (:func:`falcon_h1r.deepconf.measure_confidence_overhead`), all written with :func:`write`;
-  :func:`load` reads a committed run back (render mode);
-- :func:`headline`: the ``summary.json`` figures; :func:`methods_at_budget`, :func:`savings_notes` and
-  :func:`live_stop_counts`: the tables and sentences the notebook shows beside its plots.
+- :func:`run`: screening (pooled over the bases), one trace pool per base (kept under ``_work/`` as Parquet,
+  :mod:`falcon_h1r.tracestore`, so a run that stops at its time budget resumes), the replay evaluation
+  (:func:`~falcon_h1r.sections.deepconf_experiment.evaluate_pools`, the DeepConf paper's protocol), the live
+  online runs (:func:`falcon_h1r.deepconf.run_online`) and the live stop's cost
+  (:func:`falcon_h1r.deepconf.measure_confidence_overhead`), all written with :func:`write`; :func:`load` reads
+  a committed run back (render mode);
+- the numbers with their intervals (:mod:`falcon_h1r.sections.deepconf_report`, over bases and problems with
+  :mod:`falcon_h1r.stats`): :func:`headline` for ``summary.json``, the curves, premise, savings and keep-rule
+  tables the notebook shows.
+
+``python -m falcon_h1r.sections.deepconf --preset small --pools-only [--budget-s 540]`` generates the pools
+alone, base by base (exit 3 when the time budget stopped it: run it again to continue).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from falcon_h1r.config import Preset, RecipeError, parse, to_dict
-from falcon_h1r.deepconf import DeepConfRecipe, measure_confidence_overhead
-from falcon_h1r.sections.common import model_device, torch_threads
+from falcon_h1r.deepconf import DeepConfRecipe, Trace, measure_confidence_overhead
+from falcon_h1r.sections import deepconf_report as report
+from falcon_h1r.sections.common import (
+    StageIncomplete,
+    model_device,
+    recipe_hash,
+    torch_threads,
+)
 from falcon_h1r.sections.deepconf_experiment import (
     DeepConfExperiment,
     candidate_problems,
-    evaluate_pool,
+    evaluate_pools,
     generate_pool,
     k_values,
     live_online,
+    pool_screens,
     pool_table,
-    savings_table,
+    screen_from_records,
     screen_problems,
     select_problems,
 )
 
 SECTION = "05_deepconf"
 CAPTION = "Ours ({preset} preset, synthetic tasks)"
+OVERHEAD_GPU_TOKENS = 512  # decode steps of the GPU overhead probe (see run())
 
 
 # ============================================================================== recipes
@@ -57,28 +73,32 @@ def recipes(preset: Preset) -> tuple[DeepConfRecipe, DeepConfExperiment]:
                           "set both to 20 (DeepConf's k)")
     if preset.generation.temperature == 0:
         raise RecipeError("generation.temperature is 0: DeepConf votes over sampled traces; use the paper's 0.6")
+    if experiment.screen == "base_record" and preset.model.checkpoint:
+        raise RecipeError("deepconf_experiments.screen: base_record needs trained bases with recorded pass rates; "
+                          "a loaded checkpoint has none (use screen: none or sample)")
     return recipe, experiment
 
 
 # ============================================================================== the whole section
 @dataclass
 class DeepConfRun:
-    """Everything the notebook shows; each table is also a CSV under results/<preset>/05_deepconf/."""
+    """Everything the notebook shows; each table is also a file under results/<preset>/05_deepconf/."""
 
     screening: pd.DataFrame
-    pool: pd.DataFrame  # per problem
-    curves: pd.DataFrame
-    savings: pd.DataFrame
+    pool: pd.DataFrame  # per base and problem
+    outcomes: pd.DataFrame  # per base, problem, series and K (means over the draws)
     live: pd.DataFrame
     info: dict[str, Any]
     recipe: DeepConfRecipe  # the blocks the run used (render mode: from run_info.json)
     experiment: DeepConfExperiment
     overhead: dict[str, Any] | None = None
-    traces_path: Path | None = None
 
     @property
     def max_budget(self) -> int:
         return self.experiment.max_budget(self.recipe)
+
+    def report(self) -> report.Outcomes:
+        return report.Outcomes(self.outcomes)
 
 
 def live_stop_counts(live: pd.DataFrame) -> dict[str, Any]:
@@ -94,27 +114,18 @@ def live_stop_counts(live: pd.DataFrame) -> dict[str, Any]:
 
 
 def headline(run: DeepConfRun) -> dict[str, Any]:
-    """The flat ``summary.json`` figures."""
-    c, top = run.curves, run.max_budget
-    out: dict[str, Any] = {"n_problems": run.info["n_problems"], "pool_traces_per_problem": run.info["pool_size"],
-                           "n_candidates": run.info["n_candidates"], "n_qualifying": run.info["n_qualifying"],
-                           "max_budget": top, "unqualified_fallback": int(bool(run.info.get("unqualified_fallback")))}
-
-    def acc(series: str, k: int) -> float | None:
-        hit = c[(c["series"] == series) & (c["K"] == k)]
-        return float(hit["acc"].iloc[0]) if len(hit) else None
-
-    out["pass1"] = acc("pass@1", 1)
-    for k in sorted({top, 512} & set(c["K"])):
-        out[f"majority_acc_k{k}"] = acc("majority", k)
-    out["offline_lowest_group_eta10_acc"] = acc(f"min_window_weighted@{run.recipe.eta_low:g}", top)
-    for variant in ("low", "high"):
-        out[f"deepconf_{variant}_acc"] = acc(f"online_{variant}", top)
-        s = run.savings[(run.savings["series"] == f"online_{variant}") & (run.savings["budget"] == top)]
-        if len(s):
-            out[f"deepconf_{variant}_token_saving_vs_majority"] = float(s["saving_same_budget"].iloc[0])
-            eq = float(s["saving_at_equal_acc"].iloc[0])  # NaN: majority never reaches that accuracy
-            out[f"deepconf_{variant}_token_saving_at_equal_acc"] = None if math.isnan(eq) else eq
+    """The flat ``summary.json`` figures: the run's sizes, then every estimate with its interval keys."""
+    info, rec = run.info, run.recipe
+    out: dict[str, Any] = {
+        "n_problems": info["n_problems"], "n_candidates": info["n_candidates"], "n_qualifying": info["n_qualifying"],
+        "base_seeds": len(info["base_seeds"]), "max_budget": run.max_budget, "pool_traces_per_problem": info["pool_size"],
+        "n_resamples": run.experiment.n_resamples, "unqualified_fallback": int(bool(info.get("unqualified_fallback"))),
+        "trace_tokens_median": info["trace_tokens"]["median"], "trace_tokens_p10": info["trace_tokens"]["p10"],
+        "trace_tokens_p90": info["trace_tokens"]["p90"], "confidence_window": rec.window,
+        "windows_per_median_trace": info["trace_tokens"]["median"] / rec.window, "offline_keep_rule": rec.keep_rule,
+    }
+    out.update(report.headline(run.report(), max_budget=run.max_budget, eta_low=rec.eta_low, eta_high=rec.eta_high,
+                               keep_rule=rec.keep_rule, methods=run.experiment.voting_methods))
     if len(run.live):
         counts = live_stop_counts(run.live)
         out["live_stop_agreement"] = counts["agreement"]
@@ -126,100 +137,178 @@ def headline(run: DeepConfRun) -> dict[str, Any]:
     return out
 
 
-def run(preset: Preset, *, base: Any = None, writer: Any = None, progress: bool = True,
-        overhead: bool = True) -> DeepConfRun:
-    """The whole section at ``preset``: screen, pool (saved as ``traces.parquet``), replay, live runs and
-    (``overhead``) the controller's cost. ``base`` is the preset's SFT base (default
-    :func:`falcon_h1r.sections.common.get_base_model`); ``writer`` a :class:`falcon_h1r.results.SectionWriter`
-    that receives every table, the trace store and the headline figures."""
-    from falcon_h1r.env import device_info, seed_everything
-    from falcon_h1r.sections.common import get_base_model
-    from falcon_h1r.tracestore import save_traces
+def _select(preset: Preset, bases: Sequence[Any], experiment: DeepConfExperiment, *,
+            progress: bool) -> tuple[list[dict[str, Any]], pd.DataFrame, int, bool]:
+    """The screened problems the pools are drawn on, the screening table, the candidate count, and whether
+    the unqualified fallback was taken."""
+    from falcon_h1r.sections.common import held_out
 
-    recipe, experiment = recipes(preset)
-    base = base if base is not None else get_base_model(preset, progress=progress)
-    gen = preset.generation
-    pool_size = experiment.pool(recipe)
-    seed_everything(preset.seed)
-    t0 = time.perf_counter()
-    candidates = candidate_problems(base.sets, experiment, benchmarks=preset.eval.benchmarks,
+    sets = bases[0].sets
+    pool = held_out(sets, preset) if experiment.screen == "base_record" else sets.get("test", [])
+    candidates = candidate_problems(pool, experiment, benchmarks=preset.eval.benchmarks,
                                     benchmark_dir=preset.eval.benchmark_dir)
-    if experiment.screen_samples:
-        screen = screen_problems(base.model, base.tokenizer, candidates, gen, experiment.screen_samples,
-                                 seed=preset.seed * 10 + 1, progress=progress)
-        selected, screen = select_problems(screen, candidates, experiment.max_problems)
-    else:  # no screening: the first max_problems candidates, as a benchmark is run whole
+    if experiment.screen == "none":
         selected = candidates[:experiment.max_problems]
         screen = pd.DataFrame({"problem_id": [p["id"] for p in candidates], "domain": [p["domain"] for p in candidates],
                                "difficulty": [p.get("difficulty", 0) for p in candidates], "n": 0,
                                "pass_rate": math.nan, "qualifies": False})
         screen["selected"] = screen["problem_id"].isin([p["id"] for p in selected])
-    t_screen = time.perf_counter() - t0
-    fallback = not selected and experiment.allow_unqualified and bool(experiment.screen_samples)
+        return selected, screen, len(candidates), False
+    if experiment.screen == "base_record":
+        screen = screen_from_records([b.info for b in bases], candidates)
+        candidates = [p for p in candidates if p["id"] in set(screen["problem_id"])]
+    else:
+        screen = pool_screens([screen_problems(b.model, b.tokenizer, candidates, preset.generation,
+                                               experiment.screen_samples, seed=preset.seed * 10 + 1 + 97 * i,
+                                               progress=progress) for i, b in enumerate(bases)])
+    selected, screen = select_problems(screen, candidates, experiment.max_problems)
+    fallback = not selected and experiment.allow_unqualified
     if fallback:
         selected = candidates[:experiment.max_problems]
         screen["selected"] = screen["problem_id"].isin([p["id"] for p in selected])
     if not selected:
         raise RuntimeError(f"none of the {len(candidates)} screened problems has a pass rate strictly between 0 "
-                           f"and 1 over {experiment.screen_samples} samples: DeepConf has nothing to vote on. Screen "
-                           "more problems (deepconf_experiments.candidates) or samples "
-                           "(deepconf_experiments.screen_samples), or train the base model longer")
+                           "and 1: DeepConf has nothing to vote on. Screen more problems (deepconf_experiments."
+                           "candidates, eval.problems_per_domain) or train the bases longer")
+    return selected, screen, len(candidates), fallback
+
+
+def pool_dir(folder: Path, preset: Preset, selected: Sequence[dict[str, Any]], recipe: DeepConfRecipe,
+             experiment: DeepConfExperiment) -> Path:
+    """Where the pools of this selection live: ``<section folder>/_work/pools-<hash>/`` (shared by the CLI's
+    staging copies, never committed). The hash covers what shapes a pool: problems, pool size, batching,
+    generation, seed; each file name carries its base's seed and recipe hash."""
+    key = recipe_hash([p["id"] for p in selected], experiment.pool(recipe), experiment.pool_batch_size,
+                      preset.generation, preset.seed)
+    return Path(folder) / "_work" / f"pools-{key}"
+
+
+def base_pools(preset: Preset, bases: Sequence[Any], selected: Sequence[dict[str, Any]], recipe: DeepConfRecipe,
+               experiment: DeepConfExperiment, *, work: Path | None, progress: bool = True,
+               budget_s: float | None = None) -> tuple[dict[int, list[Trace]], dict[str, float]]:
+    """One pool per base (seed -> traces), loaded from ``work`` when there, else generated and saved there.
+    With ``budget_s``, stops after a base once that much time has passed and raises
+    :class:`~falcon_h1r.sections.common.StageIncomplete` (run again to continue with the next base)."""
+    from falcon_h1r.tracestore import load_traces, save_traces
+
+    t0 = time.perf_counter()
+    pools, walls = {}, {}
+    for i, base in enumerate(bases):
+        path = None if work is None else work / f"base-{base.seed}-{base.info.get('recipe_hash', 'x')}.parquet"
+        if path is not None and path.exists():
+            pools[base.seed] = load_traces(path)
+            continue
+        if budget_s is not None and walls and time.perf_counter() - t0 > budget_s:  # after one generated here
+            raise StageIncomplete(f"DeepConf pools: {i} of {len(bases)} bases done at the time budget; run again "
+                                  "to continue")
+        t1 = time.perf_counter()
+        pools[base.seed] = generate_pool(base.model, base.tokenizer, selected, preset.generation,
+                                         experiment.pool(recipe), seed=preset.seed * 10 + 2 + 97 * base.seed,
+                                         batch_size=experiment.pool_batch_size, progress=progress,
+                                         keep_token_ids=experiment.keep_token_ids)
+        walls[f"pool_base{base.seed}"] = time.perf_counter() - t1
+        if path is not None:
+            save_traces(pools[base.seed], path, with_token_ids=experiment.keep_token_ids)
+    return pools, walls
+
+
+def _trace_tokens(pools: dict[int, list[Trace]]) -> dict[str, float]:
+    tokens = np.array([t.num_tokens for pool in pools.values() for t in pool])
+    return {"median": float(np.median(tokens)), "p10": float(np.percentile(tokens, 10)),
+            "p90": float(np.percentile(tokens, 90)), "max": float(tokens.max()), "mean": float(tokens.mean()),
+            "length_capped": float(np.mean([t.finish_reason == "length" for p in pools.values() for t in p]))}
+
+
+def run(preset: Preset, *, bases: Sequence[Any] | None = None, writer: Any = None, progress: bool = True,
+        overhead: bool = True, budget_s: float | None = None, pools_only: bool = False) -> DeepConfRun | None:
+    """The whole section at ``preset``: screen, one pool per base (kept in ``<section>/_work/``), replay, live
+    runs and (``overhead``) the controller's cost. ``bases`` are the preset's SFT bases (default
+    :func:`falcon_h1r.sections.common.get_base_models`); ``writer`` a :class:`falcon_h1r.results.SectionWriter`
+    that receives every table and the headline figures (without one, pools are not kept). ``pools_only``
+    stops after the pools (returns None)."""
+    from falcon_h1r.env import device_info, seed_everything
+    from falcon_h1r.sections.common import get_base_models
+
+    recipe, experiment = recipes(preset)
+    bases = list(bases) if bases is not None else get_base_models(preset, progress=progress)
+    seed_everything(preset.seed)
+    t0 = time.perf_counter()
+    selected, screen, n_candidates, fallback = _select(preset, bases, experiment, progress=progress)
+    t_screen = time.perf_counter() - t0
+    from falcon_h1r.results import section_dir
+
+    folder = writer.dir if writer is not None else section_dir(preset.name, SECTION) if pools_only else None
+    work = pool_dir(folder, preset, selected, recipe, experiment) if folder is not None else None
+    pools, pool_walls = base_pools(preset, bases, selected, recipe, experiment, work=work, progress=progress,
+                                   budget_s=budget_s)
+    if pools_only:
+        return None
     t1 = time.perf_counter()
-    traces = generate_pool(base.model, base.tokenizer, selected, gen, pool_size, seed=preset.seed * 10 + 2,
-                           progress=progress, keep_token_ids=experiment.keep_token_ids)
-    t_pool = time.perf_counter() - t1
-    traces_path = None
-    if writer is not None:
-        traces_path = save_traces(traces, writer.dir / "traces.parquet", with_token_ids=experiment.keep_token_ids)
-        writer.outputs.append("traces.parquet")
+    outcomes = evaluate_pools(pools, selected, recipe, experiment, seed=preset.seed, progress=progress)
+    t_replay = time.perf_counter() - t1
     t2 = time.perf_counter()
-    curves = evaluate_pool(traces, recipe, experiment, seed=preset.seed, progress=progress)
-    t_eval = time.perf_counter() - t2
-    t3 = time.perf_counter()
-    live = live_online(base.model, base.tokenizer, selected[:experiment.live_problems], traces, gen, recipe,
-                       n_resamples=experiment.n_resamples, seed=preset.seed * 10 + 3,
-                       progress=progress) if experiment.live_problems else pd.DataFrame()
-    t_live = time.perf_counter() - t3
+    first = bases[0]
+    live_budget = experiment.live_budget or recipe.budget
+    live = live_online(first.model, first.tokenizer, selected[:experiment.live_problems], pools[first.seed],
+                       preset.generation, recipe, budget=live_budget, n_resamples=experiment.n_resamples,
+                       seed=preset.seed * 10 + 3, progress=progress) if experiment.live_problems else pd.DataFrame()
+    t_live = time.perf_counter() - t2
     over = None
     if overhead:
-        device = model_device(base.model)
-        on_cpu = device.type == "cpu"
-        with torch_threads(1, device):
+        gen = preset.generation
+        on_cpu = model_device(first.model).type == "cpu"
+        with torch_threads(1, model_device(first.model)):
+            # On a GPU: 512 steps. The controller's cost is the same at every step while a step grows with the
+            # context, so a short probe gives the larger (more conservative) fraction.
             over = measure_confidence_overhead(
-                base.model, vocab_size=base.tokenizer.vocab_size, batch_size=gen.batch_size,
-                new_tokens=min(gen.max_new_tokens, 24) if on_cpu else gen.max_new_tokens, window=recipe.window,
+                first.model, vocab_size=first.tokenizer.vocab_size, batch_size=gen.batch_size,
+                new_tokens=min(gen.max_new_tokens, 24 if on_cpu else OVERHEAD_GPU_TOKENS), window=recipe.window,
                 top_k=recipe.top_k, repeats=3 if on_cpu else 7, temperature=gen.temperature, top_p=gen.top_p,
                 seed=preset.seed, engine=gen.engine)
-    info = {"preset": preset.name, "n_candidates": len(candidates),
-            "n_qualifying": int(screen["qualifies"].sum()) if experiment.screen_samples else None,
-            "n_problems": len(selected), "pool_size": pool_size, "screen_samples": experiment.screen_samples,
-            "pool_traces": len(traces), "pool_tokens": int(sum(t.num_tokens for t in traces)),
-            "problems": [p["id"] for p in selected], "unqualified_fallback": fallback,
-            "k_values": k_values(recipe, experiment),
-            "wall_s": {"screen": t_screen, "pool": t_pool, "replay": t_eval, "live": t_live},
-            "base_model": str(getattr(base, "path", "")), "device": device_info(), "recipe": to_dict(recipe),
-            "experiment": to_dict(experiment)}
-    result = DeepConfRun(screening=screen, pool=pool_table(traces), curves=curves, savings=savings_table(curves),
-                         live=live, info=info, recipe=recipe, experiment=experiment, overhead=over,
-                         traces_path=traces_path)
+    info = {"preset": preset.name, "n_candidates": n_candidates,
+            "n_qualifying": int(screen["qualifies"].sum()) if "qualifies" in screen else None,
+            "n_problems": len(selected), "pool_size": experiment.pool(recipe), "screen": experiment.screen,
+            "base_seeds": [b.seed for b in bases], "pool_traces": sum(len(p) for p in pools.values()),
+            "pool_tokens": int(sum(t.num_tokens for p in pools.values() for t in p)),
+            "trace_tokens": _trace_tokens(pools), "problems": [p["id"] for p in selected],
+            "unqualified_fallback": fallback, "k_values": k_values(recipe, experiment),
+            "budgets": experiment.all_budgets(recipe), "live_budget": live_budget,
+            "wall_s": {"screen": t_screen, **pool_walls, "replay": t_replay, "live": t_live},
+            "base_models": [str(getattr(b, "path", "")) for b in bases], "device": device_info(),
+            "recipe": to_dict(recipe), "experiment": to_dict(experiment)}
+    result = DeepConfRun(screening=screen, pool=pool_table(pools, selected), outcomes=outcomes, live=live, info=info,
+                         recipe=recipe, experiment=experiment, overhead=over)
     if writer is not None:
         write(result, writer)
     return result
 
 
 def write(result: DeepConfRun, writer: Any) -> None:
-    """Every table as CSV + Markdown, the info and overhead records, and the headline figures."""
+    """Every table (CSV + Markdown; the outcomes as Parquet), the info and overhead records, the headline."""
     cap = CAPTION.format(preset=writer.preset)
-    writer.table("screening", result.screening, caption=f"{cap}: pass rate of each screened held-out problem over "
-                 f"{result.info['screen_samples']} samples; DeepConf runs on those with 0 < rate < 1")
-    writer.table("pool", result.pool, caption=f"{cap}: the trace pool, per problem", float_format="%.6g")
-    writer.table("curves", result.curves, caption=f"{cap}: accuracy and generated tokens (summed over problems) "
-                 f"per method and K, mean over {result.experiment.n_resamples} resamplings of the pool",
-                 float_format="%.6g")
-    writer.table("savings", result.savings, caption=f"{cap}: online DeepConf vs majority voting", float_format="%.6g")
+    n_res = result.experiment.n_resamples
+    writer.table("screening", result.screening, caption=f"{cap}: pass rate of each screened held-out problem, pooled "
+                 f"over the bases ({result.info['screen']}); DeepConf runs on those with 0 < rate < 1")
+    writer.table("pool", result.pool, caption=f"{cap}: the trace pools, per base and problem", float_format="%.6g")
+    path = writer.dir / "outcomes.parquet"
+    result.outcomes.to_parquet(path, index=False)
+    writer.outputs.append(path.name)
+    out = result.report()
+    writer.table("curves", report.curves(out), caption=f"{cap}: accuracy and generated tokens per problem, per method "
+                 f"and K (mean over bases and problems of the mean over {n_res} draws, 95 % interval over bases and "
+                 "problems), and against majority@K (paired)", float_format="%.6g")
+    writer.table("premise", report.premise(out), caption=f"{cap}: majority@K minus pass@1 (paired by base and "
+                 "problem)", float_format="%.6g")
+    online = [s for s in out.series() if s.startswith(("online_", "consensus_only"))]
+    writer.table("savings", report.savings(out, online), caption=f"{cap}: online DeepConf and the two stops apart "
+                 "against majority voting", float_format="%.6g")
+    writer.table("keep_rule_parity", report.keep_rule_parity(out, (result.recipe.eta_low, result.recipe.eta_high),
+                                                             result.max_budget),
+                 caption=f"{cap}: offline filtering at K = {result.max_budget} under the floor rule (ours) and the "
+                 "official code's percentile rule", float_format="%.6g")
     if len(result.live):
         writer.table("live_online", result.live, caption=f"{cap}: live online DeepConf (early stop inside the "
-                     "generation loop) beside the replay of the same problem's pool", float_format="%.6g")
+                     "decode loop) beside the replay of the same problem's pool", float_format="%.6g")
     writer.json("run_info", result.info)
     if result.overhead is not None:
         writer.json("overhead", result.overhead)
@@ -227,16 +316,11 @@ def write(result: DeepConfRun, writer: Any) -> None:
 
 
 def _blocks_of(info: dict[str, Any]) -> tuple[DeepConfRecipe, DeepConfExperiment]:
-    """The two blocks a run recorded. Runs made before the method/experiment split kept both in one
-    ``recipe`` mapping; its keys are shared out by field name."""
-    if "experiment" in info:
-        return (parse(DeepConfRecipe, info["recipe"], "run_info.recipe"),
-                parse(DeepConfExperiment, info["experiment"], "run_info.experiment"))
-    merged = info["recipe"]
-    names = {f.name for f in fields(DeepConfRecipe)}
-    recipe = parse(DeepConfRecipe, {k: v for k, v in merged.items() if k in names}, "run_info.recipe")
-    experiment = parse(DeepConfExperiment, {k: v for k, v in merged.items() if k not in names}, "run_info.recipe")
-    return recipe, experiment
+    """The two blocks a run recorded (fields a later version dropped are ignored)."""
+    names = {f.name for f in fields(DeepConfExperiment)}
+    return (parse(DeepConfRecipe, info["recipe"], "run_info.recipe"),
+            parse(DeepConfExperiment, {k: v for k, v in info["experiment"].items() if k in names},
+                  "run_info.experiment"))
 
 
 def load(directory: str | Path) -> DeepConfRun:
@@ -244,52 +328,90 @@ def load(directory: str | Path) -> DeepConfRun:
     from falcon_h1r.results import read_json
 
     d = Path(directory)
-    need = ["screening.csv", "pool.csv", "curves.csv", "savings.csv", "run_info.json"]
+    need = ["screening.csv", "pool.csv", "outcomes.parquet", "run_info.json"]
     missing = [n for n in need if not (d / n).exists()]
     if missing:
         raise FileNotFoundError(f"no committed DeepConf records in {d} (missing {missing}); run notebook 05 at "
                                 "this preset on a machine that can compute it first")
+    info = read_json(d / "run_info.json")
+    if "experiment" not in info or "trace_tokens" not in info:
+        raise FileNotFoundError(f"the DeepConf records in {d} were made by an earlier version of this section (no "
+                                "per-base outcomes); run notebook 05 at this preset on a machine that can compute it")
     live = pd.read_csv(d / "live_online.csv") if (d / "live_online.csv").exists() else pd.DataFrame()
     over = read_json(d / "overhead.json") if (d / "overhead.json").exists() else None
-    info = read_json(d / "run_info.json")
     recipe, experiment = _blocks_of(info)
     return DeepConfRun(screening=pd.read_csv(d / "screening.csv"), pool=pd.read_csv(d / "pool.csv"),
-                       curves=pd.read_csv(d / "curves.csv"), savings=pd.read_csv(d / "savings.csv"), live=live,
-                       info=info, recipe=recipe, experiment=experiment, overhead=over,
-                       traces_path=(d / "traces.parquet") if (d / "traces.parquet").exists() else None)
+                       outcomes=pd.read_parquet(d / "outcomes.parquet"), live=live, info=info, recipe=recipe,
+                       experiment=experiment, overhead=over)
 
 
 # ============================================================================== what the notebook shows
-def methods_at_budget(run: DeepConfRun) -> pd.DataFrame:
-    """Every method at K = the largest budget (online: that budget), with its tokens over majority@K's."""
-    c, top = run.curves, run.max_budget
-    maj = c[c["series"] == "majority"]
-    at_top = c[c["K"] == top].copy()
-    at_top = at_top[["series", "acc", "acc_std", "tokens", "traces_per_problem"]]
-    at_top["tokens_vs_majority"] = at_top["tokens"] / float(maj.loc[maj["K"] == top, "tokens"].iloc[0])
-    return at_top
+def methods_at_budget(run: DeepConfRun, curves: pd.DataFrame) -> pd.DataFrame:
+    """Every method at K = the largest budget (online: that budget): accuracy, tokens per problem, traces and
+    voters, and against majority@K, each with its interval."""
+    cols = ["series", "acc", "acc_ci95", "tokens", "tokens_ci95", "traces", "voters", "acc_minus_majority",
+            "acc_minus_majority_ci95", "token_saving_vs_majority", "token_saving_vs_majority_ci95"]
+    at = curves[curves["K"] == run.max_budget]
+    return at[[c for c in cols if c in at]].reset_index(drop=True)
 
 
-def savings_notes(run: DeepConfRun, source: str) -> list[str]:
-    """One sentence per DeepConf variant at the largest budget: its accuracy and tokens against majority
-    voting at the same budget, and at equal accuracy on majority's K curve (``source`` labels the numbers)."""
-    sav, top = run.savings, run.max_budget
-    largest_k = int(run.curves.loc[run.curves["series"] == "majority", "K"].max())
+def savings_notes(run: DeepConfRun, summary: dict[str, Any], source: str) -> list[str]:
+    """One sentence per DeepConf variant at the largest budget, and one per stop, from the summary keys."""
+    top = run.max_budget
+
+    def pm(key: str, pct: bool = True) -> str:
+        v, h = summary.get(key), summary.get(f"{key}_ci95")
+        if v is None:
+            return "n/a"
+        fmt = (lambda x: f"{x:+.1%}") if pct else (lambda x: f"{x:+.3f}")
+        text = fmt(v) + (f" ± {abs(h):.1%}" if pct and h is not None else f" ± {h:.3f}" if h is not None else "")
+        return text + ("" if summary.get(f"{key}_informative") else " (not informative)")
+
     notes = []
     for v in ("low", "high"):
-        r = sav[(sav["series"] == f"online_{v}") & (sav["budget"] == top)].iloc[0]
-        if math.isnan(r["saving_at_equal_acc"]):
-            eq = f"; majority voting never reaches its accuracy at K up to {largest_k}"
-        elif r["saving_at_equal_acc"] >= 0:
-            eq = f"; at equal accuracy it needs **{r['saving_at_equal_acc']:.1%}** fewer tokens than majority voting"
-        else:
-            eq = (f"; but majority voting reaches the same accuracy with {r['majority_tokens_at_equal_acc']:,.0f} "
-                  f"tokens, {r['tokens'] / r['majority_tokens_at_equal_acc']:.1f}x fewer")
-        notes.append(f"DeepConf-{v} at budget {top}: accuracy {r['acc']:.3f} vs majority@{top} "
-                     f"{r['majority_acc']:.3f}, {r['saving_same_budget']:.1%} fewer tokens than majority@{top}{eq} "
-                     f"({source}).")
+        notes.append(f"DeepConf-{v} at budget {top}: accuracy minus majority@{top} "
+                     f"{pm(f'deepconf_{v}_minus_majority_acc', pct=False)}; tokens saved against majority@{top} "
+                     f"{pm(f'deepconf_{v}_token_saving_vs_majority')} (the confidence stop alone "
+                     f"{pm(f'deepconf_{v}_confidence_stop_token_saving')}, the consensus stop on top of it "
+                     f"{pm(f'deepconf_{v}_consensus_extra_saving')}); at equal accuracy on majority's K curve "
+                     f"{pm(f'deepconf_{v}_token_saving_at_equal_acc')} ({source}).")
+    notes.append(f"The consensus stop alone (tau = {run.recipe.tau:g}, unweighted majority, no confidence stop): "
+                 f"tokens saved {pm('consensus_stop_token_saving')}, accuracy minus majority@{top} "
+                 f"{pm('consensus_stop_minus_majority_acc', pct=False)} ({source}).")
     return notes
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``--pools-only``: generate the preset's missing DeepConf pools, base by base, within ``--budget-s``."""
+    from falcon_h1r.config import load_preset
+
+    ap = argparse.ArgumentParser(prog="python -m falcon_h1r.sections.deepconf", description=main.__doc__)
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--pools-only", action="store_true", help="only generate the pools (the rest: notebook 05)")
+    ap.add_argument("--budget-s", type=float, default=None, help="stop after the base that passes this many seconds")
+    args = ap.parse_args(argv)
+    if not args.pools_only:
+        ap.error("only --pools-only is supported here; run notebook 05 (falcon-h1r reproduce --sections 05) for "
+                 "the rest")
+    try:
+        preset = load_preset(args.preset)
+        recipes(preset)
+    except (RecipeError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    try:
+        run(preset, pools_only=True, budget_s=args.budget_s)
+    except StageIncomplete as exc:
+        print(f"incomplete after {time.perf_counter() - t0:.0f} s: {exc}", file=sys.stderr)
+        return 3
+    print(f"DeepConf pools complete ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0
+
+
 __all__ = ["SECTION", "DeepConfExperiment", "recipes", "DeepConfRun", "headline", "run", "write", "load",
-           "live_stop_counts", "methods_at_budget", "savings_notes"]
+           "pool_dir", "base_pools", "live_stop_counts", "methods_at_budget", "savings_notes", "main"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,30 +3,37 @@
 Steps, each a plain function so that tests and other sections can call them alone (the orchestration at
 a preset is :func:`falcon_h1r.sections.deepconf.run`):
 
-1. :func:`screen_problems`: sample a few answers per held-out math/science problem and estimate its
-   pass rate. Voting can only change the outcome on problems the model gets right *some* of the time
-   (always right: every method is right; never right: no vote can pick the answer), so
-   :func:`select_problems` keeps those with 0 < rate < 1, as the DeepConf paper's hard benchmarks are.
-2. :func:`generate_pool`: a pool of complete traces per kept problem (the preset's temperature and
-   top-p, raw top-20 log-probs), graded (:func:`falcon_h1r.tracestore.from_completions`).
-3. :func:`evaluate_pool`: the DeepConf paper's protocol (:func:`falcon_h1r.deepconf.replay_evaluate`), every
-   number a mean over ``n_resamples`` (64) draws of K traces from the pool: pass@1, majority@K, offline
-   DeepConf for each trace score at eta = 10 and 90 %, online DeepConf-low/high replayed (truncation plus
-   the tau consensus stop); :func:`savings_table` sets online DeepConf against majority voting.
-4. :func:`live_online`: one *live* online run per variant on a few problems
+1. Screening. Voting can only change the outcome on problems a model gets right *some* of the time (always
+   right: every method is right; never right: no vote can pick the answer), so :func:`select_problems` keeps
+   those with 0 < pass rate < 1, as the DeepConf paper's hard benchmarks are. The pass rate is pooled over the
+   preset's independently trained bases, so every base is scored on the same problems (paired). By default
+   (``screen: base_record``) it costs nothing: each base already measured its sampled pass@1 per held-out
+   problem at the paper's settings (:func:`screen_from_records`); ``screen: sample`` samples afresh
+   (:func:`screen_problems`).
+2. :func:`generate_pool`: a pool of complete traces per kept problem and base (the preset's temperature and
+   top-p, raw top-20 log-probs), graded with the package's one answer equivalence
+   (:func:`falcon_h1r.tracestore.from_completions`), in batches of whole problems of similar difficulty.
+3. :func:`evaluate_pools`: the DeepConf paper's protocol on every (base, problem) pool, every number a mean
+   over ``n_resamples`` (64) draws of K traces (:func:`falcon_h1r.deepconf.evaluate_problem`, vectorised over
+   draws): pass@1, majority@K, each weighted vote, offline DeepConf for each score at eta 10 and 90 under both
+   keep rules, online DeepConf-low/-high with and without the consensus stop, and the consensus stop alone.
+4. :func:`live_online`: *live* online runs on a few problems of the first base
    (:func:`falcon_h1r.deepconf.run_online`, the :class:`~falcon_h1r.deepconf.EarlyStopController` inside the
-   generation loop), checked trace by trace against the replay's stop rule (:func:`stop_agreement`) and
-   compared with the replay's token bill on the same problems.
+   decode loop), checked trace by trace against the replay's stop rule (:func:`stop_agreement`) and compared
+   with the replay's token bill on the same problem.
 
-Codes (problems graded by tests) are left out: DeepConf votes on final answers.
+Code problems (graded by tests) are left out: DeepConf votes on final answers.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import itertools
 import math
+import multiprocessing
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,23 +42,26 @@ import pandas as pd
 from falcon_h1r.config import GenerationConfig, RecipeError
 from falcon_h1r.deepconf import (
     N_RESAMPLES,
-    SCORE_OF_METHOD,
     VOTE_METHODS,
-    AnswerClasses,
     DeepConfRecipe,
     EarlyStopController,
     Trace,
+    draw_orders,
+    evaluate_problem,
     first_stop_index,
     group_by_problem,
-    replay_evaluate,
+    online_replay,
+    pool_arrays,
     run_online,
+    standard_series,
     token_confidence,
     window_means,
 )
 from falcon_h1r.sections.common import first_per_domain, model_device, torch_threads
-from falcon_h1r.tracestore import from_completions, grade_answer
+from falcon_h1r.tracestore import answer_classes, from_completions, grade_answer
 
 VOTE_DOMAINS = ("math", "science")  # task domains with final answers to vote on (code is graded by tests)
+SCREENS = ("base_record", "sample", "none")
 
 
 # ============================================================================== recipe
@@ -64,20 +74,29 @@ class DeepConfExperiment:
     Fields:
         budgets: the online budgets B swept (each >= ``deepconf.n_init``; ``deepconf.budget`` is always
             added). DeepConf Table 12: 32, 64, 128, 256, 512.
-        voting_methods: the offline votes compared (some of ``VOTE_METHODS``). DeepConf §3.2 / Table 1: all
-            five.
-        n_resamples: draws of K traces from the pool that every number is averaged over. DeepConf §4: 64.
+        voting_methods: the votes compared (some of ``VOTE_METHODS``). DeepConf §3.2 / Table 1: all five.
+        n_resamples: draws of K traces from each pool that every number is averaged over. DeepConf §4: 64.
         domains: task domains whose held-out problems are voted on (some of ``VOTE_DOMAINS``: code answers
             are graded by tests, not voted on). The Falcon-H1R paper's Table 7: math (AIME, HMMT, AMO).
-        candidates: held-out problems screened per domain (0: all of the preset's test problems).
-        screen_samples: samples per candidate for its pass-rate estimate (>= 2: one sample cannot show
-            0 < rate < 1); 0: no screening, the first ``max_problems`` candidates (as a benchmark is run
-            whole).
-        max_problems: problems kept for the pool. The DeepConf paper's benchmarks have 30 problems.
-        pool_size: complete traces per problem (0: twice the largest budget; >= the largest budget, since a
-            resampling draws K traces without replacement). The DeepConf paper: 4096 for K <= 512.
-        live_problems: problems of the live online run (per variant; 0: none).
-        keep_token_ids: store the token ids in ``traces.parquet`` (the text can be decoded back).
+        screen: how problems are screened for 0 < pass rate < 1, pooled over the bases. ``base_record``: the
+            sampled pass@1 each base recorded per held-out problem when it was trained (T 0.6, top-p 0.95,
+            ``eval.n_samples`` samples, the first ``eval.problems_per_domain`` test problems of each domain);
+            ``sample``: ``screen_samples`` fresh samples per candidate and base; ``none``: the first
+            ``max_problems`` candidates, unscreened (a benchmark run whole).
+        candidates: problems considered per domain (0: all the screen has).
+        screen_samples: samples per candidate and base for ``screen: sample`` (>= 2: one sample cannot show
+            0 < rate < 1).
+        max_problems: problems kept (round-robin over domains). The DeepConf paper's benchmarks have 30.
+        pool_size: complete traces per problem and base (0: the largest budget; >= it, since a resampling
+            draws K traces without replacement). The DeepConf paper: 4096 for K <= 512. At K = pool size every
+            offline resampling holds the same traces (only the online order differs): the interval then comes
+            from the bases and problems, which is what it is meant to cover.
+        pool_batch_size: rows per decode batch while generating pools (0: ``generation.batch_size``). Whole
+            problems of similar difficulty share a batch, so a batch ends when its longest trace does.
+        live_problems: problems of the live online runs (first base; per variant; 0: none).
+        live_budget: budget of each live run (0: ``deepconf.budget``).
+        replay_workers: processes that replay the pools (0: one per CPU core, at most 16).
+        keep_token_ids: store the token ids in the pools (the text can be decoded back).
         allow_unqualified: when no screened problem qualifies, run on the first screened ones anyway.
             Every vote then agrees with pass@1: only for smoke tests of the pipeline; the run's info and
             the notebook say so.
@@ -87,42 +106,48 @@ class DeepConfExperiment:
     voting_methods: list[str] = field(default_factory=lambda: list(VOTE_METHODS))
     n_resamples: int = N_RESAMPLES
     domains: list[str] = field(default_factory=lambda: list(VOTE_DOMAINS))
+    screen: str = "base_record"
     candidates: int = 0
     screen_samples: int = 8
     max_problems: int = 30
     pool_size: int = 0
+    pool_batch_size: int = 0
     live_problems: int = 3
-    keep_token_ids: bool = True
+    live_budget: int = 0
+    replay_workers: int = 0
+    keep_token_ids: bool = False
     allow_unqualified: bool = False
 
     def __post_init__(self) -> None:
         if not self.budgets or min(self.budgets) < 1:
             raise RecipeError(f"deepconf_experiments.budgets: need budgets >= 1, got {self.budgets}")
         bad = [m for m in self.voting_methods if m not in VOTE_METHODS]
-        if bad:
-            raise RecipeError(f"deepconf_experiments.voting_methods: {bad} not accepted; use some of "
-                              f"{list(VOTE_METHODS)}")
+        if bad or "majority" not in self.voting_methods:
+            raise RecipeError(f"deepconf_experiments.voting_methods: {bad or self.voting_methods} not accepted; use "
+                              f"some of {list(VOTE_METHODS)}, majority included (every comparison is against it)")
         bad = [d for d in self.domains if d not in VOTE_DOMAINS]
         if bad or not self.domains:
             raise RecipeError(f"deepconf_experiments.domains: {bad or self.domains} not accepted; use a non-empty "
                               f"subset of {list(VOTE_DOMAINS)} (code answers are graded by tests, not voted on)")
+        if self.screen not in SCREENS:
+            raise RecipeError(f"deepconf_experiments.screen: {self.screen!r} not accepted; use one of {list(SCREENS)}")
         if self.n_resamples < 1:
             raise RecipeError(f"deepconf_experiments.n_resamples: must be >= 1, got {self.n_resamples}")
-        for name in ("candidates", "live_problems", "pool_size"):
+        for name in ("candidates", "live_problems", "live_budget", "pool_size", "pool_batch_size", "replay_workers"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"deepconf_experiments.{name}: must be >= 0, got {getattr(self, name)}")
-        if self.screen_samples == 1 or self.screen_samples < 0:
-            raise RecipeError(f"deepconf_experiments.screen_samples: must be >= 2 (one sample cannot show "
-                              f"0 < rate < 1), or 0 for no screening; got {self.screen_samples}")
+        if self.screen == "sample" and self.screen_samples < 2:
+            raise RecipeError(f"deepconf_experiments.screen_samples: must be >= 2 with screen: sample (one sample "
+                              f"cannot show 0 < rate < 1); got {self.screen_samples}")
         if self.max_problems < 1:
             raise RecipeError(f"deepconf_experiments.max_problems: must be >= 1, got {self.max_problems}")
 
     def check(self, recipe: DeepConfRecipe) -> None:
         """What needs both blocks: every budget covers the warm-up, and the pool holds the largest one."""
-        for b in self.budgets:
+        for b in [*self.budgets, self.live_budget or recipe.budget]:
             if b < recipe.n_init:
-                raise RecipeError(f"deepconf_experiments.budgets: every budget must be >= deepconf.n_init="
-                                  f"{recipe.n_init}, got {b}")
+                raise RecipeError(f"deepconf_experiments: every budget (budgets, live_budget) must be >= "
+                                  f"deepconf.n_init={recipe.n_init}, got {b}")
         if self.pool_size and self.pool_size < self.max_budget(recipe):
             raise RecipeError(f"deepconf_experiments.pool_size: {self.pool_size} is below the largest budget "
                               f"{self.max_budget(recipe)}; a resampling draws K traces from the pool without "
@@ -132,8 +157,11 @@ class DeepConfExperiment:
         return max([recipe.budget, *self.budgets])
 
     def pool(self, recipe: DeepConfRecipe) -> int:
-        """Traces per problem in the pool."""
-        return self.pool_size or 2 * self.max_budget(recipe)
+        """Traces per problem and base in the pool."""
+        return self.pool_size or self.max_budget(recipe)
+
+    def all_budgets(self, recipe: DeepConfRecipe) -> list[int]:
+        return sorted({*self.budgets, recipe.budget})
 
 
 def k_values(recipe: DeepConfRecipe, experiment: DeepConfExperiment) -> list[int]:
@@ -144,15 +172,14 @@ def k_values(recipe: DeepConfRecipe, experiment: DeepConfExperiment) -> list[int
 
 
 # ============================================================================== 1. screening
-def candidate_problems(sets: dict[str, list[dict[str, Any]]], experiment: DeepConfExperiment, *,
+def candidate_problems(problems: Sequence[dict[str, Any]], experiment: DeepConfExperiment, *,
                        benchmarks: Sequence[str] = (), benchmark_dir: str | None = None) -> list[dict[str, Any]]:
-    """Held-out (test-split) problems of the voting domains, the first ``candidates`` of each
-    (:func:`falcon_h1r.sections.common.first_per_domain`, domain by domain); for a loaded checkpoint without
-    synthetic sets (paper preset), the ``benchmarks`` of those domains, read from ``benchmark_dir``
+    """The first ``candidates`` of ``problems`` (held-out ones) in each voting domain, domain by domain
+    (:func:`falcon_h1r.sections.common.first_per_domain`); for a loaded checkpoint without synthetic sets
+    (paper preset), the ``benchmarks`` of those domains, read from ``benchmark_dir``
     (:func:`falcon_h1r.evaluation.load_benchmark`, nothing is downloaded)."""
-    test = sets.get("test", [])
-    per_domain = experiment.candidates or len(test)
-    out = [p for domain in experiment.domains for p in first_per_domain(test, per_domain, [domain])]
+    per_domain = experiment.candidates or len(problems)
+    out = [p for domain in experiment.domains for p in first_per_domain(problems, per_domain, [domain])]
     if not out and benchmarks:
         from falcon_h1r.evaluation import BENCHMARK_DOMAIN, load_benchmark
 
@@ -164,6 +191,32 @@ def candidate_problems(sets: dict[str, list[dict[str, Any]]], experiment: DeepCo
         raise ValueError(f"no held-out problems in domains {experiment.domains}; the preset's tasks.domains (or, "
                          "for a checkpoint, eval.benchmarks) must include math or science problems")
     return out
+
+
+def screen_from_records(infos: Sequence[dict[str, Any]], problems: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Pass rate of each problem pooled over the bases' recorded samples (``info["sampled"]``: the sampled
+    pass@1 per problem each base measured when it was trained), one column per base too. A problem missing
+    from a base's record is left out (it was not among the problems the bases were evaluated on)."""
+    rows = []
+    for p in problems:
+        rates, ns = [], []
+        for info in infos:
+            sampled = info.get("sampled") or {}
+            per = sampled.get("per_problem") or {}
+            if p["id"] not in per:
+                break
+            rates.append(float(per[p["id"]]))
+            ns.append(int(sampled.get("n_samples", 0)))
+        else:
+            n = sum(ns)
+            correct = sum(r * k for r, k in zip(rates, ns))
+            rows.append({"problem_id": p["id"], "domain": p["domain"], "difficulty": p.get("difficulty", 0), "n": n,
+                         "correct": int(round(correct)), "pass_rate": correct / n if n else math.nan,
+                         **{f"pass_rate_base{info.get('seed', i)}": r for i, (info, r) in enumerate(zip(infos, rates))}})
+    if not rows:
+        raise ValueError("no candidate problem appears in the bases' recorded pass rates (info['sampled']"
+                         "['per_problem']); use deepconf_experiments.screen: sample, or rebuild the bases")
+    return pd.DataFrame(rows)
 
 
 def _generate(model: Any, *args: Any, **kw: Any) -> list[Any]:
@@ -187,18 +240,30 @@ def _by_problem(completions: Sequence[Any], problems: Sequence[dict[str, Any]], 
 
 def screen_problems(model: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], gen: GenerationConfig,
                     n_samples: int, *, seed: int = 0, progress: bool = True) -> pd.DataFrame:
-    """Pass rate of each problem from ``n_samples`` sampled answers (graded as the pool will be)."""
+    """Pass rate of each problem from ``n_samples`` fresh sampled answers of one model (graded as the pool
+    will be)."""
     comps = _generate(model, tokenizer, _prompts(tokenizer, problems, n_samples), gen, seed=seed, progress=progress,
                       desc="screen pass rates")
     rows = []
     for p, group in zip(problems, _by_problem(comps, problems, n_samples)):
         traces = from_completions(group, p)
         correct = sum(bool(t.correct) for t in traces)
-        rows.append({"problem_id": p["id"], "domain": p["domain"], "difficulty": p["difficulty"], "n": n_samples,
-                     "correct": correct, "pass_rate": correct / n_samples,
-                     "answered": sum(t.answer is not None for t in traces),
+        rows.append({"problem_id": p["id"], "domain": p["domain"], "difficulty": p.get("difficulty", 0),
+                     "n": n_samples, "correct": correct, "pass_rate": correct / n_samples,
                      "mean_tokens": float(np.mean([t.num_tokens for t in traces]))})
     return pd.DataFrame(rows)
+
+
+def pool_screens(screens: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Per-base screening tables (:func:`screen_problems`) -> one table pooled over the bases."""
+    if len(screens) == 1:
+        return screens[0]
+    cat = pd.concat([s.assign(base=i) for i, s in enumerate(screens)])
+    out = cat.groupby(["problem_id", "domain", "difficulty"], sort=False).agg(n=("n", "sum"),
+                                                                               correct=("correct", "sum"))
+    out = out.reset_index()
+    out["pass_rate"] = out["correct"] / out["n"]
+    return out
 
 
 def select_problems(screen: pd.DataFrame, problems: Sequence[dict[str, Any]],
@@ -220,114 +285,104 @@ def select_problems(screen: pd.DataFrame, problems: Sequence[dict[str, Any]],
 
 # ============================================================================== 2. pool
 def generate_pool(model: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], gen: GenerationConfig,
-                  pool_size: int, *, seed: int = 0, progress: bool = True, keep_token_ids: bool = True) -> list[Trace]:
-    """``pool_size`` complete (never early-stopped) graded traces per problem."""
-    comps = _generate(model, tokenizer, _prompts(tokenizer, problems, pool_size), gen, seed=seed, progress=progress,
-                      desc="trace pool")
-    pool: list[Trace] = []
-    for p, group in zip(problems, _by_problem(comps, problems, pool_size)):
-        for t in from_completions(group, p):
-            t.text = None  # the store keeps token ids (decodable), not text
-            if not keep_token_ids:
-                t.token_ids = None
-            pool.append(t)
-    return pool
+                  pool_size: int, *, seed: int = 0, batch_size: int = 0, progress: bool = True,
+                  keep_token_ids: bool = False) -> list[Trace]:
+    """``pool_size`` complete (never early-stopped) graded traces per problem, in the problems' order.
 
-
-def pool_table(pool: Sequence[Trace]) -> pd.DataFrame:
-    """Per problem: traces, accuracy, answered share, tokens, finish reasons, distinct answers."""
-    rows = []
-    for pid, traces in group_by_problem(pool).items():
-        classes = AnswerClasses()
-        rows.append({"problem_id": pid, "traces": len(traces),
-                     "pass_rate": float(np.mean([bool(t.correct) for t in traces])),
-                     "answered": float(np.mean([t.answer is not None for t in traces])),
-                     "mean_tokens": float(np.mean([t.num_tokens for t in traces])),
-                     "length_capped": float(np.mean([t.finish_reason == "length" for t in traces])),
-                     "distinct_answers": len({classes(t.answer) for t in traces} - {None})})
-    return pd.DataFrame(rows)
-
-# ============================================================================== 3. replay evaluation
-def _series(recipe: DeepConfRecipe, experiment: DeepConfExperiment) -> list[tuple[str, str | None, float | None]]:
-    """(label, method, eta) of every offline curve."""
-    out: list[tuple[str, str | None, float | None]] = [("majority", "majority", None)]
-    for method in experiment.voting_methods:
-        if SCORE_OF_METHOD[method] is None:
-            continue
-        for eta in (recipe.eta_low, recipe.eta_high):
-            out.append((f"{method}@{eta:g}", method, eta))
-    return out
-
-
-def evaluate_pool(pool: Sequence[Trace], recipe: DeepConfRecipe, experiment: DeepConfExperiment, *, seed: int = 0,
-                  progress: bool = True) -> pd.DataFrame:
-    """Accuracy and generated tokens of every method at every K (``n_resamples`` paired draws each).
-
-    Offline methods pay for all K traces; online ones (K = the budget, K >= n_init) for what they
-    generated, early-stopped tokens included. ``tokens`` is summed over problems, per resampling.
+    Problems go to the engine in chunks of whole problems, ordered by difficulty level (trace length grows
+    with it), ``batch_size`` rows per decode batch (0: ``gen.batch_size``): a batch runs until its longest trace
+    ends, so similar lengths in one batch waste fewer steps. Chunk ``c`` is seeded ``seed * 1000 + c``.
     """
     from tqdm.auto import tqdm
 
-    ks = k_values(recipe, experiment)
-    pool_size = experiment.pool(recipe)
-    jobs: list[tuple[str, str, str, float | None, int]] = [("pass@1", "pass@1", "pass@1", None, 1)]
-    for label, method, eta in _series(recipe, experiment):
-        kind = "majority" if method == "majority" else "offline"
-        jobs += [(label, kind, method, eta, k) for k in ks]
-    budgets = sorted({*experiment.budgets, recipe.budget})
-    for variant in ("low", "high"):
-        jobs += [(f"online_{variant}", "online", f"online_{variant}", None, b) for b in budgets if b <= pool_size]
-    classes: dict[str, AnswerClasses] = {}
+    batch = batch_size or gen.batch_size
+    cfg = replace(gen, batch_size=batch)
+    per_chunk = max(1, batch // pool_size)
+    order = sorted(range(len(problems)), key=lambda i: (problems[i].get("difficulty", 0), i))
+    traces: dict[int, list[Trace]] = {}
+    chunks = [order[i:i + per_chunk] for i in range(0, len(order), per_chunk)]
+    for c, idx in enumerate(tqdm(chunks, desc=f"trace pool ({pool_size} per problem)", disable=not progress,
+                                 leave=False)):
+        chunk = [problems[i] for i in idx]
+        comps = _generate(model, tokenizer, _prompts(tokenizer, chunk, pool_size), cfg, seed=seed * 1000 + c,
+                          progress=False)
+        for i, p, group in zip(idx, chunk, _by_problem(comps, chunk, pool_size)):
+            ts = from_completions(group, p)
+            for t in ts:
+                t.text = None  # the store keeps token ids at most (decodable), not text
+                if not keep_token_ids:
+                    t.token_ids = None
+            traces[i] = ts
+    return [t for i in range(len(problems)) for t in traces[i]]
+
+
+def pool_table(pools: dict[int, Sequence[Trace]], problems: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Per base and problem: traces, accuracy, answered share, tokens, length-capped share, distinct answers
+    (classes of equivalent answers)."""
+    by_id = {p["id"]: p for p in problems}
     rows = []
-    for label, kind, method, eta, k in tqdm(jobs, desc="replay (64 resamplings each)", disable=not progress,
-                                            leave=False):
-        s = replay_evaluate(pool, method, k, eta=eta, n_resamples=experiment.n_resamples, seed=seed, recipe=recipe,
-                            classes=classes)
-        rows.append({"series": label, "kind": kind, "method": method,
-                     "score": SCORE_OF_METHOD.get(method) if kind == "offline" else None, "eta": eta, "K": k,
-                     "acc": s.acc_mean, "acc_std": s.acc_std, "tokens": s.tokens_mean, "tokens_std": s.tokens_std,
-                     "traces_per_problem": s.traces_mean, "n_resamples": s.n_resamples, "n_problems": s.n_problems})
+    for seed, pool in pools.items():
+        for pid, traces in group_by_problem(pool).items():
+            classes = answer_classes(by_id.get(pid))
+            tokens = np.array([t.num_tokens for t in traces])
+            rows.append({"base": seed, "problem_id": pid, "traces": len(traces),
+                         "pass_rate": float(np.mean([bool(t.correct) for t in traces])),
+                         "answered": float(np.mean([t.answer is not None for t in traces])),
+                         "mean_tokens": float(tokens.mean()), "median_tokens": float(np.median(tokens)),
+                         "length_capped": float(np.mean([t.finish_reason == "length" for t in traces])),
+                         "distinct_answers": len({classes(t.answer) for t in traces} - {None})})
     return pd.DataFrame(rows)
 
 
-def tokens_at_accuracy(curve: pd.DataFrame, acc: float) -> float | None:
-    """Tokens a curve (rows sorted by K, columns ``acc`` and ``tokens``) needs to first reach ``acc``,
-    interpolated linearly in log-tokens between its two bracketing points; None if it never does."""
-    curve = curve.sort_values("K")
-    toks, accs = curve["tokens"].to_numpy(float), curve["acc"].to_numpy(float)
-    hit = np.flatnonzero(accs >= acc - 1e-12)
-    if hit.size == 0:
-        return None
-    i = int(hit[0])
-    if i == 0 or accs[i] == accs[i - 1]:
-        return float(toks[i])
-    frac = (acc - accs[i - 1]) / (accs[i] - accs[i - 1])
-    return float(np.exp(np.log(toks[i - 1]) + frac * (np.log(toks[i]) - np.log(toks[i - 1]))))
+# ============================================================================== 3. replay evaluation
+def _evaluate_one(job: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """One (base, problem): its pool as arrays, its draws and every series (runs in a worker process)."""
+    seed, base_index, problem_index, base, problem, traces, recipe, series, n_resamples, ks, budgets = job
+    arr = pool_arrays(traces, answer_classes(problem), window=recipe.window, tail_tokens=recipe.tail_tokens)
+    orders = draw_orders(arr.n, n_resamples, (seed, base_index, problem_index))
+    rows = evaluate_problem(arr, orders, recipe, series, ks=ks, budgets=budgets)
+    return [{"base": base, "problem_id": problem["id"], **r} for r in rows]
 
 
-def _saving(tokens: float, reference: float | None) -> float:
-    """1 - tokens / reference (NaN without a reference); float noise around 0 is 0."""
-    if reference is None or not reference or math.isnan(reference):
-        return math.nan
-    saving = 1 - tokens / reference
-    return 0.0 if abs(saving) < 1e-9 else saving
+def replay_workers(experiment: DeepConfExperiment) -> int:
+    return experiment.replay_workers or max(1, min(16, os.cpu_count() or 1))
 
 
-def savings_table(curves: pd.DataFrame) -> pd.DataFrame:
-    """Online DeepConf against majority voting, per budget: the same-budget token saving (the DeepConf
-    paper's Table 2 convention) and the saving against the majority@K curve at equal accuracy."""
-    maj = curves[curves["series"] == "majority"]
-    rows = []
-    for _, r in curves[curves["kind"] == "online"].sort_values(["series", "K"]).iterrows():
-        same = maj[maj["K"] == r["K"]]
-        maj_tokens = float(same["tokens"].iloc[0]) if len(same) else math.nan
-        maj_acc = float(same["acc"].iloc[0]) if len(same) else math.nan
-        equal = tokens_at_accuracy(maj, r["acc"])
-        rows.append({"series": r["series"], "budget": int(r["K"]), "acc": r["acc"], "tokens": r["tokens"],
-                     "majority_acc": maj_acc, "majority_tokens": maj_tokens,
-                     "saving_same_budget": _saving(r["tokens"], maj_tokens),
-                     "majority_tokens_at_equal_acc": equal if equal is not None else math.nan,
-                     "saving_at_equal_acc": _saving(r["tokens"], equal)})
+def evaluate_pools(pools: dict[int, Sequence[Trace]], problems: Sequence[dict[str, Any]], recipe: DeepConfRecipe,
+                   experiment: DeepConfExperiment, *, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """Every series of :func:`falcon_h1r.deepconf.standard_series` at every K (offline) and budget (online) on
+    each base's pool of each problem: one row per (base, problem, series, K) with the accuracy, generated
+    tokens, launched traces, voters and stopped traces, each the mean over ``n_resamples`` draws (draw seed:
+    ``(seed, base index, problem index)``). Online runs check consensus after every trace (the paper's
+    sequential protocol). Work is spread over :func:`replay_workers` processes."""
+    from tqdm.auto import tqdm
+
+    series = standard_series(recipe, experiment.voting_methods)
+    ks = k_values(recipe, experiment)
+    budgets = experiment.all_budgets(recipe)
+    jobs = []
+    for b, (base, pool) in enumerate(pools.items()):
+        groups = group_by_problem(pool)
+        for i, p in enumerate(problems):
+            traces = groups.get(p["id"], [])
+            if len(traces) < max([*ks, *budgets]):
+                raise ValueError(f"base {base}: problem {p['id']} has {len(traces)} pooled traces, fewer than the "
+                                 f"largest K / budget {max([*ks, *budgets])}")
+            jobs.append((seed, b, i, base, p, traces, recipe, series, experiment.n_resamples, ks, budgets))
+    workers = min(replay_workers(experiment), len(jobs))
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(jobs), desc=f"replay ({experiment.n_resamples} draws each)", disable=not progress,
+               leave=False)
+    if workers <= 1:
+        for job in jobs:
+            rows += _evaluate_one(job)
+            bar.update()
+    else:  # spawn: the parent may hold a CUDA context, which a forked child must not inherit
+        with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            for out in ex.map(_evaluate_one, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
+                rows += out
+                bar.update()
+    bar.close()
     return pd.DataFrame(rows)
 
 
@@ -376,14 +431,13 @@ def stop_agreement(calls: Sequence[tuple[float | None, Sequence[Any]]], window: 
 
 
 def live_online(model: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], pool: Sequence[Trace],
-                gen: GenerationConfig, recipe: DeepConfRecipe, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                progress: bool = True) -> pd.DataFrame:
-    """One live online DeepConf run per variant and problem (budget ``recipe.budget``, batches of
-    ``online_batch_size``), beside the replay of the same problem's pool at the same budget and batch
-    size (mean over ``n_resamples`` draws): tokens, traces, accuracy, and the stop-rule check."""
+                gen: GenerationConfig, recipe: DeepConfRecipe, *, budget: int, n_resamples: int = N_RESAMPLES,
+                seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """One live online DeepConf run per variant and problem (``budget``, batches of ``online_batch_size``),
+    beside the replay of the same problem's pool at the same budget and batch size (mean over
+    ``n_resamples`` draws): tokens, traces, accuracy, and the stop-rule check."""
     from tqdm.auto import tqdm
 
-    budget = recipe.budget
     groups = group_by_problem(pool)
     rows = []
     jobs = [(v, p) for v in ("low", "high") for p in problems]
@@ -392,7 +446,7 @@ def live_online(model: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], 
         sampler = _LiveSampler(model, tokenizer, problem, gen, seed=seed * 1_000_003 + 7919 * j)
         t0 = time.perf_counter()
         res = run_online(sampler, variant, recipe, budget=budget, problem_id=problem["id"],
-                         grade=lambda a, p=problem: grade_answer(a, p))
+                         classes=answer_classes(problem), grade=lambda a, p=problem: grade_answer(a, p))
         wall = time.perf_counter() - t0
         agreement = stop_agreement(sampler.calls, recipe.window)
         row = {"problem_id": problem["id"], "variant": variant, "budget": budget,
@@ -402,17 +456,18 @@ def live_online(model: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], 
                **{f"stop_{k}": v for k, v in agreement.items()}}
         traces = groups.get(problem["id"], [])
         if len(traces) >= budget:
-            rep = replay_evaluate(traces, f"online_{variant}", budget, n_resamples=n_resamples, seed=seed,
-                                  recipe=recipe, batch_size=recipe.online_batch_size)
-            full = float(np.mean([t.num_tokens for t in traces]))
-            row.update(replay_tokens=rep.tokens_mean, replay_tokens_std=rep.tokens_std,
-                       replay_traces=rep.traces_mean, replay_acc=rep.acc_mean,
+            arr = pool_arrays(traces, answer_classes(problem), window=recipe.window, tail_tokens=recipe.tail_tokens)
+            rep = online_replay(arr, draw_orders(arr.n, n_resamples, (seed, j))[:, :budget], recipe, variant,
+                                batch_size=recipe.online_batch_size)[budget]
+            row.update(replay_tokens=float(rep.tokens.mean()), replay_tokens_std=float(rep.tokens.std()),
+                       replay_traces=float(rep.launched.mean()), replay_acc=float(rep.correct.mean()),
                        live_tokens_per_trace=res.tokens / res.traces_used,
-                       replay_tokens_per_trace=rep.tokens_mean / rep.traces_mean, pool_tokens_per_trace=full)
+                       replay_tokens_per_trace=float(rep.tokens.sum() / rep.launched.sum()),
+                       pool_tokens_per_trace=float(arr.tokens.mean()))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-__all__ = ["VOTE_DOMAINS", "DeepConfExperiment", "k_values", "candidate_problems", "screen_problems",
-           "select_problems", "generate_pool", "pool_table", "evaluate_pool", "tokens_at_accuracy", "savings_table",
-           "stop_agreement", "live_online"]
+__all__ = ["VOTE_DOMAINS", "SCREENS", "DeepConfExperiment", "k_values", "candidate_problems", "screen_from_records",
+           "screen_problems", "pool_screens", "select_problems", "generate_pool", "pool_table", "evaluate_pools",
+           "replay_workers", "stop_agreement", "live_online"]
