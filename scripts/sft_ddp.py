@@ -97,7 +97,8 @@ def worker(args: argparse.Namespace) -> dict:
     from falcon_h1r.distributed import deepspeed_config, init_from_env, wrap_ddp
     from falcon_h1r.env import device_info, package_versions
     from falcon_h1r.models import build_model, load_checkpoint
-    from falcon_h1r.scaleout.zero_sft import ScaleSFTRecipe, load_for_zero, make_engine, param_count
+    from falcon_h1r.scaleout.zero_sft import (ScaleSFTRecipe, checkpoint_summary, load_for_zero, make_engine,
+                                              param_count)
     from falcon_h1r.sections.sft import load_recipe
     from falcon_h1r.sft import examples_from_traces, train_sft
 
@@ -187,6 +188,7 @@ def worker(args: argparse.Namespace) -> dict:
     rec = {"kind": "sft_ddp_run", "preset": args.preset, "engine": args.engine,
            "zero": args.zero if args.engine == "deepspeed" else None, "world": ctx.world,
            "from_checkpoint": str(args.from_checkpoint) if args.from_checkpoint else None, "recipe": args.recipe,
+           "checkpoint": checkpoint_summary(args.from_checkpoint) if args.from_checkpoint else None,
            "grad_accum": args.grad_accum, "global_batch": cfg.batch_size, "steps": cfg.steps,
            "steps_done": hist.steps_done, "resumed_from": hist.resumed_from, "pack_len": recipe.pack_len,
            "loss_norm": recipe.loss_norm, "shard": recipe.shard, "packing": recipe.packing, "lr_peak": cfg.lr,
@@ -221,7 +223,8 @@ def make_checkpoint(args: argparse.Namespace) -> dict:
         config = falcon_config(preset.model, tok.vocab_size, pad_id=tok.pad_id, eos_id=tok.eos_id)
     t0 = time.time()
     dtype = torch.float32 if args.arch == "preset" else torch.bfloat16
-    path = make_random_checkpoint(args.out, tok, num_layers=args.layers, config=config, dtype=dtype, seed=args.seed)
+    path = make_random_checkpoint(args.out, tok, num_layers=args.layers, config=config, dtype=dtype, seed=args.seed,
+                                  device="cuda" if torch.cuda.is_available() else "cpu")
     size = sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))
     return {"kind": "random_checkpoint", "path": str(path), "arch": args.arch, "layers": args.layers,
             "bytes": size, "wall_s": time.time() - t0}

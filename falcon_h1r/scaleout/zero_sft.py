@@ -140,7 +140,7 @@ def make_engine(model: torch.nn.Module, cfg: TrainConfig, ds_config: dict[str, A
 
 
 def make_random_checkpoint(path: str | Path, tokenizer: Any, *, num_layers: int = 44, config: Any = None,
-                           dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Path:
+                           dtype: torch.dtype = torch.bfloat16, seed: int = 0, device: str = "cpu") -> Path:
     """Random weights at Falcon-H1R-7B's shapes (``num_layers`` of its 44) saved as a Hugging Face checkpoint with
     ``tokenizer``; ``config`` overrides the architecture (tests use a tiny one). Returns ``path``."""
     from falcon_h1r.models import falcon_h1r_7b_config, model_from_config, save_model
@@ -152,8 +152,21 @@ def make_random_checkpoint(path: str | Path, tokenizer: Any, *, num_layers: int 
             raise ValueError(f"tokenizer has {len(tokenizer.hf)} tokens, more than the architecture's vocabulary "
                              f"{config.vocab_size}")
     torch.manual_seed(seed)
-    model = model_from_config(config, dtype=dtype)
+    model = model_from_config(config, dtype=dtype, device=device)  # on a GPU: seconds instead of minutes
     return save_model(model, tokenizer, path, extra={"random_weights": True, "num_hidden_layers": config.num_hidden_layers})
+
+
+def checkpoint_summary(path: str | Path) -> dict[str, Any]:
+    """What a checkpoint is, for a run's record: its architecture from ``config.json`` and whether its weights are
+    random (written by :func:`make_random_checkpoint`)."""
+    import json
+
+    path = Path(path)
+    cfg = json.loads((path / "config.json").read_text())
+    extra = json.loads((path / "falcon_h1r.json").read_text()) if (path / "falcon_h1r.json").exists() else {}
+    keys = ("model_type", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads",
+            "num_key_value_heads", "mamba_n_heads", "mamba_d_state", "vocab_size")
+    return {**{k: cfg.get(k) for k in keys}, "random_weights": bool(extra.get("random_weights", False))}
 
 
 def shrink(recipe: ScaleSFTRecipe, **sizes: Any) -> ScaleSFTRecipe:
@@ -161,5 +174,5 @@ def shrink(recipe: ScaleSFTRecipe, **sizes: Any) -> ScaleSFTRecipe:
     return replace(recipe, **{k: v for k, v in sizes.items() if v})
 
 
-__all__ = ["ScaleSFTRecipe", "deepspeed_on_this_machine", "load_for_zero", "make_engine", "make_random_checkpoint",
-           "param_count", "shrink"]
+__all__ = ["ScaleSFTRecipe", "checkpoint_summary", "deepspeed_on_this_machine", "load_for_zero", "make_engine",
+           "make_random_checkpoint", "param_count", "shrink"]
