@@ -86,6 +86,22 @@ def _tokenizer(args: argparse.Namespace, preset, ctx):
     return tok if ctx.rank == 0 else get_tokenizer(preset)
 
 
+def rank_tokens(examples, cfg, recipe, world: int, rank: int, pad_id: int, seed: int, steps: int) -> dict:
+    """The tokens this rank holds per step over the first ``steps`` steps (the balanced normalization's point is
+    that ranks hold very different counts): the trainer's own data stream and split, replayed without training."""
+    from falcon_h1r.sft import _DataStream, plan_step
+
+    data, sup, inp = _DataStream(len(examples), seed), 0, 0
+    pack_len = recipe.pack_len or cfg.max_seq_len
+    for step in range(steps):  # the shard seed is train_sft's
+        plan = plan_step(examples, data.take(cfg.batch_size), world, [rank], recipe, pad_id, pack_len,
+                         shard_seed=seed * 1_000_003 + step)
+        sup += sum(int((b["weights"][:, 1:] > 0).sum()) for b in plan[rank])
+        inp += sum(int(b["input_ids"].numel()) for b in plan[rank])
+    return {"supervised_tokens_per_step": sup / max(steps, 1), "input_tokens_per_step": inp / max(steps, 1),
+            "steps_counted": steps}
+
+
 def worker(args: argparse.Namespace) -> dict:
     from falcon_h1r.scaleout.zero_sft import deepspeed_on_this_machine
 
@@ -178,6 +194,8 @@ def worker(args: argparse.Namespace) -> dict:
         (ta, ia, sa), (tb, ib, sb) = marks[skip], marks[-1]
         mine.update(timed_steps=len(marks) - 1 - skip, tokens_per_s=(ib - ia) / ctx.world / (tb - ta),
                     supervised_tokens_per_s=(sb - sa) / ctx.world / (tb - ta))
+    mine["tokens_held"] = rank_tokens(examples, cfg, recipe, ctx.world, ctx.rank, tok.pad_id, preset.seed,
+                                      min(cfg.steps, 20))
     per_rank = [None] * ctx.world
     dist.all_gather_object(per_rank, mine)
     if args.save_model and ds_cfg is not None:
@@ -195,6 +213,8 @@ def worker(args: argparse.Namespace) -> dict:
            "gradient_checkpointing": grad_ckpt, "bf16": bf16, "params": n_params, "load_s": load_s,
            "examples": len(examples), "loss": hist.loss, "lr": hist.lr, "per_rank": per_rank,
            "tokens_per_s_per_gpu": sum(tps) / len(tps) if tps else None,
+           "rank_token_imbalance": (max(r["tokens_held"]["supervised_tokens_per_step"] for r in per_rank)
+                                    / max(min(r["tokens_held"]["supervised_tokens_per_step"] for r in per_rank), 1e-9)),
            "peak_mem_gb_max": max((r["peak_mem_gb"] or 0) for r in per_rank) if bf16 else None,
            "note": "tokens_per_s: input tokens (padding included) per GPU, steps after --warmup-steps",
            "commit": os.environ.get("FALCON_H1R_COMMIT"), "device": device_info(), "packages": package_versions()}

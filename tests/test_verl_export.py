@@ -43,7 +43,8 @@ def _validate(cfg: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
     code = ("import json, sys; from falcon_h1r.scaleout.verl_export import validate_with_verl; "
-            f"print(json.dumps(validate_with_verl(json.load(open({str(path)!r})), {str(_verl_root())!r}), default=str))")
+            f"print(json.dumps(validate_with_verl(json.load(open({str(path)!r})), {str(_verl_root())!r}), "
+            "default=str))")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 

@@ -164,7 +164,8 @@ def test_v2_processor_stops_where_the_package_reference_does(recorded, window):
     at_first_window = never = 0
     for threshold in thresholds:
         reqs = [Req(_params(threshold, window), prompt_len=2 + 3 * i,
-                    rows=[logits_from_top(t[s], ids[s], vocab) for s in range(len(t))]) for i, (t, ids) in enumerate(traces)]
+                    rows=[logits_from_top(t[s], ids[s], vocab) for s in range(len(t))])
+                for i, (t, ids) in enumerate(traces)]
         bystanders = [Req(_params(None, window), prompt_len=4, rows=[logits_from_top(t[s], ids[s], vocab)
                                                                     for s in range(len(t))]) for t, ids in traces[:2]]
         done = V2RunnerStandIn(vocab, max_slots=3, chunk=3, seed=int(threshold * 1000)).run(reqs + bystanders)

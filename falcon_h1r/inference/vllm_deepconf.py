@@ -74,7 +74,8 @@ def require_vllm() -> Any:
 
 
 # ============================================================================== request arguments
-def deepconf_extra_args(threshold: float, eos_token_id: int, window: int = WINDOW, top_k: int = TOP_K) -> dict[str, Any]:
+def deepconf_extra_args(threshold: float, eos_token_id: int, window: int = WINDOW,
+                        top_k: int = TOP_K) -> dict[str, Any]:
     """The ``SamplingParams.extra_args`` entry that switches the stop on for one request."""
     return {EXTRA_ARGS_KEY: {"threshold": float(threshold), "eos_token_id": int(eos_token_id),
                              "window": int(window), "top_k": int(top_k)}}

@@ -348,7 +348,8 @@ def validate_with_verl(cfg: dict[str, Any], root: str | Path) -> dict[str, Any]:
     algo = to_dc(plain["algorithm"], t.AlgoConfig)
     optim = actor.optim
     return {"clip_ratio_low": actor.clip_ratio_low, "clip_ratio_high": actor.clip_ratio_high,
-            "loss_agg_mode": actor.loss_agg_mode, "entropy_coeff": actor.entropy_coeff, "use_kl_loss": actor.use_kl_loss,
+            "loss_agg_mode": actor.loss_agg_mode, "entropy_coeff": actor.entropy_coeff,
+            "use_kl_loss": actor.use_kl_loss,
             "ppo_mini_batch_size": actor.ppo_mini_batch_size, "lr": optim.lr, "lr_warmup_steps": optim.lr_warmup_steps,
             "weight_decay": optim.weight_decay, "clip_grad": optim.clip_grad, "n": rollout.n,
             "temperature": rollout.temperature, "top_p": rollout.top_p, "response_length": rollout.response_length,

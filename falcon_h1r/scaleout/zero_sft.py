@@ -20,7 +20,7 @@ rows and balanced normalization are not exposed there (see :mod:`falcon_h1r.dist
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,13 +147,15 @@ def make_random_checkpoint(path: str | Path, tokenizer: Any, *, num_layers: int 
 
     config = config or falcon_h1r_7b_config(num_layers)
     if tokenizer is not None:
-        config.pad_token_id, config.eos_token_id, config.bos_token_id = tokenizer.pad_id, tokenizer.eos_id, tokenizer.eos_id
+        config.pad_token_id, config.eos_token_id = tokenizer.pad_id, tokenizer.eos_id
+        config.bos_token_id = tokenizer.eos_id
         if len(tokenizer.hf) > config.vocab_size:
             raise ValueError(f"tokenizer has {len(tokenizer.hf)} tokens, more than the architecture's vocabulary "
                              f"{config.vocab_size}")
     torch.manual_seed(seed)
     model = model_from_config(config, dtype=dtype, device=device)  # on a GPU: seconds instead of minutes
-    return save_model(model, tokenizer, path, extra={"random_weights": True, "num_hidden_layers": config.num_hidden_layers})
+    return save_model(model, tokenizer, path,
+                      extra={"random_weights": True, "num_hidden_layers": config.num_hidden_layers})
 
 
 def checkpoint_summary(path: str | Path) -> dict[str, Any]:
@@ -169,10 +171,5 @@ def checkpoint_summary(path: str | Path) -> dict[str, Any]:
     return {**{k: cfg.get(k) for k in keys}, "random_weights": bool(extra.get("random_weights", False))}
 
 
-def shrink(recipe: ScaleSFTRecipe, **sizes: Any) -> ScaleSFTRecipe:
-    """The recipe with some sizes replaced (a short run: fewer samples per step, shorter rows)."""
-    return replace(recipe, **{k: v for k, v in sizes.items() if v})
-
-
 __all__ = ["ScaleSFTRecipe", "checkpoint_summary", "deepspeed_on_this_machine", "load_for_zero", "make_engine",
-           "make_random_checkpoint", "param_count", "shrink"]
+           "make_random_checkpoint", "param_count"]
