@@ -17,7 +17,8 @@ Two vLLM interfaces, chosen by what the installed vLLM provides (:func:`processo
   tensors (:class:`SlotConfidenceStop`): one batched top-k and one logsumexp per step over the rows, gathers and
   scatters by slot, no Python loop over requests and no host sync. Rows of a chunked prefill (no token sampled
   yet) are skipped with ``pos + 1 < prefill_len``. Speculative decoding is refused (a request would own several
-  rows per step, and rejected drafts would enter the window).
+  rows per step, and rejected drafts would enter the window). A request preempted and re-admitted gets a fresh
+  window (its earlier confidences are not in the runner's state), so its stop can come later, never earlier.
 - **V1 runner** (vLLM 0.10.2 up to the V2 switch, or ``VLLM_USE_V2_MODEL_RUNNER=0``): :class:`DeepConfLogitsProcessor`
   subclasses ``vllm.v1.sample.logits_processor.AdapterLogitsProcessor`` with one :class:`RequestConfidenceStop`
   per request, indexed by the number of output tokens so that repeated calls during a chunked prefill do not
