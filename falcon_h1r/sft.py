@@ -455,6 +455,15 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
             start, h = _restore(last, model, opt, sched, data)
             hist = TrainHistory(**h)
             hist.resumed_from = start
+    elif resume and checkpoint_dir is not None:  # DeepSpeed: the engine's partitioned states, on every rank
+        from falcon_h1r.scaleout.zero_checkpoint import restore_engine_checkpoint
+
+        got = restore_engine_checkpoint(engine, checkpoint_dir)
+        if got is not None:
+            start, data_state, h = got
+            data.load(data_state)
+            hist = TrainHistory(**h)
+            hist.resumed_from = start
     model.train()
     t0 = time.time() - hist.wall_s
     bar = tqdm(range(start, cfg.steps), desc=desc, disable=not progress or (dist is not None and not dist.is_main),
@@ -487,9 +496,14 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
             hist.evals.append({"step": done, **eval_fn(done)})
             model.train()
         hist.wall_s = time.time() - t0
-        if checkpoint_dir is not None and recipe.save_every and done % recipe.save_every == 0 and engine is None \
-                and (dist is None or dist.is_main):
-            save_checkpoint(checkpoint_dir, done, model, opt, sched, data, hist, recipe.keep_checkpoints)
+        if checkpoint_dir is not None and recipe.save_every and done % recipe.save_every == 0:
+            if engine is not None:  # every rank saves its ZeRO shards
+                from falcon_h1r.scaleout.zero_checkpoint import save_engine_checkpoint
+
+                save_engine_checkpoint(engine, checkpoint_dir, done, data.state(), hist.to_json(),
+                                       recipe.keep_checkpoints)
+            elif dist is None or dist.is_main:
+                save_checkpoint(checkpoint_dir, done, model, opt, sched, data, hist, recipe.keep_checkpoints)
         if on_step is not None:
             on_step(done, hist)
         saved_here = checkpoint_dir is not None and recipe.save_every and done % recipe.save_every == 0

@@ -57,6 +57,8 @@ step "check the installed torch is ${torch_pin#torch==}" "$VENV/bin/python" -W i
 step "install $deepspeed_pin (built against this torch)" pip install --no-build-isolation "$deepspeed_pin"
 step "install the project with its dev extra" pip install -e ".[dev]"
 step "check the project's imports" "$VENV/bin/python" -c "import falcon_h1r, transformers, deepspeed, math_verify, papermill"
+# verl's config code only (no dependencies), in its own folder: tests/test_verl_export.py validates against it
+step "install verl's configuration code into $VENV/verl-config" bash scripts/verl_config_env.sh "$VENV"
 if [ "$mode" = gpu ]; then
   step "check torch is a CUDA build (GPU=1)" "$VENV/bin/python" -c \
     "import sys, torch; sys.exit(0 if torch.version.cuda else f'GPU=1 needs a CUDA build of torch, but torch {torch.__version__} is CPU-only: unset TORCH_INDEX_URL or point it at a CUDA index of PyTorch')"

@@ -416,28 +416,6 @@ def test_recipe_defaults_and_parse():
         parse(dc.DeepConfRecipe, {"tau": 1.5}, "deepconf")
 
 
-def test_vllm_module_clear_error_and_request_stop():
-    from falcon_h1r.inference import vllm_deepconf as vd
-
-    if not vd.HAVE_VLLM:
-        with pytest.raises(ImportError, match="vLLM is not installed.*pip install"):
-            vd.sampling_params(10.0, eos_token_id=2)
-        with pytest.raises(ImportError, match="vLLM is not installed"):
-            vd.DeepConfLogitsProcessor(None, torch.device("cpu"), False)
-    assert vd.deepconf_extra_args(12.5, 2, 4, 20)[vd.EXTRA_ARGS_KEY]["threshold"] == 12.5
-    # the request-level stop is plain torch: force EOS once the full window's mean is below threshold
-    stop = vd.RequestConfidenceStop(threshold=2.0, eos_token_id=3, window=2, top_k=5)
-    flat = torch.zeros(10)  # confidence log(10) = 2.30
-    peaked = torch.tensor([9.0] + [0.0] * 9)  # larger confidence
-    out = stop([], peaked.clone())
-    assert torch.equal(out, peaked)  # window not full yet
-    out = stop([], flat.clone())
-    assert torch.equal(out, flat)  # mean above 2.0
-    stop.threshold = 3.0
-    out = stop([], flat.clone())
-    assert out[3] == 0.0 and torch.isinf(out[torch.arange(10) != 3]).all()
-
-
 def test_run_online_grade_callable_grades_every_trace():
     """``gold`` grades with the math grader; a science answer within tolerance needs ``grade``."""
     from falcon_h1r.tracestore import grade_answer

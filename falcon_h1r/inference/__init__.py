@@ -9,7 +9,9 @@ vLLM hook. Everyone generates through :func:`generate` (or :func:`generate_ids` 
   :mod:`~falcon_h1r.inference.engine_pool` (one cached engine per model, its defaults);
 - :mod:`~falcon_h1r.inference.engine_check`: the engine against transformers;
 - :mod:`~falcon_h1r.inference.dispatch`: the one batching loop and the choice between the two paths;
-- :mod:`~falcon_h1r.inference.vllm_deepconf`: DeepConf's online stop inside vLLM (needs vLLM).
+- :mod:`~falcon_h1r.inference.vllm_deepconf`: DeepConf's online stop inside vLLM (its V2 and V1 runner interfaces;
+  needs vLLM's own environment, requirements-vllm.txt); :mod:`~falcon_h1r.inference.vllm_online`: online DeepConf
+  with vLLM generating (warm-up, threshold, consensus, traces to the store).
 """
 
 from falcon_h1r.inference.dispatch import ENGINES, generate, generate_ids, resolve_engine
