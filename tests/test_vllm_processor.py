@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from falcon_h1r.deepconf import DeepConfRecipe, EarlyStopController, replay_online
-from falcon_h1r.deepconf.answers import extract_answer
+from falcon_h1r.verify import extract_final_answer as extract_answer
 from falcon_h1r.deepconf.confidence import first_stop_index, window_means
 from falcon_h1r.deepconf.traces import Trace
 from falcon_h1r.inference import vllm_deepconf as vd

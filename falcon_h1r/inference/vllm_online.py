@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from falcon_h1r.deepconf.answers import AnswerClasses
+from falcon_h1r.verify import AnswerClasses
 from falcon_h1r.deepconf.online import OnlineDeepConf, OnlineResult
 from falcon_h1r.deepconf.recipe import DeepConfRecipe, Variant
 from falcon_h1r.deepconf.traces import Trace
