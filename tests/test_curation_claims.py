@@ -278,3 +278,22 @@ def test_open_section_checks_parameters_and_the_whole_preset():
     with pytest.raises(RecipeError, match="deepconf"):  # another section's block is checked too
         SC.open_section("tiny", {"deepconf.no_such_knob": 1})
 
+
+def test_section_rows_read_the_staged_summary_while_reproduce_runs_the_section(tmp_path, monkeypatch):
+    """Notebook 01 ends with scoreboard.section_rows; under `falcon-h1r reproduce` its summary is in a staging
+    copy until the notebook succeeds, and the rows must come from that copy, not the folder it replaces."""
+    import json
+
+    from falcon_h1r.results import STAGE_ENV
+    from falcon_h1r.sections import scoreboard
+
+    final = tmp_path / "tiny" / SC.SECTION
+    staging = tmp_path / "tiny" / f".{SC.SECTION}.staging-run-1"
+    final.mkdir(parents=True)
+    staging.mkdir(parents=True)
+    (final / "summary.json").write_text(json.dumps({"contamination_pct": 0.0}))
+    (staging / "summary.json").write_text(json.dumps({"mixture_max_abs_share_error_pct": 0.4}))
+    monkeypatch.setenv(STAGE_ENV, f"tiny/{SC.SECTION}={staging}")
+    rows = scoreboard.section_rows("tiny", SC.SECTION, root=tmp_path).set_index("id")
+    assert rows.loc["curation_mixture_shares", "status"] == "reproduced"
+    assert rows.loc["curation_contamination_zero", "status"] == "not_run"
