@@ -201,15 +201,16 @@ else:
     planted = int(controls_table["planted"].sum())
     found = int(controls_table["found"].sum())
     leaked = int(controls_table["reached_pool"].sum())
-    rho = headline.get("rl_kept_count_vs_pass_rate_spearman")
+    rho, ks = headline.get("rl_kept_count_vs_pass_rate_spearman"), headline.get("sft_length_lognormal_ks_max")
     rho_text = (f"**{rho:+.2f}**" if rho is not None else
                 f"not computable ({headline.get('rl_kept_count_vs_pass_rate_spearman_reason', '')})")
+    ks_text = f"**{ks:.3f}**" if ks is not None else f"none ({headline.get('sft_length_lognormal_ks_max_reason')})"
     display(Markdown(
         f"Re-checks: **{int(rechecks['violations'].sum())}** violations over {int(rechecks['checked'].sum()):,} "
         f"kept records and rated problems. Controls: **{found} of {planted}** planted copies found, {leaked} "
         f"reached a curated pool. Kept RL problems of {headline.get('rl_kept_count_vs_pass_rate_spearman_domain')} "
         f"against their correct count (0..{k - 1} of {k}), Spearman {rho_text}. Largest KS distance of the "
-        f"length fits: **{headline['sft_length_lognormal_ks_max']:.3f}**; largest gap between our mixture's "
+        f"length fits: {ks_text}; largest gap between our mixture's "
         f"sample shares and the paper's (renormalised without 'other'): "
         f"**{headline['mixture_max_abs_share_error_pct']:.2f} points** "
         f"({headline['mixture_max_abs_share_error_domain']})."))
