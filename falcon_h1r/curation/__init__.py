@@ -8,7 +8,9 @@
 - :mod:`~falcon_h1r.curation.pass_rates`: k graded rollouts per problem from a model;
 - :mod:`~falcon_h1r.curation.rl_pool`: the RL pool and the paper's 0/k..k/k rules;
 - :mod:`~falcon_h1r.curation.dedup`: deduplication and the contamination check;
-- :mod:`~falcon_h1r.curation.mixture`: the streamed domain mixture and the length fits.
+- :mod:`~falcon_h1r.curation.mixture`: the streamed domain mixture and the length fits;
+- :mod:`~falcon_h1r.curation.audit`: independent re-checks of what was kept, and the claims' statistics;
+- :mod:`~falcon_h1r.curation.controls`: positive controls that plant duplicates and held-out problems.
 
 Nothing is dropped silently: every removed record lands in a removal report with the rule that removed it
 and the stage. What a preset curates, and the caches, live in :mod:`falcon_h1r.sections.curation`.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Any, Iterable, Sequence
@@ -9,6 +10,7 @@ from typing import Any, Iterable, Sequence
 _SPACE_AROUND_PUNCT = re.compile(r"\s*([^\w\s])\s*")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # the same questions are normalised by every check of a run
 def normalize_text(s: str) -> str:
     """Case- and spacing-insensitive form (Unicode NFKC) for near-exact matching.
 

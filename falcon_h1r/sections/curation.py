@@ -6,7 +6,10 @@ entry points the SFT and RL sections call, and every table notebook 01 shows.
   ``falcon_h1r.curation.mixture.build_mixture``);
 - :func:`curate_rl_pool` -> ``RLCuration``: held-out RL problems, disjoint from the SFT problems, with pass
   rates from the SFT model and the 0/8..8/8 rules applied (``falcon_h1r.curation.rl_pool.select_rl_pool``,
-  ``falcon_h1r.curation.pass_rates.estimate_pass_rates``).
+  ``falcon_h1r.curation.pass_rates.estimate_pass_rates``);
+- :func:`claim_checks`: the summary keys the curation claims read (``papers/claims.yaml``): independent
+  re-checks of the rules on what was kept (``falcon_h1r.curation.audit``) and positive controls that plant
+  duplicates and held-out problems (``falcon_h1r.curation.controls``).
 
 Both are cached under ``results/<preset>/_cache/`` by a hash of every recipe value that shapes them
 (:func:`falcon_h1r.sections.common.cached_json`).
@@ -23,16 +26,23 @@ from typing import Any, Sequence
 import pandas as pd
 
 from falcon_h1r import papers
-from falcon_h1r.config import GenerationConfig, Preset, load_preset
+from falcon_h1r.config import GenerationConfig, Preset
 from falcon_h1r.curation import (CURATION_VERSION, CurationRecipe, RLCuration, SFTCuration, build_mixture,
                                  contamination, corrupt_records, curate_sft_records, estimate_pass_rates,
                                  fit_lognormal, grade_kwargs, mixture_table, select_rl_pool)
+from falcon_h1r.curation import audit, controls
 from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json
-from falcon_h1r.sections.common import cache_dir, cached_json, get_base_model, get_tokenizer, recipe_hash, run_mode, \
-    task_sets
+from falcon_h1r.sections.common import cache_dir, cached_json, check_notebook_parameters, get_base_model, \
+    get_tokenizer, recipe_hash, run_mode, task_sets
+from falcon_h1r.sections.recipes import validate_preset
 from falcon_h1r.tasks import generate_split, public, teacher_records
 
 SECTION = "01_data_curation"
+# Positive controls: per domain, this many exact copies and as many normalised copies are planted (different
+# problems for the two kinds). Small enough to cost well under a second at every preset.
+PLANTED_PER_KIND = 3
+# The pass-rate histogram the paper describes as a mirrored J (Fig. 5) is its math set's.
+HISTOGRAM_DOMAIN = "math"
 
 
 def load_recipe(preset: Preset) -> CurationRecipe:
@@ -166,7 +176,11 @@ class Section:
 
 
 def open_section(preset: str, overrides: dict[str, Any] | None = None) -> Section:
-    cfg = load_preset(preset, overrides)
+    """Check the notebook's parameters, load the preset and every section block of it (one clear error for
+    a bad key, before anything runs), decide compute or render, and open the writer."""
+    overrides = {} if overrides is None else overrides
+    check_notebook_parameters(preset, overrides)
+    cfg = validate_preset(preset, overrides)
     mode = run_mode(cfg)
     writer = SectionWriter(preset, SECTION, params=cfg.to_dict(), seed=cfg.seed,
                            mode="computed" if mode == "compute" else "rendered")
@@ -184,7 +198,9 @@ class CurationTables:
     mixture: pd.DataFrame  # samples and tokens per domain of the streamed mixture
     lengths: pd.DataFrame  # one row per kept trace: domain, response tokens, tier, weight
     rates: pd.DataFrame  # one row per rated RL problem, with its decision
-    headline: dict[str, Any]
+    headline: dict[str, Any]  # summary.json, the claim keys included
+    controls: pd.DataFrame  # positive controls: planted / found / reached the pool, per control and kind
+    rechecks: pd.DataFrame  # independent re-checks of the rules: rows checked and violations, per check
 
 
 def curation_tables(sec: Section, *, ours: str) -> CurationTables:
@@ -200,11 +216,14 @@ def curation_tables(sec: Section, *, ours: str) -> CurationTables:
     def read_jsonl(name: str) -> pd.DataFrame:
         return pd.read_json(d / f"{name}.jsonl", lines=True)
 
+    def optional(name: str) -> pd.DataFrame:  # records computed before these checks existed lack them
+        return load(name) if (d / f"{name}.csv").exists() else pd.DataFrame()
+
     mixture = load("ours_mixture")[["domain", "samples", "pct_samples", "tokens", "pct_tokens",
                                     "avg_tokens_per_sample"]]
     return CurationTables(load("sft_filter_funnel"), load("rl_filter_funnel"), load("contamination"),
                           load("sft_weights"), mixture, read_jsonl("sft_lengths"), read_jsonl("rl_pass_rates"),
-                          read_json(d / "headline.json"))
+                          read_json(d / "headline.json"), optional("positive_controls"), optional("rule_rechecks"))
 
 
 def _compute_tables(sec: Section, ours: str) -> CurationTables:
@@ -219,43 +238,170 @@ def _compute_tables(sec: Section, ours: str) -> CurationTables:
     t_rl = time.time() - t1
     test_q = {d: [p["question"] for p in sets["test"] if p["domain"] == d] for d in cfg.tasks.domains}
     pool_q = [r["question"] for r in sft_pool(cfg, recipe, sets["train"]) if isinstance(r.get("question"), str)]
-    cand_q = [p["question"] for p in rl_candidates(cfg, recipe, sets)]
+    cands = rl_candidates(cfg, recipe, sets)
+    cand_q = [p["question"] for p in cands]
     training_sets = {"sft_pool (before curation)": pool_q, "sft_curated": [r["question"] for r in sft.records],
                      "rl_candidates (before curation)": cand_q, "rl_pool": [p["question"] for p in rl.problems]}
     contam = pd.DataFrame([{"dataset": name, **row} for name, texts in training_sets.items()
                            for row in contamination(texts, {f"test_{d}": q for d, q in test_q.items()})])
     final_train = training_sets["sft_curated"] + training_sets["rl_pool"]
     all_test = [q for qs in test_q.values() for q in qs]
-    contamination_pct = contamination(final_train, {"all": all_test})[0]["overlap_pct"]
+    overall = contamination(final_train, {"all": all_test})[0]
+    contamination_pct = overall["overlap_pct"]
 
     sft_funnel, rl_funnel = pd.DataFrame(sft.funnel()), pd.DataFrame(rl.funnel())
     mixture = pd.DataFrame(mixture_table(sft.mixture))
-    lengths = pd.DataFrame([{"domain": r["domain"], "response_tokens": r["response_tokens"], "tier": r["tier"],
-                             "weight": r["weight"]} for r in sft.records])
-    rates = pd.DataFrame([{**{k: v for k, v in r.__dict__.items() if k != "reasons"}, "pass_rate": r.pass_rate,
-                           "decision": rl.decisions[r.id]} for r in rl.rates])
+    lengths, rates = lengths_frame(sft), rates_frame(rl)
     weights = (lengths.groupby(["domain", "tier"]).agg(records=("weight", "size"), mean_weight=("weight", "mean"))
                .reset_index())
+    t2 = time.time()
+    checks, control_rows, violations = claim_checks(cfg, recipe, sets, sft, rl, rates, lengths, mixture,
+                                                    final_train, cands)
+    t_checks = time.time() - t2
     headline = {
         "problems_in": len(sets["train"]) + rl.n_in, "sft_records_in": sft.n_in, "kept_sft": len(sft.records),
         "kept_sft_mixture": len(sft.mixture), "rl_candidates_in": rl.n_in, "kept_rl": len(rl.problems),
         **{f"dropped_by_rule_{k}": v for k, v in {**sft.dropped_by_rule(), **rl.dropped_by_rule()}.items()},
-        "contamination_pct": contamination_pct,
+        "contamination_pct": contamination_pct, "contamination_normalized_pct": overall["overlap_normalized_pct"],
         "curation_problems_per_s_cpu": sft.stats["records_per_s"],
         "rl_pass_rate_problems_per_s": rl.stats["pass_rate_problems_per_s"],
         "rl_pass_rate_k": rl.k, "sft_wall_s_this_run": round(t_sft, 2), "rl_wall_s_this_run": round(t_rl, 2),
+        **checks, "claim_checks_wall_s_this_run": round(t_checks, 2),
     }
     writer.records("sft_rejects", sft.rejects())
     writer.records("rl_removed", [r.__dict__ for r in rl.removals])
     writer.records("sft_lengths", lengths.to_dict("records"))
     writer.records("rl_pass_rates", rates.to_dict("records"))
+    writer.records("positive_control_items", control_rows)
+    writer.records("rule_violations", violations)
+    controls_table, rechecks = control_summary(control_rows), recheck_summary(checks)
+    writer.table("positive_controls", controls_table, caption=f"Positive controls ({ours}): copies planted in a "
+                 "throw-away copy of the data, and how many the dedup / contamination checks found")
+    writer.table("rule_rechecks", rechecks, caption=f"Independent re-checks of the curation rules on what was "
+                 f"kept ({ours})")
     writer.table("sft_filter_funnel", sft_funnel, caption=f"SFT filter funnel ({ours}): records removed by each rule")
     writer.table("rl_filter_funnel", rl_funnel, caption=f"RL filter funnel ({ours}): problems removed by each rule")
     writer.table("contamination", contam, caption=f"Contamination check ({ours}): % of held-out test questions "
                  "found verbatim (and after normalisation) in each training set")
     writer.table("sft_weights", weights, caption=f"Difficulty tiers and SFT loss weights ({ours})")
     writer.json("headline", headline)
-    return CurationTables(sft_funnel, rl_funnel, contam, weights, mixture, lengths, rates, headline)
+    return CurationTables(sft_funnel, rl_funnel, contam, weights, mixture, lengths, rates, headline,
+                          controls_table, rechecks)
+
+
+# ============================================================================== the claims' keys
+def claim_checks(cfg: Preset, recipe: CurationRecipe, sets: dict[str, list[dict[str, Any]]], sft: SFTCuration,
+                 rl: RLCuration, rates: pd.DataFrame, lengths: pd.DataFrame, mixture: pd.DataFrame,
+                 final_train: Sequence[str], candidates: Sequence[dict[str, Any]]
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The summary keys the curation claims read (``papers/claims.yaml``, section 01), the positive controls'
+    rows and the rule violations found. Each key is computed here by code:
+
+    - ``sft_filter_rule_violations``: kept SFT records the independent re-check of the four quality rules
+      rejects (``audit.sft_rule_violations``);
+    - ``rl_filter_rule_violations``: rated RL problems whose keep/drop differs from the paper's §3.1 rule
+      recomputed from their counts, with the paper's threshold (``audit.rl_rule_violations``);
+    - ``rl_kept_count_vs_pass_rate_spearman``: the math set's kept problems per 0..k-1 correct bins against the
+      bin (scipy; ``_computable`` 0 and a ``_reason`` when it cannot be computed, never NaN);
+    - ``rl_sft_overlap_after_dedup``: kept RL problems matching an SFT problem (``audit.overlap_count``), with
+      ``dedup_planted_*`` (``controls.dedup_control``);
+    - ``contamination_planted_*`` (``controls.contamination_control``; ``contamination_pct`` itself is the
+      headline's check of the final training data);
+    - ``sft_length_lognormal_ks_max`` (``audit.max_ks_distance`` over :func:`length_fits`) and
+      ``mixture_max_abs_share_error_pct`` (``audit.share_errors_pct`` against ``papers/fig3_data_mixture.csv``).
+
+    The controls run on throw-away copies; :func:`controls.assert_nothing_planted` checks that nothing planted
+    is in the curated data the other sections read.
+    """
+    controls.assert_nothing_planted(sft.records, sft.mixture, rl.problems)
+    sft_viol = [{"check": "sft_quality_rules", **v} for v in audit.sft_rule_violations(sft.records)]
+    paper_k, paper_at_least = audit.paper_rl_rule(papers.load("rl_filter_rules"))
+    rl_viol = [{"check": "rl_pass_rate_rules", **v}
+               for v in audit.rl_rule_violations(rates.to_dict("records"), paper_k=paper_k,
+                                                 paper_drop_at_least=paper_at_least)]
+    kept_bins = kept_per_bin(rates, rl.k, HISTOGRAM_DOMAIN)[:rl.k]  # 0..k-1 correct: the bins the rules keep
+    rho, rho_why = audit.kept_count_vs_pass_rate_spearman(kept_bins) if sum(kept_bins) else \
+        (None, f"no {HISTOGRAM_DOMAIN} problem kept in the RL pool")
+
+    sft_problems = sets["train"]
+    overlap = audit.overlap_count([p["question"] for p in rl.problems], [p["question"] for p in sft_problems])
+    test_questions = [p["question"] for p in sets["test"]]
+    dup_rows = controls.dedup_control(candidates, sft_problems, recipe, eval_questions=test_questions,
+                                      per_domain=PLANTED_PER_KIND, seed=cfg.seed)
+
+    def traces(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:  # the teacher's clean traces
+        return [public(r) for r in teacher_records(problems, cfg.tasks.teacher_style, cfg.seed)]
+
+    contam_rows = controls.contamination_control(sets["test"], final_train, sft_problems, recipe,
+                                                 get_tokenizer(cfg, sets), make_traces=traces,
+                                                 levels=cfg.tasks.all_levels(), per_domain=PLANTED_PER_KIND,
+                                                 seed=cfg.seed)
+    ks, ks_why = audit.max_ks_distance(length_fits(lengths).to_dict("records"))
+    paper_mix = papers.load("fig3_data_mixture")
+    errors = audit.share_errors_pct(dict(zip(mixture["domain"], mixture["pct_samples"])),
+                                    dict(zip(paper_mix["domain"], paper_mix["pct_samples"])))
+    worst = max(errors, key=lambda d: abs(errors[d]))
+    keys = {
+        "sft_filter_rule_violations": len(sft_viol), "sft_filter_rule_records_checked": len(sft.records),
+        "rl_filter_rule_violations": len(rl_viol), "rl_filter_rule_rows_checked": len(rates),
+        "rl_kept_count_vs_pass_rate_spearman": rho,
+        "rl_kept_count_vs_pass_rate_spearman_computable": int(rho is not None),
+        "rl_kept_count_vs_pass_rate_spearman_reason": rho_why,
+        "rl_kept_count_vs_pass_rate_spearman_domain": HISTOGRAM_DOMAIN,
+        "rl_sft_overlap_after_dedup": overlap,
+        "dedup_planted_count": len(dup_rows), "dedup_planted_found_fraction": controls.found_fraction(dup_rows),
+        "contamination_planted_count": len(contam_rows),
+        "contamination_planted_found_fraction": controls.found_fraction(contam_rows),
+        "sft_length_lognormal_ks_max": ks, "sft_length_lognormal_ks_max_reason": ks_why,
+        "mixture_max_abs_share_error_pct": abs(errors[worst]), "mixture_max_abs_share_error_domain": worst,
+    }
+    return keys, dup_rows + contam_rows, sft_viol + rl_viol
+
+
+def kept_per_bin(rates: pd.DataFrame, k: int, domain: str | None = None) -> list[int]:
+    """Kept RL problems per number of correct rollouts 0..k (of ``domain``, or all)."""
+    if rates.empty:
+        return [0] * (k + 1)
+    sub = rates if domain is None else rates[rates["domain"] == domain]
+    kept = sub[sub["decision"].astype(str).str.startswith("keep")]["correct"].astype(int)
+    return [int((kept == c).sum()) for c in range(k + 1)]
+
+
+def control_summary(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Planted, found and reached-the-pool counts per control and kind of copy."""
+    cols = ["control", "kind", "planted", "found", "found_fraction", "reached_pool"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    out = df.groupby(["control", "kind"], sort=False).agg(planted=("found", "size"), found=("found", "sum"),
+                                                          reached_pool=("reached_pool", "sum")).reset_index()
+    out["found_fraction"] = out["found"] / out["planted"]
+    return out[cols]
+
+
+def recheck_summary(keys: dict[str, Any]) -> pd.DataFrame:
+    """The two independent rule re-checks: what was checked and how many violations were found."""
+    return pd.DataFrame([
+        {"check": "SFT quality rules (empty reasoning, no \\boxed{}, syntax error, wrong language)",
+         "on": "kept SFT records", "checked": keys["sft_filter_rule_records_checked"],
+         "violations": keys["sft_filter_rule_violations"]},
+        {"check": "RL pass-rate rules (paper §3.1: drop k/k, keep 1..k-1, drop 0/k with majority >= 4 of 8)",
+         "on": "rated RL problems", "checked": keys["rl_filter_rule_rows_checked"],
+         "violations": keys["rl_filter_rule_violations"]},
+    ])
+
+
+def lengths_frame(sft: SFTCuration) -> pd.DataFrame:
+    """One row per kept SFT trace: domain, response tokens, tier, weight."""
+    return pd.DataFrame([{"domain": r["domain"], "response_tokens": r["response_tokens"], "tier": r["tier"],
+                          "weight": r["weight"]} for r in sft.records],
+                        columns=["domain", "response_tokens", "tier", "weight"])
+
+
+def rates_frame(rl: RLCuration) -> pd.DataFrame:
+    """One row per rated RL problem: its pass-rate counts and the rules' decision."""
+    return pd.DataFrame([{**{k: v for k, v in r.__dict__.items() if k != "reasons"}, "pass_rate": r.pass_rate,
+                          "decision": rl.decisions[r.id]} for r in rl.rates])
 
 
 def mixture_side_by_side(mixture: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -289,6 +435,8 @@ def pass_rate_tables(rates: pd.DataFrame, k: int) -> tuple[pd.DataFrame, pd.Data
     return hist, decisions
 
 
-__all__ = ["CurationTables", "SECTION", "Section", "curate_rl_pool", "curate_sft", "curation_tables",
-           "length_fits", "load_recipe", "mixture_side_by_side", "model_fingerprint", "open_section",
-           "pass_rate_tables", "rl_candidates", "rollout_generation_config", "sft_pool"]
+__all__ = ["CurationTables", "HISTOGRAM_DOMAIN", "PLANTED_PER_KIND", "SECTION", "Section", "claim_checks",
+           "control_summary", "curate_rl_pool", "curate_sft", "curation_tables", "kept_per_bin", "length_fits",
+           "lengths_frame", "load_recipe", "mixture_side_by_side", "model_fingerprint", "open_section",
+           "pass_rate_tables", "rates_frame", "recheck_summary", "rl_candidates", "rollout_generation_config",
+           "sft_pool"]

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from falcon_h1r import claims as claims_lib
 from falcon_h1r.env import git_state
-from falcon_h1r.results import RESULTS_ROOT, SECTIONS, atomic_write_text, read_json, write_json
+from falcon_h1r.results import RESULTS_ROOT, SECTIONS, atomic_write_text, read_json, section_dir, write_json
 
 CSV_NAME, MD_NAME, SUMMARY_NAME = "claims.csv", "claims.md", "claims_summary.json"
 MD_COLUMNS = ("id", "section", "status", "statement", "paper_value", "ours", "rule", "reason", "where")
@@ -27,10 +27,12 @@ SECTION_COLUMNS = ("id", "status", "statement", "paper_value", "ours", "rule", "
 
 
 def load_summaries(preset: str, root: Path = RESULTS_ROOT) -> dict[str, dict[str, Any]]:
-    """``{section: summary dict}`` for every section of ``preset`` that has a summary.json."""
+    """``{section: summary dict}`` for every section of ``preset`` that has a summary.json; a section that
+    ``falcon-h1r reproduce`` is running now is read from its staging copy (:func:`section_dir`), so the rows a
+    notebook ends with reflect the summary it has just written, not the folder it will replace."""
     out = {}
     for section in SECTIONS:
-        path = Path(root) / preset / section / "summary.json"
+        path = section_dir(preset, section, root) / "summary.json"
         if path.exists():
             out[section] = read_json(path)
     return out

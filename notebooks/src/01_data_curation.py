@@ -12,12 +12,16 @@
 #   length), plus a small fraction of records damaged as bad input, so every filter has real work.
 # - **RL pool**: held-out problems (split `rl`, never a test question, deduplicated against the SFT
 #   problems), with pass rates from k = 8 rollouts of the preset's SFT base model at τ 0.6, top-p 0.95.
+# - **Checks behind the claims**: independent re-checks of the rules on what was kept and positive controls
+#   that plant duplicates and held-out problems (`curation_tables` -> `claim_checks`); the notebook ends with
+#   this section's rows of the claims scoreboard.
 #
 # Where each number is computed (one hop: this notebook calls `falcon_h1r.sections.curation`, whose functions
 # name the library method they run): `curation_tables` (`curate_sft` -> `falcon_h1r.curation.sft_records`
 # filters, verification and weights, `curation.mixture.build_mixture`; `curate_rl_pool` ->
 # `curation.rl_pool.select_rl_pool` with `curation.pass_rates.estimate_pass_rates`; `curation.dedup.contamination`;
-# the SFT model from `falcon_h1r.sections.common.get_base_model`), `mixture_side_by_side` (`papers/` beside
+# the SFT model from `falcon_h1r.sections.common.get_base_model`; `claim_checks` -> `curation.audit`,
+# `curation.controls`), `mixture_side_by_side` (`papers/` beside
 # `curation.mixture.mixture_table`), `length_fits` (`curation.mixture.fit_lognormal`), `pass_rate_tables`
 # (`curation.rl_pool.rl_decision`'s decisions). Grading: `falcon_h1r.verify`, code tests in `falcon_h1r.sandbox`.
 # **At the tiny and small presets every "ours" number is about synthetic tasks, never the paper's data.**
@@ -173,6 +177,44 @@ display(paper_contam[paper_contam.overlap_pct > 0])
 display(Markdown(f"Ours ({preset} preset, synthetic tasks):"))
 display(contam)
 
+# %% [markdown]
+# ## Do the rules hold, and would the checks have found anything? (the claims' keys)
+# "Nothing kept breaks a rule" and "0 % overlap" prove little on their own, so each is tested two ways:
+#
+# - **Independent re-checks** of what was kept (`falcon_h1r.curation.audit`, written apart from the pipeline's
+#   own filters): the four SFT quality rules on every kept trace, and the paper's §3.1 keep/drop rule
+#   recomputed from each rated RL problem's correct count and majority frequency (threshold from
+#   `papers/rl_filter_rules.yaml`, not from our recipe).
+# - **Positive controls** (`falcon_h1r.curation.controls`): exact and normalised copies of SFT problems are
+#   planted among the RL candidates, and copies of held-out test problems into the training data, in a
+#   throw-away copy; the real dedup, contamination check and both curations run on it, and we count what
+#   they caught. Nothing planted reaches the curated data the other sections read (checked in code).
+
+# %%
+rechecks, controls_table = tables.rechecks, tables.controls
+if rechecks.empty or controls_table.empty:
+    display(Markdown(f"The committed records in `{writer.dir}` predate these checks; rerun the section to compute "
+                     "them."))
+else:
+    display(rechecks)
+    display(controls_table)
+    planted = int(controls_table["planted"].sum())
+    found = int(controls_table["found"].sum())
+    leaked = int(controls_table["reached_pool"].sum())
+    rho, ks = headline.get("rl_kept_count_vs_pass_rate_spearman"), headline.get("sft_length_lognormal_ks_max")
+    rho_text = (f"**{rho:+.2f}**" if rho is not None else
+                f"not computable ({headline.get('rl_kept_count_vs_pass_rate_spearman_reason', '')})")
+    ks_text = f"**{ks:.3f}**" if ks is not None else f"none ({headline.get('sft_length_lognormal_ks_max_reason')})"
+    display(Markdown(
+        f"Re-checks: **{int(rechecks['violations'].sum())}** violations over {int(rechecks['checked'].sum()):,} "
+        f"kept records and rated problems. Controls: **{found} of {planted}** planted copies found, {leaked} "
+        f"reached a curated pool. Kept RL problems of {headline.get('rl_kept_count_vs_pass_rate_spearman_domain')} "
+        f"against their correct count (0..{k - 1} of {k}), Spearman {rho_text}. Largest KS distance of the "
+        f"length fits: {ks_text}; largest gap between our mixture's "
+        f"sample shares and the paper's (renormalised without 'other'): "
+        f"**{headline['mixture_max_abs_share_error_pct']:.2f} points** "
+        f"({headline['mixture_max_abs_share_error_domain']})."))
+
 # %%
 writer.summary(headline)
 if mode == "compute":
@@ -180,3 +222,13 @@ if mode == "compute":
     display(Markdown(f"Headline figures written to `{writer.dir / 'summary.json'}`, provenance beside them."))
 else:  # keep the provenance of the run that computed these records (its device, commit and versions)
     display(Markdown(f"Rendered from `{writer.dir}`; its `provenance.json` (the computing run's) is left as it was."))
+
+# %% [markdown]
+# ## This section's claims
+# Each row's status is computed by `falcon_h1r.claims` from the summary just written, with the rule in
+# `papers/claims.yaml` (never typed); a failed precondition reads *not testable*, with the reason.
+
+# %%
+from falcon_h1r.sections.scoreboard import section_rows
+
+display(section_rows(preset, S.SECTION))
