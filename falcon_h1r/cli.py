@@ -216,6 +216,28 @@ def cmd_list() -> int:
     return 0
 
 
+def scoreboard(preset: str) -> int:
+    """Rewrite the preset's claims scoreboard from every section's summary on disk (statuses by rule) and say
+    its counts in one line; 2 when the claims file is bad, 0 otherwise (also when no results folder exists)."""
+    from falcon_h1r.claims import ClaimsError
+    from falcon_h1r.sections.scoreboard import write_scoreboard
+
+    if not (RESULTS_ROOT / preset).is_dir():
+        print(f"reproduce {preset}: no results folder at {RESULTS_ROOT / preset}, so no claims scoreboard",
+              file=sys.stderr)
+        return 0
+    try:
+        counts = write_scoreboard(preset, RESULTS_ROOT)
+    except (ClaimsError, FileNotFoundError) as exc:
+        print(f"falcon-h1r: claims scoreboard: {exc}", file=sys.stderr)
+        return 2
+    print(f"reproduce {preset}: claims {counts['claims_reproduced']} reproduced, {counts['claims_partly']} partly, "
+          f"{counts['claims_not_reproduced']} not reproduced, {counts['claims_not_testable']} not testable, "
+          f"{counts['claims_not_run']} not run (of {counts['claims_total']}): "
+          f"{RESULTS_ROOT / preset / 'claims.md'}", file=sys.stderr)
+    return 0
+
+
 def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides: dict | None = None) -> int:
     from tqdm.auto import tqdm
 
@@ -243,18 +265,9 @@ def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides:
     total = time.time() - t0
     print(f"reproduce {preset}: {len(sections) - len(failed)}/{len(sections)} notebooks ok in {total:.0f}s",
           file=sys.stderr)
-    from falcon_h1r.claims import ClaimsError
-    from falcon_h1r.sections.scoreboard import write_scoreboard
-
-    try:  # the claims scoreboard of the preset, from every section's summary on disk (statuses by rule)
-        counts = write_scoreboard(preset, RESULTS_ROOT)
-    except (ClaimsError, FileNotFoundError) as exc:
-        print(f"falcon-h1r: claims scoreboard: {exc}", file=sys.stderr)
-        return 2
-    print(f"reproduce {preset}: claims {counts['claims_reproduced']} reproduced, {counts['claims_partly']} partly, "
-          f"{counts['claims_not_reproduced']} not reproduced, {counts['claims_not_testable']} not testable, "
-          f"{counts['claims_not_run']} not run (of {counts['claims_total']}): "
-          f"{RESULTS_ROOT / preset / 'claims.md'}", file=sys.stderr)
+    code = scoreboard(preset)
+    if code:
+        return code
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -51,6 +51,7 @@ def test_bad_override_exits_2_before_any_notebook(capsys, monkeypatch):
 def test_overrides_reach_each_notebook_as_a_parameter(monkeypatch, tmp_path):
     from falcon_h1r import cli
 
+    monkeypatch.setattr(cli, "RESULTS_ROOT", tmp_path / "results")  # the scoreboard step must not touch results/
     calls = []
     monkeypatch.setattr(cli, "run_notebook", lambda s, p, **kw: calls.append((s, p, kw)) or tmp_path / "x.ipynb")
     assert main(["reproduce", "--preset", "tiny", "--sections", "03", "--override", "rl_experiments.steps=7",
