@@ -97,8 +97,9 @@ class RLRecipe:
     trainer_dtype: Literal["float32", "bfloat16"] = "float32"  # not stated; fp32 master weights (verl's FSDP default)
     sampler_dtype: Literal["float32", "bfloat16"] = "float32"  # not stated; "bfloat16" samples from a bf16 copy (vLLM-like)
     # auto: the fused kernels on CUDA where installed (as sft.kernels: causal-conv1d, mamba-ssm's scan, Liger RoPE/
-    # RMSNorm/SwiGLU and fused linear cross-entropy for the log-probs); plain: PyTorch ops only
-    kernels: Literal["auto", "plain"] = "auto"
+    # RMSNorm/SwiGLU and fused linear cross-entropy for the log-probs); plain: PyTorch ops only; no_liger: auto
+    # without Liger
+    kernels: Literal["auto", "plain", "no_liger"] = "auto"
 
     def __post_init__(self) -> None:
         ints = ("group_size", "max_new_tokens", "batch_prompts", "mini_batches", "micro_batch_seqs",
@@ -127,8 +128,8 @@ class RLRecipe:
             raise RecipeError(f"rl.tis_cap: must be >= 1 (paper: 2), got {self.tis_cap}")
         if self.ce_weight < 0 or self.entropy_coef < 0:
             raise RecipeError(f"rl.ce_weight / rl.entropy_coef: must be >= 0, got {self.ce_weight}, {self.entropy_coef}")
-        if self.kernels not in ("auto", "plain"):
-            raise RecipeError(f"rl.kernels: {self.kernels!r} not accepted; use auto or plain")
+        if self.kernels not in ("auto", "plain", "no_liger"):
+            raise RecipeError(f"rl.kernels: {self.kernels!r} not accepted; use auto, plain or no_liger")
         if self.strategy not in STRATEGIES:
             raise RecipeError(f"rl.strategy: {self.strategy!r} not accepted; use one of {list(STRATEGIES)}")
 

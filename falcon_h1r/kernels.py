@@ -356,7 +356,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
 
 # ------------------------------------------------------------------------------- training kernels
 
-KERNEL_MODES = ("auto", "plain")
+KERNEL_MODES = ("auto", "plain", "no_liger")
 
 
 @dataclass(frozen=True)
@@ -390,26 +390,30 @@ def select_training_kernels(mode: str, family: str, device_type: str, report: di
                             lm_head_partitioned: bool = False) -> TrainingKernels:
     """The kernels a ``mode`` run of a ``family`` model on ``device_type`` uses, given what is usable here
     (``report``, :func:`kernel_report`). ``auto``: every usable kernel on CUDA, none elsewhere; ``plain``: none
-    (PyTorch ops only, the reference the GPU tests compare with). The fused cross-entropy reads the LM head's
+    (PyTorch ops only, the reference the GPU tests compare with); ``no_liger``: ``auto`` without Liger (the
+    baseline of the paper's Fig. 7, Liger on vs off). The fused cross-entropy reads the LM head's
     weight outside the head's forward, which a ZeRO-3 partitioned weight does not allow
     (``lm_head_partitioned``)."""
     if mode not in KERNEL_MODES:
         raise ValueError(f"kernels {mode!r} not accepted; use one of {', '.join(KERNEL_MODES)} (auto: the fused "
-                         "kernels on CUDA where installed; plain: PyTorch ops only)")
+                         "kernels on CUDA where installed; plain: PyTorch ops only; no_liger: auto without Liger)")
     if mode == "plain":
         return TrainingKernels(mode, reason="plain: PyTorch ops only")
     if device_type != "cuda":
         return TrainingKernels(mode, reason=f"the model is on {device_type}: the fused kernels run on CUDA only")
     hybrid = family == "falcon_h1"
-    liger = report["liger_kernel"].usable and family in LIGER_FAMILIES
+    use_liger = report["liger_kernel"].usable and mode != "no_liger"
+    liger = use_liger and family in LIGER_FAMILIES
     why = [f"{n}: {report[n].detail}" for n in ("causal_conv1d", "mamba_ssm", "liger_kernel")
            if not report[n].usable and (hybrid or n == "liger_kernel")]
-    if report["liger_kernel"].usable and lm_head_partitioned:
+    if mode == "no_liger":
+        why.append("Liger off (no_liger)")
+    if use_liger and lm_head_partitioned:
         why.append("fused cross-entropy: the LM head is ZeRO-3 partitioned")
     return TrainingKernels(mode, causal_conv1d=hybrid and report["causal_conv1d"].usable,
                            mamba_ssm=hybrid and report["mamba_ssm"].usable,
                            liger=("rope", "rms_norm", "swiglu") if liger else (),
-                           fused_linear_cross_entropy=report["liger_kernel"].usable and not lm_head_partitioned,
+                           fused_linear_cross_entropy=use_liger and not lm_head_partitioned,
                            reason="; ".join(why) or "every kernel usable")
 
 

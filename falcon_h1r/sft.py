@@ -56,8 +56,9 @@ class SFTRecipe:
     grad_accum: int = 1
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     # auto: the fused kernels on CUDA where installed (causal-conv1d, mamba-ssm's Triton scan, Liger RoPE/RMSNorm/
-    # SwiGLU and fused linear cross-entropy; the paper trains with Liger, §2 Fig. 7); plain: PyTorch ops only
-    kernels: Literal["auto", "plain"] = "auto"
+    # SwiGLU and fused linear cross-entropy; the paper trains with Liger, §2 Fig. 7); plain: PyTorch ops only;
+    # no_liger: auto without Liger (the Fig. 7 baseline)
+    kernels: Literal["auto", "plain", "no_liger"] = "auto"
     norm_eps: float = 1e-8  # the paper's "small constant" (value not given)
     save_every: int = 0  # checkpoint every N steps (0: never)
     keep_checkpoints: int = 2
@@ -71,8 +72,8 @@ class SFTRecipe:
         for name in ("pack_len", "save_every"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"sft.{name}: must be >= 0, got {getattr(self, name)}")
-        if self.kernels not in ("auto", "plain"):
-            raise RecipeError(f"sft.kernels: {self.kernels!r} not accepted; use auto or plain")
+        if self.kernels not in ("auto", "plain", "no_liger"):
+            raise RecipeError(f"sft.kernels: {self.kernels!r} not accepted; use auto, plain or no_liger")
 
 
 # ============================================================================== examples

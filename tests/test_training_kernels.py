@@ -95,6 +95,7 @@ def logits_path_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -
     ("plain", "falcon_h1", "cuda", ALL, (False, False, (), False)),              # the reference path
     ("auto", "falcon_h1", "cuda", report(mamba_ssm=True), (False, True, (), False)),  # only what is installed
     ("auto", "llama", "cuda", ALL, (False, False, (), True)),                    # no Liger patch for the family
+    ("no_liger", "falcon_h1", "cuda", ALL, (True, True, (), False)),             # Fig. 7's baseline: Liger off
 ])
 def test_select_training_kernels(mode, family, device, rep, want):
     got = kernels.select_training_kernels(mode, family, device, rep)
@@ -109,7 +110,7 @@ def test_selection_names_what_is_missing_and_refuses_unknown_modes():
     # a ZeRO-3 partitioned LM head cannot be read outside its forward: no fused cross-entropy, said why
     got = kernels.select_training_kernels("auto", "qwen3", "cuda", ALL, lm_head_partitioned=True)
     assert not got.fused_linear_cross_entropy and "ZeRO-3" in got.reason and got.liger
-    with pytest.raises(ValueError, match="auto, plain"):
+    with pytest.raises(ValueError, match="auto, plain, no_liger"):
         kernels.select_training_kernels("fast", "qwen3", "cuda", ALL)
     with pytest.raises(RecipeError, match="sft.kernels"):
         SFTRecipe(kernels="fast")
