@@ -366,14 +366,16 @@ class TrainingKernels:
     ``causal_conv1d`` and ``mamba_ssm``: the Mamba-2 conv and chunked scan go to the libraries' kernels
     (Falcon-H1 only; :mod:`falcon_h1r.packed_mamba` dispatches, counting the calls); ``liger``: the Liger
     kernels patched into the model (RoPE, RMSNorm, SwiGLU); ``fused_linear_cross_entropy``: the trainers' loss
-    goes through Liger's fused linear cross-entropy (no ``[tokens, vocab]`` logits). ``reason`` says why what
-    is off is off."""
+    goes through Liger's fused linear cross-entropy (no ``[tokens, vocab]`` logits); ``attention``: the
+    ``attn_implementation`` the model is switched to (flash-attn where usable, else SDPA, whose CUDA backend is
+    FlashAttention-2 too). ``reason`` says why what is off is off."""
 
     mode: str
     causal_conv1d: bool = False
     mamba_ssm: bool = False
     liger: tuple[str, ...] = ()
     fused_linear_cross_entropy: bool = False
+    attention: str = "sdpa"
     reason: str = ""
 
     @property
@@ -383,7 +385,7 @@ class TrainingKernels:
     def record(self) -> dict[str, Any]:
         return {"mode": self.mode, "causal_conv1d": self.causal_conv1d, "mamba_ssm": self.mamba_ssm,
                 "liger": list(self.liger), "fused_linear_cross_entropy": self.fused_linear_cross_entropy,
-                "reason": self.reason}
+                "attention": self.attention, "reason": self.reason}
 
 
 def select_training_kernels(mode: str, family: str, device_type: str, report: dict[str, KernelStatus], *,
@@ -414,6 +416,8 @@ def select_training_kernels(mode: str, family: str, device_type: str, report: di
                            mamba_ssm=hybrid and report["mamba_ssm"].usable,
                            liger=("rope", "rms_norm", "swiglu") if liger else (),
                            fused_linear_cross_entropy=use_liger and not lm_head_partitioned,
+                           attention=choose_attn_implementation(device_type, torch.bfloat16,
+                                                                flash_attn_usable=report["flash_attn"].usable),
                            reason="; ".join(why) or "every kernel usable")
 
 
@@ -467,7 +471,20 @@ def training_kernels(model: torch.nn.Module, mode: str = "auto") -> TrainingKern
         else:
             _LIGER_OWNER[family] = weakref.ref(model)
     _TRAINING[model] = (choice, patch)
+    try:
+        _set_attention(model, choice.attention)
+    except Exception:
+        release_training_kernels(model)
+        raise
     return choice
+
+
+def _set_attention(model: torch.nn.Module, attention: str) -> None:
+    """Switch between flash-attn and SDPA (a model set to another implementation, e.g. eager, is left alone)."""
+    config = getattr(model, "config", None)
+    current = getattr(config, "_attn_implementation", None)
+    if current in ("sdpa", "flash_attention_2") and current != attention and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(attention)
 
 
 def release_training_kernels(model: torch.nn.Module) -> None:

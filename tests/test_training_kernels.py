@@ -101,7 +101,8 @@ def test_select_training_kernels(mode, family, device, rep, want):
     got = kernels.select_training_kernels(mode, family, device, rep)
     assert (got.causal_conv1d, got.mamba_ssm, got.liger, got.fused_linear_cross_entropy) == want
     assert got.reason and got.mode == mode
-    assert set(got.record()) == {"mode", "causal_conv1d", "mamba_ssm", "liger", "fused_linear_cross_entropy", "reason"}
+    assert set(got.record()) == {"mode", "causal_conv1d", "mamba_ssm", "liger", "fused_linear_cross_entropy", "attention",
+                                 "reason"}
 
 
 def test_selection_names_what_is_missing_and_refuses_unknown_modes():
@@ -118,6 +119,23 @@ def test_selection_names_what_is_missing_and_refuses_unknown_modes():
 
     with pytest.raises(RecipeError, match="rl.kernels"):
         RLRecipe(kernels="liger")
+
+
+def test_attention_is_flash_attn_where_usable_and_sdpa_otherwise(monkeypatch):
+    assert kernels.select_training_kernels("auto", "qwen3", "cuda", ALL).attention == "flash_attention_2"
+    assert kernels.select_training_kernels("auto", "qwen3", "cuda", report(liger_kernel=True)).attention == "sdpa"
+    assert kernels.select_training_kernels("auto", "qwen3", "cpu", ALL).attention == "sdpa"
+    assert kernels.select_training_kernels("plain", "qwen3", "cuda", ALL).attention == "sdpa"
+    # where models are built and loaded: the device decides, a GPU computing in bf16 under autocast
+    from falcon_h1r import models
+    from falcon_h1r.config import load_preset
+
+    m = load_preset("tiny").model
+    assert models.build_model(m, 50, device="cpu").config._attn_implementation == "sdpa"
+    asked = []
+    monkeypatch.setattr(kernels, "choose_attn_implementation", lambda d, t, **_: asked.append((str(d), t)) or "eager")
+    assert models.build_model(m, 50, device="cuda").config._attn_implementation == "eager"
+    assert asked == [("cuda", torch.bfloat16)]
 
 
 # ============================================================================== the plain path, unchanged
@@ -179,7 +197,8 @@ def test_liger_is_put_in_place_per_model_and_plain_takes_it_out(monkeypatch):
 
     monkeypatch.setattr(kernels, "cuda_status", lambda: kernels.CudaStatus(True, "Test GPU", "Test GPU", (9, 0), "13.0"))
     monkeypatch.setattr(kernels, "_model_device", lambda m: torch.device("cuda"))
-    monkeypatch.setattr(kernels, "_cached_report", lambda: ALL)
+    # flash-attn is not installed here: a report that says it is would switch the CPU model to it
+    monkeypatch.setattr(kernels, "_cached_report", lambda: report(causal_conv1d=True, mamba_ssm=True, liger_kernel=True))
     plain_rope = mf.apply_rotary_pos_emb
     a, b = model_of("falcon_h1", seed=1), model_of("falcon_h1", seed=2)
     got = kernels.training_kernels(a, "auto")
