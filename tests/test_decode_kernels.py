@@ -232,3 +232,21 @@ def test_ssm_state_update_kernel_refuses_what_it_does_not_implement():
         decode_kernels.ssm_state_update(*args, inp["A"], inp["B"][:, :, :4], inp["C"])
     with pytest.raises(ValueError, match="contiguous last dimension"):
         decode_kernels.ssm_state_update(inp["state"].transpose(2, 3), inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the compiled kernel")
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_gpu_ssm_state_update_kernel_at_falcon_h1r_7b_shapes(state_dtype):
+    """The compiled kernel (tuned on first use) at Falcon-H1R-7B's heads (24 x 128, d_state 256), batch 8, against
+    its float32 twin: the state to its dtype's rounding, y to one bf16 ulp."""
+    inp = {k: v.cuda() for k, v in _state_update_inputs(8, 24, 128, 256, 1, seed=3).items()}
+    s_kernel = (inp["state"] * 0.3).to(state_dtype)
+    s_twin = s_kernel.float().clone()
+    y = decode_kernels.ssm_state_update(s_kernel, inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"],
+                                        dt_bias=inp["dt_bias"])
+    y_twin = _float32_twin(s_twin, inp, None)
+    ulp = 2 ** -8 if state_dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(s_kernel.float(), s_twin.to(state_dtype).float(), rtol=ulp, atol=1e-5)
+    torch.testing.assert_close(y.float(), y_twin.to(y.dtype).float(), rtol=2 ** -7, atol=1e-3)
+    assert decode_kernels.tuned_state_update_configs()  # the tuning ran and was recorded

@@ -196,11 +196,11 @@ if records:
         # one colour per measured batch size (discrete), one line style per model and SSM state; the roofline of
         # batch 32 and of each line's largest batch dotted in the same colour, each named in the legend
         batches = sorted(int(b) for b in sub["batch"].unique())
-        colour = dict(zip(batches, sns.color_palette("viridis", len(batches))))
+        colour = dict(zip(batches, sns.color_palette("tab10", len(batches))))
         lines = list(dict.fromkeys(sub["line"]))
         style = dict(zip(lines, [("-", "o"), ("--", "s"), ("-.", "^"), (":", "D")]))
         settings = list(dict.fromkeys(sub["setting"]))
-        fig, axes = plt.subplots(1, len(settings), figsize=(6.2 * len(settings), 4.2), squeeze=False)
+        fig, axes = plt.subplots(1, len(settings), figsize=(6.2 * len(settings), 6.4), squeeze=False)
         for ax, setting in zip(axes[0], settings):
             part = sub[sub["setting"] == setting]
             for (name, batch), pts in part.groupby(["line", "batch"]):
@@ -212,7 +212,8 @@ if records:
                     ax.plot(pts["position"], pts["roofline_ms"], ls=(0, (1, 2)), lw=1.5, c=colour[int(batch)],
                             label=f"roofline: {name}, batch {batch}")
             ax.set(title=setting, xlabel="context position (tokens)", ylabel="decode step (ms)")
-            ax.legend(fontsize=6.5, loc="upper left", title="measured step; dotted: its roofline", title_fontsize=7)
+            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                      title="measured step (one colour per batch size); dotted: its roofline", title_fontsize=7)
         fig.suptitle(f"Decode step vs context; roofline = bytes a step must move / copy bandwidth ({SRC})",
                      fontsize=9)
         fig.tight_layout()
