@@ -65,7 +65,7 @@ def parse_path(path: str) -> dict[str, Any]:
 
     parts = path.split(":")
     if len(parts) != 4 or parts[1] not in ("plain", "compiled") or parts[3] not in ("float32", "bfloat16"):
-        raise SystemExit(f"--paths: {path!r} is not attention:plain|compiled:state_update:float32|bfloat16 "
+        raise ValueError(f"--paths: {path!r} is not attention:plain|compiled:state_update:float32|bfloat16 "
                          "(e.g. triton:compiled:triton:bfloat16)")
     return {"attention": parts[0], "compile": parts[1] == "compiled", "state_update": parts[2],
             "ssm_state_dtype": getattr(torch, parts[3])}
@@ -170,7 +170,10 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     contexts = [int(c) for c in args.contexts.split(",")]
     paths = [p for p in args.paths.split(",") if p]
-    kwargs = {p: parse_path(p) for p in paths}
+    try:
+        kwargs = {p: parse_path(p) for p in paths}
+    except ValueError as exc:
+        ap.error(str(exc))
     rec: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "layers": args.layers,
                            "paths": paths, "steps": [], "attention": [], "ssm_update": [], "ssm_update_sweep": []}
     path = out / "decode_profile.json"

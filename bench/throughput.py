@@ -7,7 +7,8 @@ Run on a GPU machine from the repository root (after ``. scripts/gpu_prelude.sh`
 Builds the Falcon-H1R-7B and Qwen3-8B architectures with random bf16 weights, one after the other, and for each
 of the paper's settings (8K->16K, 512->32K) measures the HBM bandwidth, the prefill time, the largest batch
 that fits (checked by allocating), and the engine's decode step at a few context positions for the batch
-sizes that fit; then transformers' ``generate`` against the engine at batch 128. Every record is written to
+sizes that fit; then transformers' ``generate`` against the engine at batch 128 (with the float32 and the bfloat16
+SSM state), and the hybrid once more with a bfloat16 SSM state at its own largest batch. Every record is written to
 ``$OUT/throughput_records.json`` as it is measured (a configuration that fails is recorded and skipped), and
 the headline figures to ``$OUT/throughput_summary.json`` (``falcon_h1r.sections.throughput_study.Study``
 measures, ``falcon_h1r.sections.throughput_records.summarize`` sums up, as the notebook does). ``--smoke`` runs
@@ -67,6 +68,8 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--smoke", action="store_true", help="two tiny architectures and tiny settings (CPU is fine)")
     ap.add_argument("--no-hf", action="store_true", help="skip transformers' generate comparison")
+    ap.add_argument("--no-variants", action="store_true", help="skip the hybrid's other SSM state dtype and greedy "
+                    "probes (e.g. when another call measured them; the notebook reads every records file)")
     ap.add_argument("--models", nargs="+", default=None,
                     help="only these architectures (Falcon-H1R-7B, Qwen3-8B), e.g. to finish a run in a second call")
     ap.add_argument("--settings", nargs="+", default=None,
@@ -121,7 +124,7 @@ def main() -> int:
     name = f"throughput_records_{args.tag}.json" if args.tag else "throughput_records.json"
     t0 = time.time()
     study = Study(recipe, out, device=args.device, budget_s=args.budget_s, architectures=architectures,
-                  free_bytes=free, hf_compare=not args.no_hf, records_name=name)
+                  free_bytes=free, hf_compare=not args.no_hf, records_name=name, variants=not args.no_variants)
     try:
         study.run()
     except Exception as exc:  # noqa: BLE001 - keep what was measured, say what stopped it

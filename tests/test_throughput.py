@@ -242,3 +242,11 @@ def test_study_runs_end_to_end_on_cpu_and_records_every_outcome(tmp_path):
     assert s["hybrid_bf16_state_max_batch_8k_16k"] >= s["hybrid_max_batch_8k_16k"]
     assert s["hybrid_bf16_state_tok_s_per_gpu_max_batch_8k_16k"] > 0
     assert any(r["kind"] == "state_update_configs" for r in recs)
+
+
+def test_a_position_timed_by_two_calls_counts_once_with_the_later_record():
+    recs = _records(0.02, 0.018)
+    again = [dict(r, step_s=r["step_s"] * 2) for r in recs if r.get("kind") == "step" and r.get("batch") == 32]
+    steps = sec.step_table(recs + again)
+    at32 = steps[(steps["model"] == tp.HYBRID) & (steps["batch"] == 32)]
+    assert len(at32) == 3 and (at32["step_s"] == 0.04).all()

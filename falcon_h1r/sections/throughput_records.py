@@ -75,12 +75,14 @@ def _role(records: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def step_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per timed position (status ok)."""
+    """One row per timed position (status ok); a position timed twice keeps its last record."""
     rows = [r for r in records if r.get("kind") == "step" and r.get("status") == "ok"]
     cols = ["model", "setting", "batch", "variant", "position", "kv_len", "step_s", "step_s_min", "roofline_s",
             "bytes", "bytes_weights", "bytes_kv", "bytes_states", "input_len", "output_len"]
     df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
-    if len(df):
+    if len(df):  # a position measured by two calls (records files read together): the later file's
+        df = df.drop_duplicates(["model", "setting", "batch", "variant", "position"], keep="last")
+        df = df.reset_index(drop=True)
         df["step_over_roofline"] = df["step_s"] / df["roofline_s"]
     return df
 

@@ -140,7 +140,7 @@ class Study:
     def __init__(self, recipe: ThroughputRecipe, out_dir: str | Path, *, device: str = "cuda",
                  dtype: Any = None, budget_s: float | None = None, architectures: dict[str, Any] | None = None,
                  free_bytes: Callable[[], int] | None = None, log: Callable[[str], None] | None = None,
-                 hf_compare: bool = True, seed: int = 0, records_name: str = RECORDS_FILE):
+                 hf_compare: bool = True, seed: int = 0, records_name: str = RECORDS_FILE, variants: bool = True):
         import torch
 
         self.recipe = recipe
@@ -155,6 +155,7 @@ class Study:
         self._free_bytes = free_bytes
         self.log = log or (lambda msg: print(msg, flush=True))
         self.hf_compare = hf_compare
+        self.with_variants = variants
         self.seed = seed
         self.start = time.time()
         self.deadline = self.start + budget_s if budget_s else float("inf")
@@ -257,7 +258,7 @@ class Study:
                 self.compare_hf(model, name, soft_deadline)
             for setting in r.settings:
                 self.run_setting(model, name, config, setting, params, soft_deadline, core=False)
-            if a["family"] == "falcon_h1":
+            if a["family"] == "falcon_h1" and self.with_variants:
                 self.variants(model, name, config, params, soft_deadline)
         del model
         self.free_bytes() if self.device.type == "cuda" else gc.collect()
