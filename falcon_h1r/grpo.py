@@ -271,7 +271,7 @@ def token_logprobs(model: torch.nn.Module, batch: SeqBatch, temperature: float, 
     ``kernels`` (``RLRecipe.kernels``): as :func:`falcon_h1r.sft.token_losses`; with Liger's fused linear
     cross-entropy the log-probs come from the last hidden states (no ``[B, T, V]`` logits) and the logged
     entropy is computed in chunks without gradient."""
-    from falcon_h1r.kernels import hidden_state_losses, training_kernels
+    from falcon_h1r.kernels import training_kernels
     from falcon_h1r.packed_mamba import mamba_kernels
 
     if getattr(getattr(model, "config", None), "model_type", "") == "falcon_h1":

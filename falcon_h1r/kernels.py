@@ -450,8 +450,10 @@ def training_kernels(model: torch.nn.Module, mode: str = "auto") -> TrainingKern
     family = getattr(getattr(model, "config", None), "model_type", "")
     head = getattr(model, "lm_head", None)
     partitioned = head is not None and hasattr(head.weight, "ds_id")
-    choice = select_training_kernels(mode, family, _model_device(model).type, _cached_report(),
-                                     lm_head_partitioned=partitioned)
+    device_type = _model_device(model).type
+    # probing the kernels imports them (Liger, Triton): only where they could run
+    rep = _cached_report() if device_type == "cuda" and mode != "plain" else {}
+    choice = select_training_kernels(mode, family, device_type, rep, lm_head_partitioned=partitioned)
     patch = cached[1] if cached is not None else None
     if not choice.liger and patch is not None:
         release_training_kernels(model)
