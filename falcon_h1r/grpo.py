@@ -271,7 +271,7 @@ def token_logprobs(model: torch.nn.Module, batch: SeqBatch, temperature: float, 
     ``kernels`` (``RLRecipe.kernels``): as :func:`falcon_h1r.sft.token_losses`; with Liger's fused linear
     cross-entropy the log-probs come from the last hidden states (no ``[B, T, V]`` logits) and the logged
     entropy is computed in chunks without gradient."""
-    from falcon_h1r.kernels import training_kernels
+    from falcon_h1r.kernels import fused_token_logprobs, training_kernels
     from falcon_h1r.packed_mamba import mamba_kernels
 
     if getattr(getattr(model, "config", None), "model_type", "") == "falcon_h1":
@@ -281,7 +281,7 @@ def token_logprobs(model: torch.nn.Module, batch: SeqBatch, temperature: float, 
     kw = {"input_ids": batch.ids, "attention_mask": batch.attn}
     with mamba_kernels(chosen.mamba_kernels):
         if chosen.fused_linear_cross_entropy:
-            return _fused_token_logprobs(model, kw, target, temperature, with_ce, with_entropy)
+            return fused_token_logprobs(model, kw, target, temperature, with_ce=with_ce, with_entropy=with_entropy)
         out = model(**kw, use_cache=False)
     logits = out.logits[:, :-1].float()
     lsm = torch.log_softmax(logits / temperature, dim=-1)
@@ -294,31 +294,6 @@ def token_logprobs(model: torch.nn.Module, batch: SeqBatch, temperature: float, 
         with torch.no_grad():
             ent = -(lsm.exp() * lsm).sum(-1)
     return logp, ce_logp, ent
-
-
-def _fused_token_logprobs(model: torch.nn.Module, kw: dict[str, Any], target: torch.Tensor, temperature: float,
-                          with_ce: bool, with_entropy: bool,
-                          chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """:func:`token_logprobs` through Liger's fused linear cross-entropy (log p = -CE at scale 1/T, and at 1 for
-    the CE term); the entropy, logged only, from chunks of logits without gradient."""
-    from falcon_h1r.distributed import unwrap
-    from falcon_h1r.kernels import hidden_state_losses
-
-    scales = (1.0 / temperature,) + ((1.0,) if with_ce else ())
-    losses, hidden, mult = hidden_state_losses(model, kw, target, scales=scales, return_hidden=True)
-    ent = None
-    if with_entropy:
-        with torch.no_grad():
-            h = hidden.reshape(-1, hidden.shape[-1])
-            w = unwrap(model).lm_head.weight.to(h.dtype)
-            ent = torch.cat([_entropy((h[i:i + chunk] @ w.t()).float() * (mult / temperature))
-                             for i in range(0, h.shape[0], chunk)]).view(target.shape)
-    return -losses[0], (-losses[1] if with_ce else None), ent
-
-
-def _entropy(logits: torch.Tensor) -> torch.Tensor:
-    lsm = torch.log_softmax(logits, dim=-1)
-    return -(lsm.exp() * lsm).sum(-1)
 
 
 # ============================================================================== one update

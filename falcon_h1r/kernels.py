@@ -528,6 +528,30 @@ def hidden_state_losses(model: torch.nn.Module, forward_kwargs: dict[str, Any], 
     return (losses, hidden.detach(), mult) if return_hidden else losses
 
 
+def fused_token_logprobs(model: torch.nn.Module, forward_kwargs: dict[str, Any], targets: torch.Tensor,
+                         temperature: float, *, with_ce: bool, with_entropy: bool,
+                         chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """GRPO's per-token log-probs through the fused cross-entropy (:func:`hidden_state_losses`): log p at
+    ``temperature`` (-CE at scale 1/T), optionally at temperature 1 (the CE term), and the entropy of the
+    tempered distribution, logged only, from chunks of logits without gradient."""
+    scales = (1.0 / temperature,) + ((1.0,) if with_ce else ())
+    losses, hidden, mult = hidden_state_losses(model, forward_kwargs, targets, scales=scales, return_hidden=True)
+    ent = None
+    if with_entropy:
+        base = model
+        while hasattr(base, "module"):
+            base = base.module
+        with torch.no_grad():
+            h = hidden.reshape(-1, hidden.shape[-1])
+            w = base.lm_head.weight.to(h.dtype)
+            parts = []
+            for i in range(0, h.shape[0], chunk):  # one chunk of logits at a time
+                lsm = torch.log_softmax((h[i:i + chunk] @ w.t()).float() * (mult / temperature), dim=-1)
+                parts.append(-(lsm.exp() * lsm).sum(-1))
+            ent = torch.cat(parts).view(targets.shape)
+    return -losses[0], (-losses[1] if with_ce else None), ent
+
+
 # ------------------------------------------------------------------------------------------ report
 
 

@@ -263,3 +263,24 @@ def test_gpu_kernels_match_the_plain_path_in_losses_and_gradients(family, packed
     assert fused_g.keys() == plain_g.keys()
     for name, g in plain_g.items():
         assert torch.allclose(fused_g[name], g, rtol=5e-2, atol=5e-2 * g.abs().max().item() + 1e-4), name
+
+
+def test_grpo_log_probs_through_the_hidden_state_path_equal_the_logits_path():
+    """kernels.fused_token_logprobs (what GRPO's token_logprobs uses with the fused cross-entropy) with the plain
+    twin in place of Liger's kernel: log p at T and at 1 and the entropy, as the logits path computes them."""
+    from falcon_h1r.grpo import SeqBatch, token_logprobs
+
+    model = model_of("qwen3")
+    batch = batch_of(False)
+    sb = SeqBatch(batch["input_ids"], batch["attention_mask"], (batch["labels"][:, 1:] != -100).float(), None, None,
+                  None)
+    plain = token_logprobs(model, sb, 0.85, with_ce=True, with_entropy=True, kernels="plain")
+    real = kernels.linear_cross_entropy
+    twin = lambda *a, **k: real(*a, **{**k, "fused": False})  # noqa: E731
+    kw = {"input_ids": sb.ids, "attention_mask": sb.attn}
+    import unittest.mock as mock
+
+    with mock.patch.object(kernels, "linear_cross_entropy", twin):
+        fused = kernels.fused_token_logprobs(model, kw, sb.ids[:, 1:], 0.85, with_ce=True, with_entropy=True, chunk=7)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
