@@ -26,7 +26,7 @@ HEADLINES: list[tuple[str, str, str, str]] = [
     ("01_data_curation", "contamination_pct", "contamination vs held-out sets (%)", "{:.3f}"),
     ("02_sft", "balanced_minus_per_rank_heldout_acc", "SFT: balanced minus per-rank normalization (acc)", "{:+.3f}"),
     ("02_sft", "best_lr", "SFT: best learning rate in the grid", "{:.2g}"),
-    ("02_sft", "hybrid_train_mfu", "SFT: hybrid training MFU (1B-class, H100)", "{:.3f}"),
+    ("02_sft", "hybrid_train_mfu", "SFT: hybrid training MFU (1B-class, one GPU)", "{:.3f}"),
     ("02_sft", "baseline_train_mfu", "SFT: Qwen3 baseline training MFU", "{:.3f}"),
     ("03_rl", "sft_heldout_pass1", "RL: held-out pass@1 of the SFT checkpoint (math)", "{:.3f}"),
     ("03_rl", "math_only_heldout_pass1", "RL: held-out pass@1 after math-only GRPO", "{:.3f}"),
