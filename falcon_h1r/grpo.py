@@ -96,6 +96,10 @@ class RLRecipe:
     save_every: int = 10  # run state saved every n steps and at the end (kill and resume). Not given
     trainer_dtype: Literal["float32", "bfloat16"] = "float32"  # not stated; fp32 master weights (verl's FSDP default)
     sampler_dtype: Literal["float32", "bfloat16"] = "float32"  # not stated; "bfloat16" samples from a bf16 copy (vLLM-like)
+    # auto: the fused kernels on CUDA where installed (as sft.kernels: causal-conv1d, mamba-ssm's scan, Liger RoPE/
+    # RMSNorm/SwiGLU and fused linear cross-entropy for the log-probs); plain: PyTorch ops only; no_liger: auto
+    # without Liger
+    kernels: Literal["auto", "plain", "no_liger"] = "auto"
 
     def __post_init__(self) -> None:
         ints = ("group_size", "max_new_tokens", "batch_prompts", "mini_batches", "micro_batch_seqs",
@@ -124,6 +128,8 @@ class RLRecipe:
             raise RecipeError(f"rl.tis_cap: must be >= 1 (paper: 2), got {self.tis_cap}")
         if self.ce_weight < 0 or self.entropy_coef < 0:
             raise RecipeError(f"rl.ce_weight / rl.entropy_coef: must be >= 0, got {self.ce_weight}, {self.entropy_coef}")
+        if self.kernels not in ("auto", "plain", "no_liger"):
+            raise RecipeError(f"rl.kernels: {self.kernels!r} not accepted; use auto, plain or no_liger")
         if self.strategy not in STRATEGIES:
             raise RecipeError(f"rl.strategy: {self.strategy!r} not accepted; use one of {list(STRATEGIES)}")
 
@@ -259,14 +265,25 @@ def build_batch(groups: Sequence[Group], prompt_ids: Callable[[dict[str, Any]], 
 
 
 def token_logprobs(model: torch.nn.Module, batch: SeqBatch, temperature: float, *, with_ce: bool,
-                   with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+                   with_entropy: bool, kernels: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Per-token log-prob of the target at ``temperature`` (the sampled distribution), optionally the
-    log-prob at temperature 1 (CE term) and the entropy of the sampled distribution (logged)."""
+    log-prob at temperature 1 (CE term) and the entropy of the sampled distribution (logged).
+    ``kernels`` (``RLRecipe.kernels``): as :func:`falcon_h1r.sft.token_losses`; with Liger's fused linear
+    cross-entropy the log-probs come from the last hidden states (no ``[B, T, V]`` logits) and the logged
+    entropy is computed in chunks without gradient."""
+    from falcon_h1r.kernels import fused_token_logprobs, training_kernels
+    from falcon_h1r.packed_mamba import mamba_kernels
+
     if getattr(getattr(model, "config", None), "model_type", "") == "falcon_h1":
         enable_packed_mamba()  # keeps training on transformers' split Mamba-2 path (see packed_mamba)
-    out = model(input_ids=batch.ids, attention_mask=batch.attn, use_cache=False)
-    logits = out.logits[:, :-1].float()
+    chosen = training_kernels(model, kernels)
     target = batch.ids[:, 1:]
+    kw = {"input_ids": batch.ids, "attention_mask": batch.attn}
+    with mamba_kernels(chosen.mamba_kernels):
+        if chosen.fused_linear_cross_entropy:
+            return fused_token_logprobs(model, kw, target, temperature, with_ce=with_ce, with_entropy=with_entropy)
+        out = model(**kw, use_cache=False)
+    logits = out.logits[:, :-1].float()
     lsm = torch.log_softmax(logits / temperature, dim=-1)
     logp = lsm.gather(-1, target[..., None])[..., 0]
     ce_logp = None
@@ -306,7 +323,8 @@ def grpo_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, groups
         with torch.no_grad():
             for s in range(0, n, recipe.micro_batch_seqs):
                 mb = full.slice(slice(s, s + recipe.micro_batch_seqs)).to(device)
-                lp, _, _ = token_logprobs(model, mb, recipe.temperature, with_ce=False, with_entropy=False)
+                lp, _, _ = token_logprobs(model, mb, recipe.temperature, with_ce=False, with_entropy=False,
+                                          kernels=recipe.kernels)
                 old_full[s:s + recipe.micro_batch_seqs] = lp.cpu()
     totals: dict[str, float] = {}
     tok_total = 0.0
@@ -320,7 +338,8 @@ def grpo_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, groups
             sl = slice(s, s + recipe.micro_batch_seqs)
             mb = mini.slice(sl).to(device)
             with_ce = bool(recipe.ce_weight) and bool(mb.correct.any())
-            logp, ce_logp, ent = token_logprobs(model, mb, recipe.temperature, with_ce=with_ce, with_entropy=True)
+            logp, ce_logp, ent = token_logprobs(model, mb, recipe.temperature, with_ce=with_ce, with_entropy=True,
+                                                kernels=recipe.kernels)
             old = logp.detach() if old_full is None else old_full[m0 + s:m0 + s + mb.ids.shape[0]].to(device)
             loss, st = policy_loss(logp, old, mb.sampler_logp, mb.advantages, mb.mask,
                                    eps_low=recipe.clip_eps_low, eps_high=recipe.clip_eps_high, tis_cap=recipe.tis_cap,
@@ -577,7 +596,8 @@ def fill_sampler_logprobs(model: torch.nn.Module, tok: Any, groups: Sequence[Gro
     for g in groups:
         for c in g.rollouts:
             row = batch.slice(slice(i, i + 1)).to(device)
-            lp, _, _ = token_logprobs(model, row, recipe.temperature, with_ce=False, with_entropy=False)
+            lp, _, _ = token_logprobs(model, row, recipe.temperature, with_ce=False, with_entropy=False,
+                                      kernels=recipe.kernels)
             vals = lp[0][row.mask[0].bool()].float().cpu().numpy()
             c.logprobs[:] = vals[:len(c.logprobs)]
             i += 1

@@ -10,7 +10,9 @@ cross-entropy that never materialises the logits) and flash-attn. This module on
 * picks ``attn_implementation`` (``choose_attn_implementation``),
 * applies Liger to a Falcon-H1 or Qwen3 model on request (``apply_liger``), returning what it applied and
   a handle that undoes it, and gives the trainers a per-token fused linear cross-entropy with a plain twin
-  (``linear_cross_entropy``).
+  (``linear_cross_entropy``, ``hidden_state_losses``);
+* resolves the trainers' switch (``kernels: auto | plain``) into the kernels a model's training forward uses
+  (``select_training_kernels``, pure; ``training_kernels``, which also puts Liger in place).
 
 Nothing is patched at import time, and nothing here knows presets or result folders. Liger's own
 ``apply_liger_kernel_to_*`` functions rebind transformers' module globals and the model's instance methods
@@ -26,6 +28,7 @@ import importlib.metadata
 import json
 import re
 import sys
+import weakref
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any, Callable
@@ -343,8 +346,210 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
         raise ValueError("linear_cross_entropy(fused=True): Liger's kernel needs CUDA tensors; pass fused=False on CPU")
     from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
+    # Liger's function is not autocast-aware: give it both operands in the dtype autocast would compute the
+    # head's matmul in (bf16 under the trainers' autocast), and run it with autocast off
+    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else hidden.dtype
     loss = LigerFusedLinearCrossEntropyLoss(ignore_index=ignore_index, reduction="none")
-    return loss(weight, hidden, targets).float()
+    with torch.autocast("cuda", enabled=False):
+        return loss(weight.to(dtype), hidden.to(dtype).contiguous(), targets.contiguous()).float()
+
+
+# ------------------------------------------------------------------------------- training kernels
+
+KERNEL_MODES = ("auto", "plain", "no_liger")
+
+
+@dataclass(frozen=True)
+class TrainingKernels:
+    """Which fused kernels a training forward of one model uses (:func:`training_kernels`).
+
+    ``causal_conv1d`` and ``mamba_ssm``: the Mamba-2 conv and chunked scan go to the libraries' kernels
+    (Falcon-H1 only; :mod:`falcon_h1r.packed_mamba` dispatches, counting the calls); ``liger``: the Liger
+    kernels patched into the model (RoPE, RMSNorm, SwiGLU); ``fused_linear_cross_entropy``: the trainers' loss
+    goes through Liger's fused linear cross-entropy (no ``[tokens, vocab]`` logits); ``attention``: the
+    ``attn_implementation`` the model is switched to (flash-attn where usable, else SDPA, whose CUDA backend is
+    FlashAttention-2 too). ``reason`` says why what is off is off."""
+
+    mode: str
+    causal_conv1d: bool = False
+    mamba_ssm: bool = False
+    liger: tuple[str, ...] = ()
+    fused_linear_cross_entropy: bool = False
+    attention: str = "sdpa"
+    reason: str = ""
+
+    @property
+    def mamba_kernels(self) -> bool:
+        return self.causal_conv1d or self.mamba_ssm
+
+    def record(self) -> dict[str, Any]:
+        return {"mode": self.mode, "causal_conv1d": self.causal_conv1d, "mamba_ssm": self.mamba_ssm,
+                "liger": list(self.liger), "fused_linear_cross_entropy": self.fused_linear_cross_entropy,
+                "attention": self.attention, "reason": self.reason}
+
+
+def select_training_kernels(mode: str, family: str, device_type: str, report: dict[str, KernelStatus], *,
+                            lm_head_partitioned: bool = False) -> TrainingKernels:
+    """The kernels a ``mode`` run of a ``family`` model on ``device_type`` uses, given what is usable here
+    (``report``, :func:`kernel_report`). ``auto``: every usable kernel on CUDA, none elsewhere; ``plain``: none
+    (PyTorch ops only, the reference the GPU tests compare with); ``no_liger``: ``auto`` without Liger (the
+    baseline of the paper's Fig. 7, Liger on vs off). The fused cross-entropy reads the LM head's
+    weight outside the head's forward, which a ZeRO-3 partitioned weight does not allow
+    (``lm_head_partitioned``)."""
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"kernels {mode!r} not accepted; use one of {', '.join(KERNEL_MODES)} (auto: the fused "
+                         "kernels on CUDA where installed; plain: PyTorch ops only; no_liger: auto without Liger)")
+    if mode == "plain":
+        return TrainingKernels(mode, reason="plain: PyTorch ops only")
+    if device_type != "cuda":
+        return TrainingKernels(mode, reason=f"the model is on {device_type}: the fused kernels run on CUDA only")
+    hybrid = family == "falcon_h1"
+    use_liger = report["liger_kernel"].usable and mode != "no_liger"
+    liger = use_liger and family in LIGER_FAMILIES
+    why = [f"{n}: {report[n].detail}" for n in ("causal_conv1d", "mamba_ssm", "liger_kernel")
+           if not report[n].usable and (hybrid or n == "liger_kernel")]
+    if mode == "no_liger":
+        why.append("Liger off (no_liger)")
+    if use_liger and lm_head_partitioned:
+        why.append("fused cross-entropy: the LM head is ZeRO-3 partitioned")
+    return TrainingKernels(mode, causal_conv1d=hybrid and report["causal_conv1d"].usable,
+                           mamba_ssm=hybrid and report["mamba_ssm"].usable,
+                           liger=("rope", "rms_norm", "swiglu") if liger else (),
+                           fused_linear_cross_entropy=use_liger and not lm_head_partitioned,
+                           attention=choose_attn_implementation(device_type, torch.bfloat16,
+                                                                flash_attn_usable=report["flash_attn"].usable),
+                           reason="; ".join(why) or "every kernel usable")
+
+
+# model -> (what training_kernels chose for it, its Liger patch or None); weak keys, so copies of a model
+# (deepcopy) and freed models carry no stale entry
+_TRAINING: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[TrainingKernels, LigerPatch | None]]" = \
+    weakref.WeakKeyDictionary()
+_LIGER_OWNER: dict[str, "weakref.ref[torch.nn.Module]"] = {}  # family -> the model whose patch is active
+_REPORT: dict[str, KernelStatus] = {}
+
+
+def _cached_report() -> dict[str, KernelStatus]:
+    if not _REPORT:
+        _REPORT.update(kernel_report())
+    return _REPORT
+
+
+def training_kernels(model: torch.nn.Module, mode: str = "auto") -> TrainingKernels:
+    """Resolve ``mode`` for ``model`` (a Falcon-H1 or Qwen3 model, or a DDP / DeepSpeed wrapper of one) and put
+    its Liger kernels in place: what :func:`falcon_h1r.sft.token_losses` and
+    :func:`falcon_h1r.grpo.token_logprobs` call before each forward. Cheap after the first call (cached per
+    model and mode). ``plain`` on a model Liger was applied to undoes it; ``plain`` while Liger is applied to
+    another model of the same family in this process is refused (Liger's RoPE is rebound for the whole
+    family: the "plain" run would not be plain)."""
+    while hasattr(model, "module"):  # DDP / DeepSpeed wrappers
+        model = model.module
+    cached = _TRAINING.get(model)
+    if cached is not None and cached[0].mode == mode:
+        return cached[0]
+    family = getattr(getattr(model, "config", None), "model_type", "")
+    head = getattr(model, "lm_head", None)
+    partitioned = head is not None and hasattr(head.weight, "ds_id")
+    device_type = _model_device(model).type
+    # probing the kernels imports them (Liger, Triton): only where they could run
+    rep = _cached_report() if device_type == "cuda" and mode != "plain" else {}
+    choice = select_training_kernels(mode, family, device_type, rep, lm_head_partitioned=partitioned)
+    patch = cached[1] if cached is not None else None
+    if not choice.liger and patch is not None:
+        release_training_kernels(model)
+        patch = None
+    owner = _LIGER_OWNER.get(family)
+    if not choice.liger and owner is not None and owner() is not None and owner() is not model:
+        raise RuntimeError(f"kernels 'plain' asked for a {family} model while Liger is applied to another {family} "
+                           "model in this process (its RoPE is rebound for the whole family); call "
+                           "falcon_h1r.kernels.release_training_kernels on that model first")
+    if choice.liger and patch is None:
+        if owner is not None and owner() is not None and owner() is not model:
+            release_training_kernels(owner())
+        patch = apply_liger(model, rope=True, rms_norm=True, swiglu=True)
+        if not patch.active:
+            choice = TrainingKernels(**{**choice.__dict__, "liger": (), "reason": patch.reason})
+            patch = None
+        else:
+            _LIGER_OWNER[family] = weakref.ref(model)
+    _TRAINING[model] = (choice, patch)
+    try:
+        _set_attention(model, choice.attention)
+    except Exception:
+        release_training_kernels(model)
+        raise
+    return choice
+
+
+def _set_attention(model: torch.nn.Module, attention: str) -> None:
+    """Switch between flash-attn and SDPA (a model set to another implementation, e.g. eager, is left alone)."""
+    config = getattr(model, "config", None)
+    current = getattr(config, "_attn_implementation", None)
+    if current in ("sdpa", "flash_attention_2") and current != attention and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(attention)
+
+
+def release_training_kernels(model: torch.nn.Module) -> None:
+    """Undo :func:`training_kernels` on ``model`` (its Liger patch); the next call resolves again."""
+    while hasattr(model, "module"):
+        model = model.module
+    cached = _TRAINING.pop(model, None)
+    if cached is not None and cached[1] is not None:
+        cached[1].undo()
+    for family, ref in list(_LIGER_OWNER.items()):
+        if ref() is None or ref() is model:
+            del _LIGER_OWNER[family]
+
+
+def hidden_state_losses(model: torch.nn.Module, forward_kwargs: dict[str, Any], targets: torch.Tensor, *,
+                        scales: tuple[float, ...] = (1.0,), fused: bool = True,
+                        return_hidden: bool = False) -> Any:
+    """Per-token cross-entropy ``[B, T-1]`` of next-token ``targets`` ``[B, T-1]`` without the model's
+    ``[B, T, V]`` logits: the forward runs through ``model`` (so DDP / DeepSpeed see it) with
+    ``logits_to_keep=1``, the last hidden states are taken from its decoder stack by a forward hook, and each
+    loss is :func:`linear_cross_entropy` with the LM head at ``scale * model's logit multiplier`` (Falcon-H1's
+    ``lm_head_multiplier``; a temperature ``T`` is ``scale = 1 / T``). ``fused=False`` runs the plain twin on
+    the same hidden states (what the CPU tests compare with the logits path). ``return_hidden``: also return
+    the hidden states ``[B, T-1, H]`` the losses came from (detached) and the logit multiplier."""
+    base = model
+    while hasattr(base, "module"):
+        base = base.module
+    seen: list[torch.Tensor] = []
+    hook = base.model.register_forward_hook(lambda _m, _a, out: seen.append(out[0]))
+    try:
+        model(**forward_kwargs, use_cache=False, logits_to_keep=1)
+    finally:
+        hook.remove()
+    hidden = seen[-1][:, :-1]
+    mult = float(getattr(base.model, "lm_head_multiplier", 1.0))
+    flat_h, flat_t = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    losses = [linear_cross_entropy(flat_h, base.lm_head.weight, flat_t, scale=mult * s, fused=fused).view(targets.shape)
+              for s in scales]
+    return (losses, hidden.detach(), mult) if return_hidden else losses
+
+
+def fused_token_logprobs(model: torch.nn.Module, forward_kwargs: dict[str, Any], targets: torch.Tensor,
+                         temperature: float, *, with_ce: bool, with_entropy: bool,
+                         chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """GRPO's per-token log-probs through the fused cross-entropy (:func:`hidden_state_losses`): log p at
+    ``temperature`` (-CE at scale 1/T), optionally at temperature 1 (the CE term), and the entropy of the
+    tempered distribution, logged only, from chunks of logits without gradient."""
+    scales = (1.0 / temperature,) + ((1.0,) if with_ce else ())
+    losses, hidden, mult = hidden_state_losses(model, forward_kwargs, targets, scales=scales, return_hidden=True)
+    ent = None
+    if with_entropy:
+        base = model
+        while hasattr(base, "module"):
+            base = base.module
+        with torch.no_grad():
+            h = hidden.reshape(-1, hidden.shape[-1])
+            w = base.lm_head.weight.to(h.dtype)
+            parts = []
+            for i in range(0, h.shape[0], chunk):  # one chunk of logits at a time
+                lsm = torch.log_softmax((h[i:i + chunk] @ w.t()).float() * (mult / temperature), dim=-1)
+                parts.append(-(lsm.exp() * lsm).sum(-1))
+            ent = torch.cat(parts).view(targets.shape)
+    return -losses[0], (-losses[1] if with_ce else None), ent
 
 
 # ------------------------------------------------------------------------------------------ report

@@ -87,9 +87,22 @@ def matched_qwen3_intermediate(m: ModelConfig, vocab: int, target_params: int) -
     return inter
 
 
+def attention_for(device: str | torch.device, dtype: torch.dtype) -> str:
+    """The ``attn_implementation`` a model computing in ``dtype`` on ``device`` is built with:
+    flash-attn where it is installed and usable (CUDA, half precision), else PyTorch SDPA
+    (:func:`falcon_h1r.kernels.choose_attn_implementation`). fp32 master weights trained under bf16 autocast
+    compute attention in bf16: pass bfloat16 for them."""
+    from falcon_h1r.kernels import choose_attn_implementation
+
+    return choose_attn_implementation(device, dtype)
+
+
 def build_model(m: ModelConfig, vocab_size: int, *, family: str | None = None, seed: int = 0,
-                pad_id: int = 0, eos_id: int = 1, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """A randomly initialised model of the preset's shape; ``family='qwen3'`` gives the matched baseline."""
+                pad_id: int = 0, eos_id: int = 1, dtype: torch.dtype = torch.float32,
+                device: str | torch.device | None = None) -> torch.nn.Module:
+    """A randomly initialised model of the preset's shape; ``family='qwen3'`` gives the matched baseline.
+    ``device``: where it will run, which picks its attention (:func:`attention_for`, with CUDA computing in
+    bf16); the model itself is built on the CPU (move it). Without it: SDPA."""
     from transformers import FalconH1ForCausalLM, Qwen3ForCausalLM
 
     family = family or m.family
@@ -105,7 +118,13 @@ def build_model(m: ModelConfig, vocab_size: int, *, family: str | None = None, s
         model = Qwen3ForCausalLM(qwen3_config(m, vocab_size, inter, pad_id=pad_id, eos_id=eos_id))
     else:
         raise ValueError(f"model family {family!r} not accepted; use 'falcon_h1' or 'qwen3'")
-    return model.to(dtype)
+    model = model.to(dtype)
+    if device is not None:
+        on_cuda = torch.device(device).type == "cuda"
+        attention = attention_for(device, torch.bfloat16 if on_cuda else dtype)
+        if attention != model.config._attn_implementation:
+            model.set_attn_implementation(attention)
+    return model
 
 
 def falcon_h1r_7b_config(num_hidden_layers: int = 44) -> Any:
@@ -156,7 +175,8 @@ REQUIRED_CHECKPOINT_FILES = ("config.json",)
 
 
 def load_checkpoint(path: str | Path, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.nn.Module:
-    """Load a local Hugging Face checkpoint (Falcon-H1 or Qwen3). Never downloads.
+    """Load a local Hugging Face checkpoint (Falcon-H1 or Qwen3). Never downloads. Its attention is
+    :func:`attention_for` the device (flash-attn on a GPU where installed, else SDPA).
 
     A missing directory or missing weights is one clear error naming the path and what to do.
     """
@@ -174,4 +194,6 @@ def load_checkpoint(path: str | Path, *, dtype: torch.dtype = torch.float32, dev
         raise FileNotFoundError(
             f"checkpoint directory {path} is incomplete: missing {missing + ([] if weights else ['*.safetensors'])}. "
             "Expected a Hugging Face model directory (config.json and safetensors shards).")
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=True).to(device)
+    attention = attention_for(device, torch.bfloat16 if torch.device(device).type == "cuda" else dtype)
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, local_files_only=True,
+                                                attn_implementation=attention).to(device)

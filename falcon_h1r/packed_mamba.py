@@ -13,15 +13,81 @@ kernels that honour ``seq_idx`` (mamba-ssm's Triton chunked scan, causal-conv1d)
 
 Nothing is patched at import time: the SFT and GRPO trainers call :func:`enable_packed_mamba` when they
 train a Falcon-H1 model, and tests undo it with :func:`disable_packed_mamba`.
+
+The trainers' ``kernels`` switch reaches the dispatchers through :func:`mamba_kernels` (a context around the
+forward): ``True`` uses the library kernels where they run (and, under CUDA autocast, feeds them the
+in-projection in the autocast dtype, as mamba-ssm's own Mamba-2 block is fed: Falcon-H1's float32 µP vector
+would otherwise promote the conv and the scan to float32); ``False`` is the plain path, PyTorch ops only, on
+any device. :func:`kernel_calls` counts which path each call took (what the benchmarks record as "ran").
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
-from typing import Any
+from collections import Counter
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
+
+
+_STATE = {"kernels": True}
+_CALLS: Counter = Counter()
+
+
+@contextlib.contextmanager
+def mamba_kernels(on: bool) -> Iterator[None]:
+    """Within the block, the dispatchers use the library kernels where they run (``on``) or the plain PyTorch
+    path everywhere (``not on``); autograd keeps each call's choice for the backward."""
+    before = _STATE["kernels"]
+    _STATE["kernels"] = bool(on)
+    try:
+        yield
+    finally:
+        _STATE["kernels"] = before
+
+
+def kernel_calls(reset: bool = False) -> dict[str, int]:
+    """How many conv and scan calls went to each path since the last reset: ``causal_conv1d`` / ``mamba_ssm``
+    (the library kernels), ``torch_conv`` / ``torch_scan`` (PyTorch: transformers' fallbacks or our twins)."""
+    out = dict(_CALLS)
+    if reset:
+        _CALLS.clear()
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def mamba_ssm_installed() -> bool:
+    """Whether mamba-ssm's Triton chunked scan imports (what transformers binds on a GPU)."""
+    try:
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing, or its compiled parts absent
+        return False
+    return True
+
+
+def torch_causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                        activation: str | None) -> torch.Tensor:
+    """transformers' torch fallback of ``causal_conv1d_fn`` (the same ops): the plain path's conv without
+    ``seq_idx`` on any device."""
+    _, channels, length = x.shape
+    out = F.conv1d(x.to(weight.dtype), weight.unsqueeze(1), bias, padding=weight.shape[-1] - 1,
+                   groups=channels)[:, :, :length]
+    if activation in ("silu", "swish"):
+        out = F.silu(out)
+    elif activation is not None:
+        raise ValueError(f"conv activation {activation!r} not supported; Falcon-H1 uses silu")
+    return out.to(x.dtype)
+
+
+def _autocast_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` [B, C, L] in the CUDA autocast dtype, keeping its channel-last layout (causal-conv1d's ``seq_idx``
+    needs it)."""
+    if not (x.is_cuda and torch.is_autocast_enabled("cuda")) or x.dtype != torch.float32:
+        return x
+    return x.transpose(1, 2).to(torch.get_autocast_dtype("cuda")).transpose(1, 2)
 
 
 def causal_conv1d_installed() -> bool:
@@ -134,22 +200,33 @@ def enable_packed_mamba() -> None:
     lib_scan, lib_conv = mf.mamba2_chunk_scan, mf.causal_conv1d_fn
 
     def chunk_scan(*args: Any, seq_idx: torch.Tensor | None = None, **kw: Any) -> Any:
-        if seq_idx is None:
-            return lib_scan(*args, **kw)
-        if (args[0] if args else kw["hidden_states"]).is_cuda:
+        x = args[0] if args else kw["hidden_states"]
+        if _STATE["kernels"] and x.is_cuda and mamba_ssm_installed():
             try:
-                return lib_scan(*args, seq_idx=seq_idx, **kw)
-            except ValueError:  # torch fallback (mamba-ssm missing): use the segmented twin
+                out = lib_scan(*args, **kw) if seq_idx is None else lib_scan(*args, seq_idx=seq_idx, **kw)
+                _CALLS["mamba_ssm"] += 1
+                return out
+            except ValueError:  # transformers' torch fallback refusing seq_idx: use the segmented twin
                 pass
+        _CALLS["torch_scan"] += 1
+        if seq_idx is None and not x.is_cuda:
+            return lib_scan(*args, **kw)  # transformers' own torch scan on CPU (the twin equals it, see tests)
         return segmented_chunk_scan(*args, seq_idx=seq_idx, **kw)
 
     def conv(hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
              activation: str | None = None, seq_idx: torch.Tensor | None = None, **kw: Any) -> torch.Tensor:
         # ``activation`` by keyword: causal-conv1d's own causal_conv1d_fn takes seq_idx as its 4th parameter.
+        if _STATE["kernels"] and hidden_states.is_cuda and causal_conv1d_installed():
+            _CALLS["causal_conv1d"] += 1
+            x = _autocast_input(hidden_states)
+            if seq_idx is None:
+                return lib_conv(x, weight, bias, activation=activation, **kw)
+            return lib_conv(x, weight, bias, activation=activation, seq_idx=seq_idx, **kw)
+        _CALLS["torch_conv"] += 1
+        if _STATE["kernels"] and hidden_states.is_cuda:
+            hidden_states = _autocast_input(hidden_states)  # the scan after it still takes bf16 (mamba-ssm)
         if seq_idx is None:
-            return lib_conv(hidden_states, weight, bias, activation=activation, **kw)
-        if hidden_states.is_cuda and causal_conv1d_installed():
-            return lib_conv(hidden_states, weight, bias, activation=activation, seq_idx=seq_idx, **kw)
+            return torch_causal_conv1d(hidden_states, weight, bias, activation)
         return segmented_causal_conv1d(hidden_states, weight, bias, activation, seq_idx)
 
     def fused(*args: Any, **kw: Any) -> None:

@@ -55,6 +55,10 @@ class SFTRecipe:
     shard: Literal["contiguous", "by_length", "random"] = "contiguous"  # how a global batch splits over ranks
     grad_accum: int = 1
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    # auto: the fused kernels on CUDA where installed (causal-conv1d, mamba-ssm's Triton scan, Liger RoPE/RMSNorm/
+    # SwiGLU and fused linear cross-entropy; the paper trains with Liger, §2 Fig. 7); plain: PyTorch ops only;
+    # no_liger: auto without Liger (the Fig. 7 baseline)
+    kernels: Literal["auto", "plain", "no_liger"] = "auto"
     norm_eps: float = 1e-8  # the paper's "small constant" (value not given)
     save_every: int = 0  # checkpoint every N steps (0: never)
     keep_checkpoints: int = 2
@@ -68,6 +72,8 @@ class SFTRecipe:
         for name in ("pack_len", "save_every"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"sft.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.kernels not in ("auto", "plain", "no_liger"):
+            raise RecipeError(f"sft.kernels: {self.kernels!r} not accepted; use auto, plain or no_liger")
 
 
 # ============================================================================== examples
@@ -185,25 +191,37 @@ def _is_falcon_h1(model: Any) -> bool:
     return getattr(getattr(unwrap(model), "config", None), "model_type", "") == "falcon_h1"
 
 
-def token_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def token_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                 kernels: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token cross-entropy ``[B, T-1]`` (next-token) and the matching weights (0 where not supervised).
 
     Padded batches pass their attention mask; packed batches pass position ids (and ``seq_idx`` to a
     Falcon-H1 model, whose Mamba-2 state then restarts per sample). The logits are the model's own, so
     Falcon-H1's µP multipliers (embedding, lm_head, ...) from its config are part of the loss.
+    ``kernels`` (``SFTRecipe.kernels``): ``auto`` runs the fused kernels on CUDA where installed
+    (causal-conv1d, mamba-ssm's Triton scan, Liger's RoPE/RMSNorm/SwiGLU, and Liger's fused linear
+    cross-entropy in place of the logits; :func:`falcon_h1r.kernels.training_kernels`); ``plain`` (and any
+    CPU run) is PyTorch ops only, the path the GPU tests compare the kernels with.
     """
+    from falcon_h1r.kernels import hidden_state_losses, training_kernels
+    from falcon_h1r.packed_mamba import mamba_kernels
+
     falcon = _is_falcon_h1(model)
     if falcon:
         enable_packed_mamba()  # also keeps training off the fused kernel (see its docstring)
+    chosen = training_kernels(model, kernels)
     if "position_ids" in batch:
         kw = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
         if falcon:
             kw["seq_idx"] = batch["seq_idx"]
     else:
         kw = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    out = model(**kw, use_cache=False)
-    logits = out.logits[:, :-1].float()
     target = batch["labels"][:, 1:]
+    with mamba_kernels(chosen.mamba_kernels):
+        if chosen.fused_linear_cross_entropy:
+            return hidden_state_losses(model, kw, target)[0], batch["weights"][:, 1:]
+        out = model(**kw, use_cache=False)
+    logits = out.logits[:, :-1].float()
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                            ignore_index=-100, reduction="none").view(target.shape)
     return loss, batch["weights"][:, 1:]
@@ -367,7 +385,8 @@ class StepStats:
 
 
 def backward_step(model: Any, plan: dict[int, list[dict[str, torch.Tensor]]], mode: str, world: int, *,
-                  dist: DistContext | None = None, eps: float = 1e-8, precision: str = "auto") -> StepStats:
+                  dist: DistContext | None = None, eps: float = 1e-8, precision: str = "auto",
+                  kernels: str = "auto") -> StepStats:
     """Accumulate one step's gradients into ``model`` (no optimizer step).
 
     Simulated ranks (``dist`` None): rank r's normalized loss is back-propagated scaled by ``1/world``,
@@ -388,7 +407,7 @@ def backward_step(model: Any, plan: dict[int, list[dict[str, torch.Tensor]]], mo
         for k, batch in enumerate(bs):
             batch = {key: v.to(device) for key, v in batch.items()}
             with no_sync_unless(model, k == len(bs) - 1), _autocast(device, precision, base):
-                tok_loss, w = token_losses(model, batch)
+                tok_loss, w = token_losses(model, batch, kernels)
                 loss = normalized_loss(tok_loss, batch, mode, rank_units=units[r], global_units=global_units,
                                        world=world, eps=eps)
                 if dist is None:
@@ -474,7 +493,7 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
         if engine is None:
             opt.zero_grad(set_to_none=True)
         st = backward_step(model, plan, recipe.loss_norm, world, dist=dist, eps=recipe.norm_eps,
-                           precision=recipe.precision)
+                           precision=recipe.precision, kernels=recipe.kernels)
         if engine is None:
             gnorm = float(torch.nn.utils.clip_grad_norm_(base.parameters(), cfg.grad_clip))
             opt.step()

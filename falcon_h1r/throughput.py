@@ -254,8 +254,8 @@ def time_prefill(model: Any, ids: Any, device: Any) -> float:
 
 
 def device_record(device: Any) -> dict[str, Any]:
-    """What a measurement ran on: torch, Triton, packages, git state, the GPU and whether mamba-ssm's Triton
-    state update is there (the engine's fast path)."""
+    """What a measurement ran on: torch, Triton, packages, git state, the GPU, which SSM state update the engine
+    uses by default and whether mamba-ssm's (the alternative) is there."""
     import torch
 
     from falcon_h1r.env import git_state, package_versions
@@ -279,9 +279,10 @@ def device_record(device: Any) -> dict[str, Any]:
                    cuda=torch.version.cuda)
     else:
         rec["gpu_name"] = None
-    from falcon_h1r.inference.engine_ops import triton_state_update
+    from falcon_h1r.inference.engine_ops import resolve_state_update, triton_state_update
 
     rec["mamba_ssm_triton_state_update"] = triton_state_update() is not None
+    rec["ssm_state_update"] = resolve_state_update("auto", device)  # what the engine uses by default
     return rec
 
 

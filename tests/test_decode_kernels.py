@@ -155,3 +155,98 @@ def test_inductor_add_alpha_pattern_is_still_avoided():
     if wrong < 1e-4:
         pytest.skip(f"this torch compiles torch.add(..., alpha=) correctly ({wrong:.1e}): the workaround may go")
     assert wrong > 1e-2
+
+
+# ----------------------------------------------------------------------------- the Mamba-2 state update kernel
+def _state_update_inputs(Bsz, H, P, N, G, seed=0):
+    """Mamba-2 decode-step inputs as the engine passes them: bf16 activations, per-head dt, A, D, dt_bias given as
+    expanded views (stride 0 along the head's rows), dt large enough to cross softplus's threshold of 20."""
+    g = torch.Generator().manual_seed(seed)
+    bf = dict(generator=g, dtype=torch.bfloat16)
+    return dict(x=torch.randn(Bsz, H, P, **bf), dt=(torch.randn(Bsz, H, **bf) * 8)[:, :, None].expand(Bsz, H, P),
+                A=(-torch.rand(H, generator=g) - 0.5)[:, None, None].expand(H, P, N),
+                B=torch.randn(Bsz, G, N, **bf) * 2, C=torch.randn(Bsz, G, N, **bf) * 2,
+                D=torch.randn(H, **bf)[:, None].expand(H, P), dt_bias=torch.randn(H, **bf)[:, None].expand(H, P),
+                z=torch.randn(Bsz, H, P, **bf), state=torch.randn(Bsz, H, P, N, generator=g))
+
+
+def _float32_twin(state, inp, gate):
+    """ssm_update_ref on float32 copies: mamba-ssm's (and our kernel's) arithmetic, all in float32."""
+    f = {k: v.float() for k, v in inp.items() if k not in ("state", "z", "A")}
+    return engine_ops.ssm_update_ref(state, f["x"], f["dt"], inp["A"], f["B"], f["C"], D=f["D"],
+                                     z=None if gate is None else gate.float(), dt_bias=f["dt_bias"])
+
+
+@pytest.mark.parametrize("Bsz,H,P,N,G,block_p,state_dtype,gated", [
+    (3, 4, 16, 32, 2, 8, torch.float32, False),   # two P blocks per head, two groups of heads
+    (2, 6, 12, 24, 3, 8, torch.float32, True),    # P not a multiple of the block, N padded to 32, the z gate
+    (2, 2, 8, 256, 1, 16, torch.bfloat16, False),  # Falcon-H1R-7B's d_state 256, a bfloat16 state (vLLM's default)
+    (1, 3, 16, 6, 1, 4, torch.bfloat16, True),    # N padded to the kernel's 16 minimum
+])
+def test_ssm_state_update_kernel_equals_its_float32_twin(interpret, Bsz, H, P, N, G, block_p, state_dtype, gated):
+    inp = _state_update_inputs(Bsz, H, P, N, G, seed=P + N)
+    gate = inp["z"] if gated else None
+    s_kernel = (inp["state"] * 0.3).to(state_dtype)
+    s_twin = s_kernel.float().clone()  # a copy even when the state is already float32
+    y = decode_kernels.ssm_state_update(s_kernel, inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"], z=gate,
+                                        dt_bias=inp["dt_bias"], block_p=block_p, num_warps=2)
+    y_twin = _float32_twin(s_twin, inp, gate)
+    assert y.dtype == inp["x"].dtype and s_kernel.dtype == state_dtype
+    # the state: float32 arithmetic in both, rounded once to the state's dtype (one bf16 ulp apart at most: Triton's
+    # CPU interpreter truncates float32 -> bfloat16 where the GPU rounds to nearest)
+    ulp = 2 ** -7 if state_dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(s_kernel, s_twin.to(state_dtype), rtol=ulp, atol=1e-5)
+    # y: C.h on the unrounded float32 state in both, rounded once to bf16 (one ulp apart at most)
+    torch.testing.assert_close(y.float(), y_twin.to(y.dtype).float(), rtol=2 ** -7, atol=1e-3)
+
+
+def test_ssm_state_update_kernel_takes_per_head_tensors_as_given_or_expanded(interpret):
+    Bsz, H, P, N = 2, 4, 8, 16
+    inp = _state_update_inputs(Bsz, H, P, N, 2, seed=9)
+    s1, s2 = inp["state"].clone(), inp["state"].clone()
+    y1 = decode_kernels.ssm_state_update(s1, inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"],
+                                         dt_bias=inp["dt_bias"])
+    y2 = decode_kernels.ssm_state_update(s2, inp["x"], inp["dt"][:, :, 0].contiguous(), inp["A"][:, 0, 0].contiguous(),
+                                         inp["B"], inp["C"], D=inp["D"][:, 0].contiguous(),
+                                         dt_bias=inp["dt_bias"][:, 0].contiguous())
+    assert torch.equal(y1, y2) and torch.equal(s1, s2)
+    # no D, no dt_bias, no softplus: the plain recurrence h <- exp(dt A) h + dt B x ; y = C.h
+    s3, s4 = inp["state"].clone(), inp["state"].clone()
+    dt = (inp["dt"][:, :, :1].abs() * 0.1).expand(Bsz, H, P)
+    y3 = decode_kernels.ssm_state_update(s3, inp["x"], dt, inp["A"], inp["B"], inp["C"], dt_softplus=False)
+    y4 = engine_ops.ssm_update_ref(s4, inp["x"].float(), dt.float(), inp["A"], inp["B"].float(), inp["C"].float(),
+                                   dt_softplus=False)
+    torch.testing.assert_close(s3, s4, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y3.float(), y4.to(torch.bfloat16).float(), rtol=2 ** -7, atol=1e-3)
+
+
+def test_ssm_state_update_kernel_refuses_what_it_does_not_implement():
+    inp = _state_update_inputs(1, 2, 4, 8, 1)
+    args = (inp["state"], inp["x"], inp["dt"])
+    untied_a = -torch.rand(2, 4, 8)  # a different A per head row: not Mamba-2
+    with pytest.raises(ValueError, match="A must be per head"):
+        decode_kernels.ssm_state_update(*args, untied_a, inp["B"], inp["C"])
+    with pytest.raises(ValueError, match="dt must be"):
+        decode_kernels.ssm_state_update(inp["state"], inp["x"], torch.randn(1, 2, 4), inp["A"], inp["B"], inp["C"])
+    with pytest.raises(ValueError, match="shapes"):
+        decode_kernels.ssm_state_update(*args, inp["A"], inp["B"][:, :, :4], inp["C"])
+    with pytest.raises(ValueError, match="contiguous last dimension"):
+        decode_kernels.ssm_state_update(inp["state"].transpose(2, 3), inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the compiled kernel")
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_gpu_ssm_state_update_kernel_at_falcon_h1r_7b_shapes(state_dtype):
+    """The compiled kernel (tuned on first use) at Falcon-H1R-7B's heads (24 x 128, d_state 256), batch 8, against
+    its float32 twin: the state to its dtype's rounding, y to one bf16 ulp."""
+    inp = {k: v.cuda() for k, v in _state_update_inputs(8, 24, 128, 256, 1, seed=3).items()}
+    s_kernel = (inp["state"] * 0.3).to(state_dtype)
+    s_twin = s_kernel.float().clone()
+    y = decode_kernels.ssm_state_update(s_kernel, inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"],
+                                        dt_bias=inp["dt_bias"])
+    y_twin = _float32_twin(s_twin, inp, None)
+    ulp = 2 ** -8 if state_dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(s_kernel.float(), s_twin.to(state_dtype).float(), rtol=ulp, atol=1e-5)
+    torch.testing.assert_close(y.float(), y_twin.to(y.dtype).float(), rtol=2 ** -7, atol=1e-3)
+    assert decode_kernels.tuned_state_update_configs()  # the tuning ran and was recorded

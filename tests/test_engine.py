@@ -232,6 +232,44 @@ def test_bf16_engine_stays_close_to_transformers():
     assert truth["engine_tokens_are_fp32_argmax_frac"] >= truth["hf_tokens_are_fp32_argmax_frac"] - 0.02
 
 
+def test_bfloat16_ssm_state_halves_its_bytes_and_stays_close_to_the_float32_state():
+    """vLLM's default for Mamba caches, measured against the float32 state on the same float32 weights: the state
+    is rounded to bf16 at every step, an error that decays with the state instead of growing."""
+    model = tiny_falcon()
+    with torch.no_grad():  # a state that matters: slow decay (exp(dt A) ~ 0.97), no skip term, a loud mixer
+        for layer in model.model.layers:
+            layer.mamba.A_log.fill_(math.log(0.05))
+            layer.mamba.dt_bias.zero_()
+            layer.mamba.D.zero_()
+            layer.ssm_out_multiplier = 20.0
+    f32, bf16 = engine.DecodeEngine(model, 2, 16), engine.DecodeEngine(model, 2, 16, ssm_state_dtype=torch.bfloat16)
+    assert f32.ssm_state.nbytes == 2 * bf16.ssm_state.nbytes and bf16.info["ssm_state_dtype"] == "bfloat16"
+    assert f32.cache_bytes() - bf16.cache_bytes() == bf16.ssm_state.nbytes
+    with pytest.raises(ValueError, match="ssm_state_dtype"):
+        engine.DecodeEngine(model, 2, 16, ssm_state_dtype=torch.float16)
+    res = engine_check.compare_state_dtypes(model, PROMPTS, max_new_tokens=12, eos_id=-1, pad_id=0)
+    assert res["ssm_update"] == "torch" and res["rows"] == len(PROMPTS)
+    assert 1e-6 < res["mean_abs_top_logprob_diff_prefix"] <= res["max_abs_top_logprob_diff_prefix"] < 0.05, res
+    assert res["greedy_prefix_agreement_frac"] >= 0.75 and 0 <= res["rows_identical_frac"] <= 1
+    # each path against transformers' full forward over its own tokens: the float32 state is exact here (fp32
+    # weights), the bf16 one is off by its rounding only
+    assert res["float32_state_max_abs_top_logprob_err_vs_full_forward"] < 1e-5
+    assert 10 * res["float32_state_max_abs_top_logprob_err_vs_full_forward"] < \
+        res["bfloat16_state_max_abs_top_logprob_err_vs_full_forward"] < 0.05
+    with pytest.raises(ValueError, match="only a Falcon-H1"):
+        engine_check.compare_state_dtypes(tiny_qwen3(), PROMPTS, max_new_tokens=2, eos_id=-1, pad_id=0)
+
+
+def test_state_update_path_is_resolved_for_the_device_and_refused_where_it_cannot_run():
+    assert engine_ops.resolve_state_update("auto", "cpu") == "torch"
+    assert engine.DecodeEngine(tiny_falcon(), 1, 8).info["ssm_update"] == "torch"
+    for path in ("triton", "mamba_ssm"):
+        with pytest.raises(ValueError, match=f"state_update '{path}' needs a CUDA model"):
+            engine.DecodeEngine(tiny_falcon(), 1, 8, state_update=path)
+    with pytest.raises(ValueError, match="not accepted"):
+        engine_ops.resolve_state_update("cuda_graph", "cpu")
+
+
 # ----------------------------------------------------------------------------- early stop, sampling
 def test_early_stop_matches_transformers():
     from falcon_h1r.deepconf import EarlyStopController

@@ -105,20 +105,28 @@ def test_positions_integration_and_tokens_per_second():
 
 # ----------------------------------------------------------------------------- headline figures
 def _records(step_hybrid: float, step_transformer: float) -> list[dict]:
-    """A hand-made study: constant step times, so every headline figure has a closed form."""
+    """A hand-made study: constant step times, so every headline figure has a closed form. The hybrid fits 50
+    rows with its float32 SSM state and 56 with a bfloat16 one; the transformer 17."""
     recs = [{"kind": "device", "gpu_name": "Test GPU"}, {"kind": "bandwidth", "bytes_per_s": 2e12},
-            {"kind": "model", "model": tp.HYBRID, "family": "falcon_h1"},
-            {"kind": "model", "model": tp.TRANSFORMER, "family": "qwen3"},
+            {"kind": "model", "model": tp.HYBRID, "family": "falcon_h1", "ssm_state_dtype": "float32"},
+            {"kind": "model", "model": tp.TRANSFORMER, "family": "qwen3", "ssm_state_dtype": "float32"},
             {"kind": "capacity", "model": tp.HYBRID, "setting": "8K->16K", "max_batch": 50, "per_sequence_bytes": 1},
             {"kind": "capacity", "model": tp.TRANSFORMER, "setting": "8K->16K", "max_batch": 17, "per_sequence_bytes": 3},
+            {"kind": "capacity", "model": tp.HYBRID, "setting": "8K->16K", "ssm_state_dtype": "bfloat16",
+             "max_batch": 56, "per_sequence_bytes": 0.9},
             {"kind": "prefill", "model": tp.HYBRID, "setting": "8K->16K", "status": "ok", "s_per_sequence": 0.25},
-            {"kind": "hf_generate", "status": "ok", "end_to_end_ratio": 12.0, "step_ratio": 20.0}]
-    for model, batch, step in ((tp.HYBRID, 32, step_hybrid), (tp.HYBRID, 50, step_hybrid * 1.4),
-                               (tp.TRANSFORMER, 17, step_transformer)):
+            {"kind": "hf_generate", "status": "ok", "batch": 128, "end_to_end_ratio": 12.0, "step_ratio": 20.0,
+             "end_to_end_ratio_bf16_state": 14.0}]
+    for model, batch, step, variant, top in ((tp.HYBRID, 16, step_hybrid * 0.8, "sample", False),
+                                             (tp.HYBRID, 32, step_hybrid, "sample", False),
+                                             (tp.HYBRID, 50, step_hybrid * 1.4, "sample", True),
+                                             (tp.HYBRID, 56, step_hybrid * 1.3, "ssm_bf16", True),
+                                             (tp.TRANSFORMER, 16, step_transformer * 0.9, "sample", False),
+                                             (tp.TRANSFORMER, 17, step_transformer, "sample", True)):
         for p in tp.sample_positions(8192, 16384, 3):
             recs.append({"kind": "step", "status": "ok", "model": model, "setting": "8K->16K", "batch": batch,
-                         "variant": "sample", "position": p, "step_s": step, "roofline_s": step / 1.25,
-                         "input_len": 8192, "output_len": 16384})
+                         "variant": variant, "position": p, "step_s": step, "roofline_s": step / (1.25 + batch / 1000),
+                         "input_len": 8192, "output_len": 16384, "is_max_batch": top})
     recs.append({"kind": "step", "status": "does_not_fit", "model": tp.HYBRID, "setting": "8K->16K", "batch": 64,
                  "variant": "sample"})
     return recs
@@ -128,25 +136,39 @@ def test_summary_headline_figures_have_their_closed_forms():
     recs = _records(0.020, 0.018)
     s = sec.summarize(recs, positions_needed=3)
     out = 16384
-    hybrid50 = 50 * out / (out * 0.028 + 50 * 0.25)  # prefill measured for the hybrid only
-    transformer17 = 17 * out / (out * 0.018)
+
+    def tok_s(batch: int, step: float, prefill: float | None = 0.25) -> float:
+        return batch * out / (out * step + batch * (prefill or 0.0))
+
+    hybrid50, hybrid16 = tok_s(50, 0.028), tok_s(16, 0.016)
+    transformer17, transformer16 = tok_s(17, 0.018, None), tok_s(16, 0.018 * 0.9, None)  # no transformer prefill
     assert s["gpu_name"] == "Test GPU" and s["hbm_copy_bandwidth_gb_s"] == 2000
     assert s["engine_over_hf_generate_bs128"] == 12.0 and s["engine_over_hf_decode_step_bs128"] == 20.0
+    assert s["engine_bf16_state_over_hf_generate_bs128"] == 14.0
+    # at the largest batch that fits, with that batch beside the figure; no bsN name for a max-batch figure
     assert s["hybrid_max_batch_8k_16k"] == 50 and s["transformer_max_batch_8k_16k"] == 17
-    assert s["hybrid_tok_s_per_gpu_bs64_8k_16k"] == pytest.approx(hybrid50)
-    assert s["hybrid_tok_s_per_gpu_bs64_8k_16k_batch"] == 50  # 64 does not fit: the largest batch that does
-    assert s["hybrid_tok_s_per_gpu_bs128_8k_16k"] == pytest.approx(hybrid50)
-    assert s["hybrid_over_transformer_bs128"] == pytest.approx(hybrid50 / transformer17)
-    assert s["step_time_over_roofline_bs32"] == pytest.approx(1.25)
-    assert s["transformer_tok_s_per_gpu_bs128_8k_16k_batch"] == 17
-    assert "hybrid_tok_s_per_gpu_bs128_512_32k" not in s  # nothing measured there, nothing claimed
+    assert s["hybrid_tok_s_per_gpu_max_batch_8k_16k"] == pytest.approx(hybrid50)
+    assert s["hybrid_tok_s_per_gpu_max_batch_8k_16k_batch"] == 50
+    assert s["hybrid_bf16_state_max_batch_8k_16k"] == 56
+    assert s["hybrid_bf16_state_tok_s_per_gpu_max_batch_8k_16k"] == pytest.approx(tok_s(56, 0.026))
+    assert s["hybrid_bf16_state_step_time_over_roofline_max_batch_8k_16k"] == pytest.approx(1.25 + 0.056)
+    assert s["hybrid_over_transformer_max_batch_8k_16k"] == pytest.approx(hybrid50 / transformer17)
+    assert not any("bs64" in k or "bs128_8k" in k for k in s), [k for k in s if "bs64" in k or "bs128_8k" in k]
+    # at exactly batch N where both were measured there
+    assert s["hybrid_tok_s_per_gpu_bs16_8k_16k"] == pytest.approx(hybrid16)
+    assert s["hybrid_over_transformer_bs16_8k_16k"] == pytest.approx(hybrid16 / transformer16)
+    assert "hybrid_over_transformer_bs32_8k_16k" not in s  # the transformer was not measured at 32
+    assert s["step_time_over_roofline_bs32"] == pytest.approx(1.25 + 0.032)
+    assert s["step_time_over_roofline_worst_batch_ge32"] == pytest.approx(1.25 + 0.050)
+    assert s["step_time_over_roofline_worst_batch_ge32_batch"] == 50
+    assert "hybrid_tok_s_per_gpu_max_batch_512_32k" not in s  # nothing measured there, nothing claimed
 
 
 def test_incomplete_configurations_get_no_throughput_and_headlines_stay_present():
     recs = _records(0.02, 0.02)
     s = sec.summarize(recs, positions_needed=5)  # only 3 positions were measured
     assert all(k in s for k in sec.HEADLINE)
-    assert s["hybrid_tok_s_per_gpu_bs64_8k_16k"] is None and s["hybrid_over_transformer_bs128"] is None
+    assert s["hybrid_tok_s_per_gpu_max_batch_8k_16k"] is None and s["hybrid_over_transformer_max_batch_8k_16k"] is None
     table = sec.config_table(recs, positions_needed=5)
     assert table.loc[table["batch"] == 64, "status"].item() == "does_not_fit"
 
@@ -170,15 +192,18 @@ def test_paper_points_and_record_views():
     fig8 = papers.load("fig8_throughput")
     p = fig8.set_index(["model", "setting", "batch_size"])["tok_s_per_gpu"]
     pts = sec.paper_fig8_points(fig8)
-    assert pts["hybrid_tok_s_per_gpu_bs64_8k_16k"] == p[(tp.HYBRID, "8K->16K", 64)]
-    assert pts["hybrid_over_transformer_bs128_512_32k"] == pytest.approx(
+    assert pts["paper_hybrid_tok_s_per_gpu_bs64_8k_16k"] == p[(tp.HYBRID, "8K->16K", 64)]
+    assert pts["paper_hybrid_over_transformer_bs128_512_32k"] == pytest.approx(
         p[(tp.HYBRID, "512->32K", 128)] / p[(tp.TRANSFORMER, "512->32K", 128)])
     recs = _records(0.02, 0.018)
-    view = sec.capacity_view(recs).set_index("model")
-    assert view.loc[tp.HYBRID, "max_batch"] == 50 and view.loc[tp.HYBRID, "GiB_per_sequence"] == 1 / 2**30
+    view = sec.capacity_view(recs).set_index(["model", "ssm_state_dtype"])
+    assert view.loc[(tp.HYBRID, "float32"), "max_batch"] == 50
+    assert view.loc[(tp.HYBRID, "float32"), "GiB_per_sequence"] == 1 / 2**30
     steps = sec.step_times(recs)
-    assert len(steps) == 9 and (steps["step_ms"] == 1e3 * steps["step_s"]).all()
-    assert steps["roofline_ms"].to_numpy() == pytest.approx(steps["step_ms"].to_numpy() / 1.25)
+    assert len(steps) == 18 and (steps["step_ms"] == 1e3 * steps["step_s"]).all()
+    assert steps["roofline_ms"].to_numpy() == pytest.approx(
+        steps["step_ms"].to_numpy() / (1.25 + steps["batch"].to_numpy() / 1000))
+    assert set(steps["line"]) == {tp.HYBRID, tp.TRANSFORMER, f"{tp.HYBRID}, bfloat16 SSM state"}
     long = sec.paper_and_ours(fig8, sec.config_table(recs, positions_needed=3))
     assert set(long["source"]) == {"paper (vLLM, multi-GPU)", "ours (1 GPU, engine)"} and long["tok_s"].notna().any()
     assert sec.hf_generate_table(recs).loc["end_to_end_ratio"].item() == 12.0
@@ -200,7 +225,7 @@ def test_study_runs_end_to_end_on_cpu_and_records_every_outcome(tmp_path):
                      free_bytes=lambda: 2 * per_q + 1, log=lambda _: None)
     recs = study.run()
     assert sec.load_records(tmp_path) == recs  # written as it went
-    caps = sec.capacities(recs).set_index("model")["max_batch"]
+    caps = sec.capacities(recs).query("ssm_state_dtype == 'float32'").set_index("model")["max_batch"]
     assert caps[tp.TRANSFORMER] == 2
     assert caps[tp.HYBRID] == (2 * per_q + 1) // tp.sequence_bytes(fal, 24, 16, dtype_bytes=4, ssm_state_bytes=4)
     table = sec.config_table(recs, positions_needed=2)
@@ -210,4 +235,18 @@ def test_study_runs_end_to_end_on_cpu_and_records_every_outcome(tmp_path):
     hf = next(r for r in recs if r["kind"] == "hf_generate")
     assert hf["status"] == "ok" and hf["token_agreement"] == 1.0  # greedy, fp32: the engine decodes what HF does
     s = sec.summarize(recs, positions_needed=2)
-    assert s["transformer_max_batch_8k_16k"] == 2 and s["hybrid_over_transformer_bs128"] > 0
+    assert s["transformer_max_batch_8k_16k"] == 2 and s["hybrid_over_transformer_max_batch_8k_16k"] > 0
+    # the hybrid once more with a bfloat16 SSM state, at its own largest batch (counted with 2-byte states)
+    bf16_caps = sec.capacities(recs).query("ssm_state_dtype == 'bfloat16'")
+    assert len(bf16_caps) == 1 and bf16_caps["model"].item() == tp.HYBRID
+    assert s["hybrid_bf16_state_max_batch_8k_16k"] >= s["hybrid_max_batch_8k_16k"]
+    assert s["hybrid_bf16_state_tok_s_per_gpu_max_batch_8k_16k"] > 0
+    assert any(r["kind"] == "state_update_configs" for r in recs)
+
+
+def test_a_position_timed_by_two_calls_counts_once_with_the_later_record():
+    recs = _records(0.02, 0.018)
+    again = [dict(r, step_s=r["step_s"] * 2) for r in recs if r.get("kind") == "step" and r.get("batch") == 32]
+    steps = sec.step_table(recs + again)
+    at32 = steps[(steps["model"] == tp.HYBRID) & (steps["batch"] == 32)]
+    assert len(at32) == 3 and (at32["step_s"] == 0.04).all()

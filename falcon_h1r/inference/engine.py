@@ -11,8 +11,11 @@ preallocates the caches and replays a captured graph; this module does the same 
 * the **decode step** is written here from the model's weights: every µP multiplier, norm, gate and rope detail
   mirrors transformers' ``modeling_falcon_h1.py`` / ``modeling_qwen3.py``. Attention over the static cache is
   PyTorch SDPA (the query heads of one KV group are laid out as that group's query rows, so GQA needs no
-  copy); the SSM state update is mamba-ssm's Triton ``selective_state_update`` on GPU and the plain-torch twin
-  :func:`ssm_update_ref` elsewhere; the depthwise conv update is :func:`conv_update_ref` (cheap everywhere);
+  copy); the SSM state update is our Triton kernel shaped for d_state 256 on GPU
+  (:func:`~falcon_h1r.inference.decode_kernels.ssm_state_update`; mamba-ssm's ``selective_state_update`` on
+  request, ``state_update="mamba_ssm"``) and the plain-torch twin :func:`ssm_update_ref` elsewhere; the SSM
+  state is float32 (what transformers keeps) or bfloat16 (vLLM's default for Mamba caches: half the bytes, so a
+  larger batch fits and each step moves less); the depthwise conv update is :func:`conv_update_ref`;
 * two **fast paths** on GPU, each with its plain twin: ``attention="triton"`` (the split-KV decode attention of
   :mod:`falcon_h1r.inference.decode_kernels`, which streams the cache at ~2.8 TB/s where SDPA's one program per row and
   KV head reaches ~1.6 on an H100) and ``compile=True`` (the layers' element-wise glue, :func:`~falcon_h1r.inference.engine_ops.falcon_pre` and
@@ -45,8 +48,8 @@ import torch.nn.functional as F
 
 from falcon_h1r.inference.architecture import architecture
 from falcon_h1r.inference.decode_kernels import split_kv_attention, triton_available
-from falcon_h1r.inference.engine_ops import (PLAIN_GLUE, compiled_glue, rms_norm, rope_tables, scale_by, ssm_update,
-                                             triton_state_update, weight_bias)
+from falcon_h1r.inference.engine_ops import (PLAIN_GLUE, compiled_glue, resolve_state_update, rms_norm, rope_tables,
+                                             scale_by, ssm_update, weight_bias)
 from falcon_h1r.inference.sampling import EarlyStop, left_pad, sample_step
 
 ATTENTION_MODES = ("sdpa", "matmul", "triton")
@@ -67,17 +70,20 @@ class DecodeEngine:
     times the modes on the live cache and keeps the fastest; ``"triton"``: the split-KV decode attention of
     :mod:`falcon_h1r.inference.decode_kernels` (CUDA only; reads each K/V tile once for the G query heads that share it,
     spread over every SM). ``ssm_state_dtype`` defaults to float32 (what
-    transformers keeps; bfloat16 halves the state traffic). ``bucket``: on GPU a graph covers KV lengths up to a
+    transformers keeps; bfloat16 halves the state traffic). ``state_update``: ``"auto"`` (our Triton kernel on
+    CUDA, the torch twin elsewhere), ``"triton"``, ``"mamba_ssm"`` or ``"torch"``. ``bucket``: on GPU a graph covers KV lengths up to a
     multiple of ``bucket`` tokens (one graph per bucket, captured before a call's prefill).
     """
 
     def __init__(self, model: torch.nn.Module, batch_size: int, max_len: int, *, cuda_graph: bool | None = None,
                  attention: str = "sdpa", ssm_state_dtype: torch.dtype = torch.float32, bucket: int | None = None,
-                 compile: bool = False):
+                 compile: bool = False, state_update: str = "auto"):
         if batch_size < 1 or max_len < 2:
             raise ValueError(f"batch_size must be >= 1 and max_len >= 2, got {batch_size} and {max_len}")
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention {attention!r} not accepted; use one of {ATTENTION_MODES}")
+        if ssm_state_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"ssm_state_dtype {ssm_state_dtype} not accepted; use torch.float32 or torch.bfloat16")
         self.arch = architecture(model)
         self._model = weakref.ref(model)
         param = next(model.parameters())
@@ -118,7 +124,7 @@ class DecodeEngine:
         self._pool = None
         self._warm = False
         self.last_timing: dict[str, float] = {}
-        self.use_triton = triton_state_update() is not None and cuda
+        self.state_update = resolve_state_update(state_update, self.device)
         # Per-call constants derived from the weights (A = -exp(A_log), float conv taps), refreshed eagerly at
         # the start of every call so that graphs read them from fixed addresses and training updates count.
         self._consts: list[dict[str, torch.Tensor | None]] = []
@@ -132,7 +138,8 @@ class DecodeEngine:
                     "conv_b": None if mx.conv1d.bias is None else torch.empty(a["conv_dim"], dtype=torch.float32,
                                                                               device=dev)})
         self.refresh_constants()
-        self.info = {"ssm_update": "triton" if self.use_triton else "torch", "attention": attention,
+        self.info = {"ssm_update": self.state_update, "ssm_state_dtype": str(ssm_state_dtype).replace("torch.", ""),
+                     "attention": attention,
                      "cuda_graph": self.cuda_graph, "bucket": self.bucket, "max_len": self.max_len, "compiled": False}
         # sizes the glue functions split and reshape by, and the MLP activation (stateless: the first layer's
         # serves every layer, so a compiled graph does not see a new module object per layer)
@@ -285,7 +292,7 @@ class DecodeEngine:
         y = ssm_update(self.ssm_state[i], xs.view(B, NH, HD), dt[:, :, None].expand(B, NH, HD),
                        c["A"][:, None, None].expand(NH, HD, N), Bm.view(B, G, N), Cm.view(B, G, N),
                        D=mx.D[:, None].expand(NH, HD), z=None if mx.mamba_rms_norm else gate.view(B, NH, HD),
-                       dt_bias=mx.dt_bias[:, None].expand(NH, HD), dt_softplus=True, use_triton=self.use_triton)
+                       dt_bias=mx.dt_bias[:, None].expand(NH, HD), dt_softplus=True, path=self.state_update)
         o = self._cache_bound(i, q, k, v, kv_len, bias, attn.scaling)
         norm = mx.norm if mx.mamba_rms_norm else None
         return self._glue["falcon_post"](

@@ -119,3 +119,66 @@ def compare_with_hf(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]],
         "generated_tokens": sum(len(r["token_ids"]) for r in fast), "engine_s": t1 - t0, "hf_s": t2 - t1,
         **truth,
     }
+
+
+@torch.no_grad()
+def compare_state_dtypes(model: torch.nn.Module, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
+                         eos_id: int, pad_id: int, top_k: int = 20, teacher_forced: bool = True) -> dict[str, Any]:
+    """Greedy decoding through the engine with a float32 SSM state and with a bfloat16 one (vLLM's default for
+    Mamba caches), everything else the same: how often the tokens agree, how far apart the top-k log-probs are
+    while they do, and (``teacher_forced``) how far each path's recorded top-k log-probs are from transformers'
+    full forward over its own tokens (divergence-proof: a path that drifts after a near-tie is still scored).
+
+    The bfloat16 state is rounded at every step, and the rounding error decays with the state (exp(dt A) < 1)
+    rather than growing, so the gap should stay at the level of one step's rounding; this measures it.
+    """
+    from falcon_h1r.inference.engine import DecodeEngine
+
+    if architecture_family(model) != "falcon_h1":
+        raise ValueError("compare_state_dtypes: only a Falcon-H1 model has an SSM state")
+    was_training = model.training
+    model.eval()
+    width = max(len(p) for p in prompt_ids)
+    rows = {}
+    try:
+        for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+            eng = DecodeEngine(model, len(prompt_ids), width + max_new_tokens + 1, ssm_state_dtype=dtype)
+            rows[name] = eng.generate(prompt_ids, eos_id=eos_id, pad_id=pad_id, temperature=0.0, top_p=1.0,
+                                      max_new_tokens=max_new_tokens, top_k=top_k)
+            info = dict(eng.info)
+            del eng
+        full = {name: teacher_forced_logprobs(model, prompt_ids, [r["token_ids"] for r in rs], pad_id)
+                for name, rs in rows.items()} if teacher_forced else {}
+    finally:
+        model.train(was_training)
+    agree = total = identical = 0
+    prefix_top, prefix_sum, prefix_n = 0.0, 0.0, 0
+    first_divergence = []
+    for a, b in zip(rows["float32"], rows["bfloat16"]):
+        ta, tb = a["token_ids"], b["token_ids"]
+        identical += ta == tb
+        n = next((j for j, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
+        first_divergence.append(None if ta == tb else n)
+        agree += n
+        total += max(len(ta), len(tb))
+        m = n + 1 if n < min(len(ta), len(tb)) else n  # the diverging step's distribution is still comparable
+        if m:
+            gap = np.abs(np.sort(a["top_logprobs"][:m], -1) - np.sort(b["top_logprobs"][:m], -1))
+            prefix_top = max(prefix_top, float(gap.max()))
+            prefix_sum, prefix_n = prefix_sum + float(gap.sum()), prefix_n + gap.size
+    out: dict[str, Any] = {
+        "rows": len(prompt_ids), "max_new_tokens": max_new_tokens, "dtype": str(next(model.parameters()).dtype),
+        "device": str(next(model.parameters()).device), "ssm_update": info.get("ssm_update"),
+        "rows_identical_frac": identical / len(prompt_ids), "greedy_prefix_agreement_frac": agree / max(1, total),
+        "first_divergence": first_divergence, "max_abs_top_logprob_diff_prefix": prefix_top,
+        "mean_abs_top_logprob_diff_prefix": prefix_sum / max(1, prefix_n)}
+    for name in full:
+        worst, mean, argmax = _error_stats(rows[name], full[name], 1e-3)
+        out.update({f"{name}_state_max_abs_top_logprob_err_vs_full_forward": worst,
+                    f"{name}_state_mean_abs_top_logprob_err_vs_full_forward": mean,
+                    f"{name}_state_tokens_are_full_forward_argmax_frac": argmax})
+    return out
+
+
+def architecture_family(model: torch.nn.Module) -> str:
+    return getattr(getattr(model, "config", None), "model_type", "")

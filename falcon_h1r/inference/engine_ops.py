@@ -1,8 +1,9 @@
 """The decode engine's layer arithmetic, each piece with its plain-torch reference twin.
 
 * Mamba-2 decode-step updates: :func:`conv_update_ref` (depthwise causal conv) and :func:`ssm_update_ref`
-  (selective state update), whose fast twin on CUDA is mamba-ssm's Triton ``selective_state_update``
-  (:func:`ssm_update` picks);
+  (selective state update), whose fast twins on CUDA are our Triton kernel shaped for d_state 256
+  (:func:`falcon_h1r.inference.decode_kernels.ssm_state_update`) and mamba-ssm's Triton ``selective_state_update``
+  (:func:`ssm_update` takes the path the engine chose, :func:`resolve_state_update` chooses);
 * the layers' element-wise glue (:func:`falcon_pre` / :func:`falcon_post` / :func:`qwen_pre` / :func:`qwen_post`),
   whose fast twin is the same functions through torch.compile (:func:`compiled_glue`). Every µP multiplier,
   norm, gate and rope detail mirrors transformers' ``modeling_falcon_h1.py`` / ``modeling_qwen3.py``.
@@ -87,13 +88,38 @@ def triton_state_update() -> Any:
     return _TRITON_SSU or None
 
 
+STATE_UPDATES = ("auto", "triton", "mamba_ssm", "torch")
+
+
+def resolve_state_update(path: str, device: torch.device | str) -> str:
+    """The SSM state-update path for a requested one: ``auto`` is our Triton kernel on CUDA (where Triton imports),
+    else mamba-ssm's, else the torch twin; an explicit fast path that cannot run here is an error."""
+    from falcon_h1r.inference.decode_kernels import triton_available
+
+    if path not in STATE_UPDATES:
+        raise ValueError(f"state_update {path!r} not accepted; use one of {STATE_UPDATES}")
+    cuda = torch.device(device).type == "cuda"
+    if path == "auto":
+        return "triton" if cuda and triton_available() else "mamba_ssm" if cuda and triton_state_update() else "torch"
+    if path == "triton" and not (cuda and triton_available()):
+        raise ValueError("state_update 'triton' needs a CUDA model and Triton; use 'torch' here")
+    if path == "mamba_ssm" and not (cuda and triton_state_update()):
+        raise ValueError("state_update 'mamba_ssm' needs a CUDA model and mamba-ssm; use 'torch' here")
+    return path
+
+
 def ssm_update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
-               dt_bias: torch.Tensor | None = None, dt_softplus: bool = True, *, use_triton: bool = True) -> torch.Tensor:
-    """The state update on the fastest path available: Triton on CUDA, :func:`ssm_update_ref` otherwise."""
-    kernel = triton_state_update() if (use_triton and x.is_cuda) else None
-    if kernel is not None:
-        return kernel(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus)
+               dt_bias: torch.Tensor | None = None, dt_softplus: bool = True, *, path: str = "auto") -> torch.Tensor:
+    """The state update on ``path`` (:func:`resolve_state_update`): our Triton kernel, mamba-ssm's, or
+    :func:`ssm_update_ref`."""
+    path = resolve_state_update(path, x.device)
+    if path == "triton":
+        from falcon_h1r.inference.decode_kernels import ssm_state_update
+
+        return ssm_state_update(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus)
+    if path == "mamba_ssm":
+        return triton_state_update()(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus)
     return ssm_update_ref(state, x, dt, A, B, C, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus)
 
 

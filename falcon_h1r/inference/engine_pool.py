@@ -16,6 +16,7 @@ from falcon_h1r.inference.sampling import EarlyStop
 # asks for the fast ones with set_defaults().
 DEFAULT_ATTENTION = "sdpa"
 DEFAULT_COMPILE = False
+DEFAULT_SSM_STATE_DTYPE = torch.float32  # what transformers keeps; bfloat16 is vLLM's default for Mamba caches
 _ENGINES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, DecodeEngine]]" = weakref.WeakKeyDictionary()
 
 
@@ -24,8 +25,8 @@ def _engine_for(model: torch.nn.Module, batch: int, max_len: int, cuda_graph: bo
     fingerprint = tuple(p.data_ptr() for p in model.parameters())
     cached = _ENGINES.get(model)
     if cached is not None:
-        (b, fp, cg, att, comp), eng = cached
-        if (b, fp, cg, att, comp) == (batch, fingerprint, cuda_graph, DEFAULT_ATTENTION, DEFAULT_COMPILE) \
+        key, eng = cached
+        if key == (batch, fingerprint, cuda_graph, DEFAULT_ATTENTION, DEFAULT_COMPILE, DEFAULT_SSM_STATE_DTYPE) \
                 and eng.max_len >= max_len:
             return eng
         del _ENGINES[model]
@@ -35,22 +36,28 @@ def _engine_for(model: torch.nn.Module, batch: int, max_len: int, cuda_graph: bo
     if next(model.parameters()).is_cuda:  # round up so that calls with slightly different prompts share graphs
         max_len = round_up(max_len, 256)
     eng = DecodeEngine(model, batch, max_len, cuda_graph=cuda_graph, attention=DEFAULT_ATTENTION,
-                       compile=DEFAULT_COMPILE and next(model.parameters()).is_cuda)
-    _ENGINES[model] = ((batch, fingerprint, cuda_graph, DEFAULT_ATTENTION, DEFAULT_COMPILE), eng)
+                       compile=DEFAULT_COMPILE and next(model.parameters()).is_cuda,
+                       ssm_state_dtype=DEFAULT_SSM_STATE_DTYPE)
+    _ENGINES[model] = ((batch, fingerprint, cuda_graph, DEFAULT_ATTENTION, DEFAULT_COMPILE, DEFAULT_SSM_STATE_DTYPE), eng)
     return eng
 
 
-def set_defaults(attention: str | None = None, compile: bool | None = None) -> dict[str, Any]:
-    """Choose the attention mode and torch.compile'd glue of the engines generate() builds from now on
-    (``compile`` applies on CUDA only). Returns the previous defaults, so a caller can restore them."""
-    global DEFAULT_ATTENTION, DEFAULT_COMPILE
-    before = {"attention": DEFAULT_ATTENTION, "compile": DEFAULT_COMPILE}
+def set_defaults(attention: str | None = None, compile: bool | None = None,
+                 ssm_state_dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Choose the attention mode, torch.compile'd glue (CUDA only) and SSM state dtype of the engines generate()
+    builds from now on. Returns the previous defaults, so a caller can restore them."""
+    global DEFAULT_ATTENTION, DEFAULT_COMPILE, DEFAULT_SSM_STATE_DTYPE
+    before = {"attention": DEFAULT_ATTENTION, "compile": DEFAULT_COMPILE, "ssm_state_dtype": DEFAULT_SSM_STATE_DTYPE}
     if attention is not None:
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention {attention!r} not accepted; use one of {ATTENTION_MODES}")
         DEFAULT_ATTENTION = attention
     if compile is not None:
         DEFAULT_COMPILE = bool(compile)
+    if ssm_state_dtype is not None:
+        if ssm_state_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"ssm_state_dtype {ssm_state_dtype} not accepted; use torch.float32 or torch.bfloat16")
+        DEFAULT_SSM_STATE_DTYPE = ssm_state_dtype
     return before
 
 

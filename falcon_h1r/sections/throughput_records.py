@@ -19,10 +19,21 @@ from falcon_h1r.throughput import integrate_steps, tokens_per_s
 RECORDS_FILE = "throughput_records.json"
 ENGINE_CHECK_FILE = "engine_check.json"
 DECODE_PROFILE_FILE = "decode_profile.json"
-# The issue's headline figures: always written (None when not measured) so a rerun never leaves stale values.
+# The headline figures: always written (None when not measured) so a rerun never leaves stale values. A figure
+# "at the max batch" is taken at the largest batch that fits one GPU (capped by the recipe's largest batch; the
+# batch used is written beside it as ``..._batch``); a figure "at bsN" only when batch N itself was measured.
 HEADLINE = ("gpu_name", "engine_over_hf_generate_bs128", "step_time_over_roofline_bs32",
-            "hybrid_tok_s_per_gpu_bs64_8k_16k", "hybrid_tok_s_per_gpu_bs128_8k_16k", "hybrid_max_batch_8k_16k",
-            "transformer_max_batch_8k_16k", "hybrid_over_transformer_bs128")
+            "step_time_over_roofline_worst_batch_ge32", "hybrid_max_batch_8k_16k",
+            "hybrid_tok_s_per_gpu_max_batch_8k_16k", "hybrid_bf16_state_max_batch_8k_16k",
+            "hybrid_bf16_state_tok_s_per_gpu_max_batch_8k_16k", "transformer_max_batch_8k_16k",
+            "transformer_tok_s_per_gpu_max_batch_8k_16k", "hybrid_over_transformer_max_batch_8k_16k",
+            "hybrid_over_transformer_max_batch_512_32k", "hybrid_over_transformer_bs2_8k_16k",
+            "hybrid_over_transformer_bs2_512_32k", "hybrid_over_transformer_bs8_8k_16k",
+            "hybrid_over_transformer_bs16_8k_16k")
+SETTING_TAGS = (("8K->16K", "8k_16k"), ("512->32K", "512_32k"))
+# step variants that are whole configurations (every position, integrated into tokens/s): the recipe's sampled
+# step, and the same step with the other SSM state dtype
+STATE_VARIANTS = {"sample": None, "ssm_bf16": "bfloat16", "ssm_fp32": "float32"}
 
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
@@ -64,12 +75,14 @@ def _role(records: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def step_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per timed position (status ok)."""
+    """One row per timed position (status ok); a position timed twice keeps its last record."""
     rows = [r for r in records if r.get("kind") == "step" and r.get("status") == "ok"]
     cols = ["model", "setting", "batch", "variant", "position", "kv_len", "step_s", "step_s_min", "roofline_s",
             "bytes", "bytes_weights", "bytes_kv", "bytes_states", "input_len", "output_len"]
     df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
-    if len(df):
+    if len(df):  # a position measured by two calls (records files read together): the later file's
+        df = df.drop_duplicates(["model", "setting", "batch", "variant", "position"], keep="last")
+        df = df.reset_index(drop=True)
         df["step_over_roofline"] = df["step_s"] / df["roofline_s"]
     return df
 
@@ -80,32 +93,52 @@ def prefill_seconds(records: list[dict[str, Any]]) -> dict[tuple[str, str], floa
 
 
 def capacities(records: list[dict[str, Any]]) -> pd.DataFrame:
-    cols = ["model", "setting", "context", "per_sequence_bytes", "free_bytes", "max_batch", "alloc_limit",
-            "tried_batch", "verified"]
+    """One row per capacity record; ``ssm_state_dtype`` is the SSM state the count assumed (older records without
+    it used the recipe's float32)."""
+    cols = ["model", "setting", "ssm_state_dtype", "context", "per_sequence_bytes", "free_bytes", "max_batch",
+            "alloc_limit", "tried_batch", "verified"]
     rows = [{c: r.get(c) for c in cols} for r in records if r.get("kind") == "capacity"]
-    return pd.DataFrame(rows, columns=cols)
+    df = pd.DataFrame(rows, columns=cols)
+    df["ssm_state_dtype"] = df["ssm_state_dtype"].fillna("float32")
+    return df
+
+
+def _variant_state(variant: str, recipe_state: str) -> str | None:
+    """The SSM state dtype of a whole-configuration variant (None for the single-position probes)."""
+    if variant not in STATE_VARIANTS:
+        return None
+    return STATE_VARIANTS[variant] or recipe_state
 
 
 def config_table(records: list[dict[str, Any]], positions_needed: int | None = None) -> pd.DataFrame:
-    """One row per (model, setting, batch, variant): status, integrated decode time, tokens/s per GPU,
-    step time over the roofline (mean over positions), and whether this is the model's largest batch."""
+    """One row per (model, setting, batch, variant): status, integrated decode time, tokens/s per GPU (the
+    sampled step with the recipe's SSM state, ``sample``, and with the other state dtype, ``ssm_bf16`` /
+    ``ssm_fp32``), step time over the roofline (mean over positions), the largest batch that fits with that
+    state and whether this row was measured there (``is_max_batch``)."""
     steps = step_table(records)
     pre = prefill_seconds(records)
     caps = capacities(records)
+    recipe_state = next((r.get("ssm_state_dtype") for r in records if r.get("kind") == "model"
+                         and r.get("ssm_state_dtype")), "float32")
     statuses: dict[tuple, list[str]] = {}
+    at_max: dict[tuple, bool] = {}
     for r in records:
         if r.get("kind") == "step":
             k = (r["model"], r["setting"], r["batch"], r.get("variant", "sample"))
             statuses.setdefault(k, []).append(r.get("status"))
+            at_max[k] = at_max.get(k, False) or bool(r.get("is_max_batch"))
     rows = []
     for (model, setting, batch, variant), seen in statuses.items():
         bad = [s for s in seen if s != "ok"]
         status = "ok" if not bad else (bad[0] if len(bad) == len(seen) else f"partial ({bad[0]})")
         sub = steps[(steps["model"] == model) & (steps["setting"] == setting) & (steps["batch"] == batch)
                     & (steps["variant"] == variant)] if len(steps) else steps
+        state = _variant_state(variant, recipe_state)
         row: dict[str, Any] = {"model": model, "setting": setting, "batch": batch, "variant": variant,
-                               "status": status, "positions": len(sub)}
-        cap = caps[(caps["model"] == model) & (caps["setting"] == setting)] if len(caps) else caps
+                               "ssm_state_dtype": state, "status": status, "positions": len(sub),
+                               "is_max_batch": at_max[(model, setting, batch, variant)]}
+        cap = caps[(caps["model"] == model) & (caps["setting"] == setting)
+                   & (caps["ssm_state_dtype"] == (state or recipe_state))] if len(caps) else caps
         row["max_batch"] = int(cap["max_batch"].iloc[-1]) if len(cap) else None
         if len(sub):
             inp, out = int(sub["input_len"].iloc[0]), int(sub["output_len"].iloc[0])
@@ -113,7 +146,7 @@ def config_table(records: list[dict[str, Any]], positions_needed: int | None = N
             row["step_ms_last"] = 1e3 * float(sub.sort_values("position")["step_s"].iloc[-1])
             row["step_over_roofline"] = float(sub["step_over_roofline"].mean()) if sub["roofline_s"].notna().all() else None
             complete = positions_needed is None or len(sub) >= positions_needed
-            if variant == "sample" and complete and len(sub) >= 2:
+            if state is not None and complete and len(sub) >= 2:
                 decode = integrate_steps(sub["position"].tolist(), sub["step_s"].tolist(), inp, inp + out)
                 p = pre.get((model, setting))
                 row.update(decode_s=decode, prefill_s_per_seq=p, prefill_included=p is not None,
@@ -125,23 +158,42 @@ def config_table(records: list[dict[str, Any]], positions_needed: int | None = N
     return df
 
 
-def _at_batch(table: pd.DataFrame, model: str | None, setting: str, batch: int) -> tuple[float | None, int | None]:
-    """tokens/s at ``batch``, or at the largest measured batch below it when it does not fit / was skipped."""
+def _measured(table: pd.DataFrame, model: str | None, setting: str, variant: str = "sample") -> pd.DataFrame:
+    """Rows of ``table`` with a tokens/s figure for this model, setting and variant."""
     if model is None or not len(table) or "tok_s_per_gpu" not in table:
-        return None, None
-    sub = table[(table["model"] == model) & (table["setting"] == setting) & (table["variant"] == "sample")
-                & table["tok_s_per_gpu"].notna() & (table["batch"] <= batch)]
+        return table.iloc[:0]
+    return table[(table["model"] == model) & (table["setting"] == setting) & (table["variant"] == variant)
+                 & table["tok_s_per_gpu"].notna()]
+
+
+def _at_batch(table: pd.DataFrame, model: str | None, setting: str, batch: int) -> float | None:
+    """tokens/s measured at exactly ``batch`` (None when that batch was not measured or does not fit)."""
+    sub = _measured(table, model, setting)
+    sub = sub[sub["batch"] == batch] if len(sub) else sub
+    return float(sub["tok_s_per_gpu"].iloc[0]) if len(sub) else None
+
+
+def _at_max_batch(table: pd.DataFrame, model: str | None, setting: str,
+                  variant: str = "sample") -> tuple[float | None, int | None, float | None]:
+    """(tokens/s, batch, step over roofline) at the largest batch measured for this variant: the study's
+    max-batch configuration (the largest that fits, capped by the recipe's largest batch)."""
+    sub = _measured(table, model, setting, variant)
     if not len(sub):
-        return None, None
-    row = sub.sort_values("batch").iloc[-1]
-    return float(row["tok_s_per_gpu"]), int(row["batch"])
+        return None, None, None
+    flagged = sub[sub["is_max_batch"]]
+    row = (flagged if len(flagged) else sub).sort_values("batch").iloc[-1]
+    ratio = row.get("step_over_roofline")
+    return float(row["tok_s_per_gpu"]), int(row["batch"]), None if pd.isna(ratio) else float(ratio)
 
 
 def summarize(records: list[dict[str, Any]], positions_needed: int | None = None) -> dict[str, Any]:
     """The headline figures (flat name -> number/string) for ``summary.json``.
 
-    ``hybrid``/``transformer`` are the Falcon-H1 and Qwen3 architectures. A figure "at bsN" is taken at the
-    largest measured batch <= N that fits one GPU (the batch used is written beside it as ``..._batch``).
+    ``hybrid``/``transformer`` are the Falcon-H1 and Qwen3 architectures; ``hybrid_bf16_state`` the hybrid with
+    a bfloat16 SSM state (vLLM's default for Mamba caches). ``..._max_batch_<setting>`` is the largest batch that
+    fits one GPU, and ``..._tok_s_per_gpu_max_batch_<setting>`` the tokens/s measured there (the batch used is
+    ``..._tok_s_per_gpu_max_batch_<setting>_batch``, the same unless the recipe's largest batch is smaller);
+    ``..._bs<N>_...`` figures exist only where batch N itself was measured.
     """
     role = _role(records)
     hybrid = next((m for m, r in role.items() if r == "hybrid"), None)
@@ -159,33 +211,53 @@ def summarize(records: list[dict[str, Any]], positions_needed: int | None = None
         out["engine_over_hf_generate_bs128"] = hf["end_to_end_ratio"]
         if hf.get("step_ratio"):
             out["engine_over_hf_decode_step_bs128"] = hf["step_ratio"]
-    for setting, tag in (("8K->16K", "8k_16k"), ("512->32K", "512_32k")):
-        for who, model in (("hybrid", hybrid), ("transformer", transformer)):
-            cap = caps[(caps["model"] == model) & (caps["setting"] == setting)] if len(caps) else caps
+        out["engine_over_hf_generate_batch"] = hf.get("batch")
+        if hf.get("end_to_end_ratio_bf16_state"):
+            out["engine_bf16_state_over_hf_generate_bs128"] = hf["end_to_end_ratio_bf16_state"]
+    recipe_state = next((r.get("ssm_state_dtype") for r in records if r.get("kind") == "model"
+                         and r.get("ssm_state_dtype")), "float32")
+    other = "ssm_bf16" if recipe_state == "float32" else "ssm_fp32"
+    arms = [("hybrid", hybrid, "sample", recipe_state), ("transformer", transformer, "sample", "float32"),
+            (f"hybrid_{'bf16' if other == 'ssm_bf16' else 'fp32'}_state", hybrid, other,
+             "bfloat16" if other == "ssm_bf16" else "float32")]
+    batches = sorted({int(b) for b in table["batch"]}) if len(table) else []
+    for setting, tag in SETTING_TAGS:
+        best: dict[str, float | None] = {}
+        for who, model, variant, state in arms:
+            cap = caps[(caps["model"] == model) & (caps["setting"] == setting)
+                       & (caps["ssm_state_dtype"] == state)] if len(caps) else caps
             if len(cap):
                 out[f"{who}_max_batch_{tag}"] = int(cap["max_batch"].iloc[-1])
-        for b in (64, 128):
-            v, used = _at_batch(table, hybrid, setting, b)
+            v, used, ratio = _at_max_batch(table, model, setting, variant)
+            best[who] = v
             if v is not None:
-                out[f"hybrid_tok_s_per_gpu_bs{b}_{tag}"] = v
-                out[f"hybrid_tok_s_per_gpu_bs{b}_{tag}_batch"] = used
-        t, t_used = _at_batch(table, transformer, setting, 128)
-        h, h_used = _at_batch(table, hybrid, setting, 128)
-        if t is not None:
-            out[f"transformer_tok_s_per_gpu_bs128_{tag}"] = t
-            out[f"transformer_tok_s_per_gpu_bs128_{tag}_batch"] = t_used
-        if t is not None and h is not None:
-            key = "hybrid_over_transformer_bs128" + ("" if setting == "8K->16K" else f"_{tag}")
-            out[key] = h / t
+                out[f"{who}_tok_s_per_gpu_max_batch_{tag}"] = v
+                out[f"{who}_tok_s_per_gpu_max_batch_{tag}_batch"] = used
+                out[f"{who}_step_time_over_roofline_max_batch_{tag}"] = ratio
+        if best.get("hybrid") is not None and best.get("transformer") is not None:
+            out[f"hybrid_over_transformer_max_batch_{tag}"] = best["hybrid"] / best["transformer"]
+        for b in batches:
+            h, t = _at_batch(table, hybrid, setting, b), _at_batch(table, transformer, setting, b)
+            if h is not None:
+                out[f"hybrid_tok_s_per_gpu_bs{b}_{tag}"] = h
+            if t is not None:
+                out[f"transformer_tok_s_per_gpu_bs{b}_{tag}"] = t
+            if h is not None and t is not None:
+                out[f"hybrid_over_transformer_bs{b}_{tag}"] = h / t
     steps = step_table(records)
     if len(steps) and hybrid is not None:
-        for setting in ("8K->16K", "512->32K"):
-            sub = steps[(steps["model"] == hybrid) & (steps["batch"] == 32) & (steps["variant"] == "sample")
-                        & (steps["setting"] == setting) & steps["roofline_s"].notna()]
-            if len(sub):
-                out["step_time_over_roofline_bs32"] = float(sub["step_over_roofline"].mean())
-                out["step_time_over_roofline_bs32_setting"] = setting
-                break
+        for setting, _ in SETTING_TAGS:
+            sub = steps[(steps["model"] == hybrid) & (steps["variant"] == "sample") & (steps["setting"] == setting)
+                        & steps["roofline_s"].notna() & (steps["batch"] >= 32)]
+            if not len(sub):
+                continue
+            per_batch = sub.groupby("batch")["step_over_roofline"].mean()
+            if 32 in per_batch.index:
+                out["step_time_over_roofline_bs32"] = float(per_batch[32])
+            out["step_time_over_roofline_worst_batch_ge32"] = float(per_batch.max())
+            out["step_time_over_roofline_worst_batch_ge32_batch"] = int(per_batch.idxmax())
+            out["step_time_over_roofline_setting"] = setting
+            break
     return out
 
 
@@ -206,5 +278,6 @@ def paper_comparison(records: list[dict[str, Any]], fig8: pd.DataFrame,
     return pd.DataFrame(rows)
 
 
-__all__ = ["RECORDS_FILE", "ENGINE_CHECK_FILE", "DECODE_PROFILE_FILE", "HEADLINE", "load_records", "records_dir",
+__all__ = ["RECORDS_FILE", "ENGINE_CHECK_FILE", "DECODE_PROFILE_FILE", "HEADLINE", "SETTING_TAGS", "load_records",
+           "records_dir",
            "step_table", "prefill_seconds", "capacities", "config_table", "summarize", "paper_comparison"]

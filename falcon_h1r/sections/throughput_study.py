@@ -127,6 +127,10 @@ class ThroughputRecipe:
             raise RecipeError(f"throughput.hf_new_tokens: need >= 3 to separate prefill from steps, got {self.hf_new_tokens}")
 
 
+def model_family(model: Any) -> str:
+    return getattr(getattr(model, "config", None), "model_type", "")
+
+
 class Study:
     """Runs every measurement, writing each record to ``out_dir/throughput_records.json`` as it comes, so a
     run cut short keeps what it measured. A configuration that fails (out of memory, a kernel error) is
@@ -136,7 +140,7 @@ class Study:
     def __init__(self, recipe: ThroughputRecipe, out_dir: str | Path, *, device: str = "cuda",
                  dtype: Any = None, budget_s: float | None = None, architectures: dict[str, Any] | None = None,
                  free_bytes: Callable[[], int] | None = None, log: Callable[[str], None] | None = None,
-                 hf_compare: bool = True, seed: int = 0, records_name: str = RECORDS_FILE):
+                 hf_compare: bool = True, seed: int = 0, records_name: str = RECORDS_FILE, variants: bool = True):
         import torch
 
         self.recipe = recipe
@@ -151,6 +155,7 @@ class Study:
         self._free_bytes = free_bytes
         self.log = log or (lambda msg: print(msg, flush=True))
         self.hf_compare = hf_compare
+        self.with_variants = variants
         self.seed = seed
         self.start = time.time()
         self.deadline = self.start + budget_s if budget_s else float("inf")
@@ -197,6 +202,9 @@ class Study:
             share = 0.55 if n < len(names) - 1 else 1.0  # leave the later architectures their turn
             soft = time.time() + share * max(0.0, self.deadline - time.time()) if math.isfinite(self.deadline) else None
             self.run_architecture(name, self.architectures[name], soft)
+        from falcon_h1r.inference.decode_kernels import tuned_state_update_configs
+
+        self.add(kind="state_update_configs", configs=tuned_state_update_configs())
         self.log(f"[throughput] done in {self.elapsed():.0f} s, {len(self.records)} records")
         return self.records
 
@@ -250,21 +258,28 @@ class Study:
                 self.compare_hf(model, name, soft_deadline)
             for setting in r.settings:
                 self.run_setting(model, name, config, setting, params, soft_deadline, core=False)
-            if a["family"] == "falcon_h1":
+            if a["family"] == "falcon_h1" and self.with_variants:
                 self.variants(model, name, config, params, soft_deadline)
         del model
         self.free_bytes() if self.device.type == "cuda" else gc.collect()
 
     # ---------------------------------------------------------------- capacity and the batch plan
-    def capacity(self, name: str, config: Any, setting: str, free: int) -> dict[str, Any]:
+    def capacity(self, name: str, config: Any, setting: str, free: int, ssm_dtype: Any = None) -> dict[str, Any]:
+        """The largest batch of ``setting`` in ``free`` bytes with an SSM state of ``ssm_dtype`` (the recipe's)."""
+        import torch
+
         r = self.recipe
         inp, out = r.settings[setting]
-        return {"setting": setting, **capacity(config, inp, out, free, reserve_bytes=int(r.reserve_gib * 2**30),
-                                               dtype_bytes=self.dtype_bytes, ssm_state_bytes=self.ssm_bytes,
-                                               top_k=r.top_k)}
+        ssm_dtype = ssm_dtype or self.ssm_dtype
+        ssm_bytes = torch.empty(0, dtype=ssm_dtype).element_size()
+        return {"setting": setting, "ssm_state_dtype": str(ssm_dtype).replace("torch.", ""),
+                **capacity(config, inp, out, free, reserve_bytes=int(r.reserve_gib * 2**30),
+                           dtype_bytes=self.dtype_bytes, ssm_state_bytes=ssm_bytes, top_k=r.top_k)}
 
     def verify_capacity(self, model: Any, cap: dict[str, Any], name: str) -> None:
         """Allocating the caches of ``alloc_limit + 1`` sequences must fail (the byte count is right)."""
+        import torch
+
         from falcon_h1r.inference.engine import DecodeEngine
 
         if self.device.type != "cuda":
@@ -273,14 +288,14 @@ class Study:
         over = cap["alloc_limit"] + 1
         eng = None
         try:
-            eng = DecodeEngine(model, over, cap["context"], ssm_state_dtype=self.ssm_dtype)
+            eng = DecodeEngine(model, over, cap["context"], ssm_state_dtype=getattr(torch, cap["ssm_state_dtype"]))
             outcome = "allocated"  # more fit than the count says: the record shows it
         except Exception as exc:  # noqa: BLE001
             outcome = "oom" if is_oom(exc) else f"error: {exc!r}"[:300]
         del eng
         self.free_bytes()
         self.add(kind="capacity", model=name, verified=outcome, tried_batch=over, **cap)
-        self.log(f"[throughput] {name} {cap['setting']}: max batch {cap['max_batch']} "
+        self.log(f"[throughput] {name} {cap['setting']} ({cap['ssm_state_dtype']} SSM state): max batch {cap['max_batch']} "
                  f"({cap['per_sequence_bytes'] / 2**30:.2f} GiB/seq, {cap['free_bytes'] / 2**30:.1f} GiB free); "
                  f"allocating {over} -> {outcome}")
 
@@ -438,11 +453,29 @@ class Study:
             agree = float((eng_tokens == hf_tokens[:, :eng_tokens.shape[1]]).float().mean())
             hf_step = (t_hf - t2) / (N - 2) if t_hf > t2 else None  # the per-step part of generate's time
             eng_step = timing["decode_s"] / max(1, timing["steps"] - 1) if timing else None
+            # the same engine with a bfloat16 SSM state (vLLM's default for Mamba caches): the state is most of what
+            # a short-context step at batch 128 moves
+            bf16: dict[str, Any] = {}
+            if model_family(model) == "falcon_h1":
+                free_engines(model)
+                set_defaults(ssm_state_dtype=torch.bfloat16)
+                run()
+                self._sync()
+                t0 = time.perf_counter()
+                rows16 = run()
+                self._sync()
+                t16 = time.perf_counter() - t0
+                tok16 = torch.tensor([row["token_ids"] for row in rows16])
+                bf16 = {"engine_bf16_state_s": t16, "end_to_end_ratio_bf16_state": t_hf / t16,
+                        "token_agreement_bf16_state": float((tok16 == hf_tokens[:, :tok16.shape[1]]).float().mean())}
             self.add(**base, status="ok", hf_s=t_hf, hf_2_tokens_s=t2, hf_step_s=hf_step, engine_cold_s=t_cold,
                      engine_s=t_warm, engine_timing=timing, engine_step_s=eng_step, token_agreement=agree,
-                     end_to_end_ratio=t_hf / t_warm, step_ratio=hf_step / eng_step if eng_step and hf_step else None)
+                     end_to_end_ratio=t_hf / t_warm, step_ratio=hf_step / eng_step if eng_step and hf_step else None,
+                     **bf16)
             self.log(f"    transformers {t_hf:.1f} s, engine {t_warm:.2f} s (cold {t_cold:.1f} s): "
-                     f"{t_hf / t_warm:.1f}x; greedy token agreement {agree:.3f}")
+                     f"{t_hf / t_warm:.1f}x; greedy token agreement {agree:.3f}"
+                     + (f"; bf16 state {bf16['engine_bf16_state_s']:.2f} s: {bf16['end_to_end_ratio_bf16_state']:.1f}x"
+                        if bf16 else ""))
         except Exception as exc:  # noqa: BLE001
             self.add(**base, status="oom" if is_oom(exc) else "error", error=repr(exc)[:500])
             self.log(f"    failed: {exc!r}"[:300])
@@ -452,20 +485,26 @@ class Study:
             free_engines(model)
 
     def variants(self, model: Any, name: str, config: Any, params: int, soft_deadline: float | None) -> None:
-        """Greedy (no top-p sort) and a bfloat16 SSM state, at batch 32 mid-output of the first setting."""
+        """The hybrid with the other SSM state dtype (bfloat16, vLLM's default for Mamba caches, when the recipe
+        keeps float32): its own largest batch (counted and checked by allocating) measured at every position of
+        the first setting, so that its tokens/s stand beside the recipe state's; then greedy decoding (no top-p
+        sort) at batch 32 mid-output."""
         import torch
 
         setting = next(iter(self.recipe.settings))
         inp, out = self.recipe.settings[setting]
-        cap = self.capacity(name, config, setting, self.free_bytes())
+        other = torch.bfloat16 if self.ssm_dtype == torch.float32 else torch.float32
+        variant = "ssm_bf16" if other == torch.bfloat16 else "ssm_fp32"
+        cap = self.capacity(name, config, setting, self.free_bytes(), ssm_dtype=other)
+        self.verify_capacity(model, cap, name)
+        top = min(cap["max_batch"], max(self.recipe.batch_sizes))
+        if top >= 1:
+            self.measure(model, name, config, setting, top, params, soft_deadline, variant=variant, ssm_dtype=other,
+                         is_max_batch=True)
         b = min(32, cap["max_batch"])
-        if b < 1:
-            return
-        mid = [inp + out // 2]
-        self.measure(model, name, config, setting, b, params, soft_deadline, variant="greedy", temperature=0.0,
-                     positions=mid)
-        self.measure(model, name, config, setting, b, params, soft_deadline, variant="ssm_bf16",
-                     ssm_dtype=torch.bfloat16, positions=mid)
+        if b >= 1:
+            self.measure(model, name, config, setting, b, params, soft_deadline, variant="greedy", temperature=0.0,
+                         positions=[inp + out // 2])
 
 
 __all__ = ["ThroughputRecipe", "Study"]

@@ -7,8 +7,8 @@
 # counts of the two architectures from their configs (`falcon_h1r.models`).
 #
 # Then **ours**: the same two architectures with random weights on **one** GPU, decoded by our own engine
-# (`falcon_h1r.inference.engine`: static caches, the decode step captured in a CUDA graph, mamba-ssm's Triton state
-# update, PyTorch SDPA), measured by `bench/throughput.py` (`falcon_h1r.sections.throughput_study.Study`, with the
+# (`falcon_h1r.inference.engine`: static caches, the decode step captured in a CUDA graph, our Triton SSM state
+# update shaped for d_state 256, split-KV Triton attention or PyTorch SDPA), measured by `bench/throughput.py` (`falcon_h1r.sections.throughput_study.Study`, with the
 # arithmetic of `falcon_h1r.throughput`) and committed under `results/small/04_throughput/`. Before any speed
 # figure: the engine must decode exactly what transformers decodes, which this notebook checks on the preset's
 # own base model.
@@ -78,10 +78,18 @@ plt.show()
 # %%
 if mode == "compute":
     check = tp.engine_check(cfg, recipe)
+    states = tp.state_dtype_check(cfg, recipe)
     writer.json("engine_check_base_model", check)
-    writer.summary(tp.engine_check_summary(check))
+    writer.json("ssm_state_dtypes_base_model", states)
+    writer.summary(tp.engine_check_summary(check, states))
     display(pd.DataFrame([{k: v for k, v in check.items() if k != "first_divergence"}]).T.rename(
         columns={0: f"ours, {preset} preset base model (synthetic tasks), {check['device']}"}))
+    display(Markdown("**A bfloat16 SSM state against the float32 one** (the engine, greedy, same prompts; "
+                     "`falcon_h1r.inference.engine_check.compare_state_dtypes`): token agreement, top-k log-prob gaps "
+                     "while the tokens agree, and each state's top-k log-probs against transformers' full forward "
+                     "over its own tokens."))
+    display(pd.DataFrame([{k: v for k, v in states.items() if k != "first_divergence"}]).T.rename(
+        columns={0: f"ours, {preset} preset base model, {states['device']}"}))
 else:
     display(Markdown("The base-model check runs where the preset computes; the GPU checks follow."))
 
@@ -124,8 +132,11 @@ else:
 # split-KV Triton kernel of `falcon_h1r.inference.decode_kernels` (timed inside a CUDA graph, as the step runs it), and
 # with the recipe's `compile: true` the layers' element-wise glue runs torch.compile'd (the plain functions
 # are its reference; `bench/engine_check.py` checks both fast paths against the plain engine). The **roofline** is the bytes a step must move (weights but the embedding table, K/V up to the
-# position, Mamba states read and written) over the bandwidth of a large device copy. Random bf16 weights of the full architectures; the Mamba-2 SSM state in float32 (what
-# transformers keeps). The **largest batch** is where the whole run's caches (K/V for input + output, Mamba
+# position, Mamba states read and written) over the bandwidth of a large device copy. Random bf16 weights of the
+# full architectures; the Mamba-2 SSM state in float32 (what transformers keeps), and for the hybrid once more in
+# bfloat16 (vLLM's default for Mamba caches: half the state bytes) at its own largest batch (variant `ssm_bf16`,
+# rows of the tables below; its agreement with the float32 state is checked on the base model above and in
+# `bench/engine_check.py`). The **largest batch** is where the whole run's caches (K/V for input + output, Mamba
 # states, the per-token outputs) fit beside the weights, computed from the bytes and checked by allocating.
 #
 # **How it differs from the paper's figure.** vLLM with paged attention and continuous batching, several GPUs
@@ -152,7 +163,9 @@ if records:
     table = tp.config_table(records, positions_needed=recipe.positions)
     display(table)
     fig, ax = plt.subplots(figsize=(5.5, 3))
-    sns.barplot(data=cap_view, x="setting", y="max_batch", hue="model", ax=ax)
+    bars = cap_view.assign(which=[m if m == tp.TRANSFORMER else f"{m}, {st} SSM state"
+                                  for m, st in zip(cap_view["model"], cap_view["ssm_state_dtype"])])
+    sns.barplot(data=bars, x="setting", y="max_batch", hue="which", ax=ax)
     ax.set(ylabel="largest batch on one GPU", title=f"Caches of a whole run beside the weights ({SRC})")
     ax.title.set_fontsize(9)
     if write_gpu:
@@ -180,17 +193,32 @@ if records:
 if records:
     sub = tp.step_times(records)
     if len(sub):
-        g = sns.relplot(data=sub, x="position", y="step_ms", hue="batch", style="model", col="setting",
-                        kind="line", marker="o", height=3.4, aspect=1.2, facet_kws={"sharex": False})
-        for ax, (setting, part) in zip(g.axes.flat, sub.groupby("setting", sort=False)):
-            for (model, batch), line in part.groupby(["model", "batch"]):
-                if batch == 32 or batch == part[part["model"] == model]["batch"].max():
-                    ax.plot(line["position"], line["roofline_ms"], ls=":", c="grey")
-        g.set(xlabel="context position (tokens)", ylabel="decode step (ms)")
-        g.figure.suptitle(f"Decode step vs context; dotted: roofline (bytes / copy bandwidth) at batch 32 and the "
-                          f"largest batch; {SRC}", y=1.05)
+        # one colour per measured batch size (discrete), one line style per model and SSM state; the roofline of
+        # batch 32 and of each line's largest batch dotted in the same colour, each named in the legend
+        batches = sorted(int(b) for b in sub["batch"].unique())
+        colour = dict(zip(batches, sns.color_palette("tab10", len(batches))))
+        lines = list(dict.fromkeys(sub["line"]))
+        style = dict(zip(lines, [("-", "o"), ("--", "s"), ("-.", "^"), (":", "D")]))
+        settings = list(dict.fromkeys(sub["setting"]))
+        fig, axes = plt.subplots(1, len(settings), figsize=(6.2 * len(settings), 6.4), squeeze=False)
+        for ax, setting in zip(axes[0], settings):
+            part = sub[sub["setting"] == setting]
+            for (name, batch), pts in part.groupby(["line", "batch"]):
+                pts = pts.sort_values("position")
+                ls, mk = style[name]
+                ax.plot(pts["position"], pts["step_ms"], ls=ls, marker=mk, ms=4, c=colour[int(batch)],
+                        label=f"{name}, batch {batch}")
+                if batch == 32 or batch == part.loc[part["line"] == name, "batch"].max():
+                    ax.plot(pts["position"], pts["roofline_ms"], ls=(0, (1, 2)), lw=1.5, c=colour[int(batch)],
+                            label=f"roofline: {name}, batch {batch}")
+            ax.set(title=setting, xlabel="context position (tokens)", ylabel="decode step (ms)")
+            ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2,
+                      title="measured step (one colour per batch size); dotted: its roofline", title_fontsize=7)
+        fig.suptitle(f"Decode step vs context; roofline = bytes a step must move / copy bandwidth ({SRC})",
+                     fontsize=9)
+        fig.tight_layout()
         if write_gpu:
-            writer.figure("step_time_vs_roofline", g.figure)
+            writer.figure("step_time_vs_roofline", fig)
         plt.show()
     hf = [r for r in records if r.get("kind") == "hf_generate"]
     if hf:
@@ -204,10 +232,12 @@ if records:
     display(pd.Series(summary, name=SRC).to_frame())
     p = tp.paper_fig8_points(fig8)
     display(Markdown(
-        f"Beside the paper (8K→16K, vLLM): Falcon-H1R-7B {p['hybrid_tok_s_per_gpu_bs64_8k_16k']:.0f} tok/s/GPU at bs64 "
-        f"and {p['hybrid_tok_s_per_gpu_bs128_8k_16k']:.0f} at bs128; Falcon/Qwen3 at bs128 "
-        f"{p['hybrid_over_transformer_bs128']:.2f}x (512→32K: {p['hybrid_over_transformer_bs128_512_32k']:.2f}x). Ours "
-        "are taken at the largest batch that fits one GPU when 64 or 128 do not (the `_batch` entries)."))
+        f"Beside the paper (8K→16K, vLLM): Falcon-H1R-7B {p['paper_hybrid_tok_s_per_gpu_bs64_8k_16k']:.0f} tok/s/GPU "
+        f"at bs64 and {p['paper_hybrid_tok_s_per_gpu_bs128_8k_16k']:.0f} at bs128; Falcon/Qwen3 at bs128 "
+        f"{p['paper_hybrid_over_transformer_bs128_8k_16k']:.2f}x (512→32K: "
+        f"{p['paper_hybrid_over_transformer_bs128_512_32k']:.2f}x). Ours: `..._bs<N>_...` at batch N exactly; "
+        "`..._max_batch_...` at the largest batch that fits one GPU (`..._max_batch_<setting>`, the batch measured "
+        "beside it as `..._batch`), for the float32 SSM state and (`hybrid_bf16_state_...`) the bfloat16 one."))
     if write_gpu:
         writer.summary(summary)
 
@@ -216,23 +246,30 @@ if records:
 # `bench/decode_profile.py` on the same GPU, Falcon-H1R-7B: one eager step under `torch.profiler` (kernel time
 # per category, at batch 32 and an 8K context, plain engine), and the captured step of every combination of
 # the engine's paths: attention by SDPA or the split-KV Triton kernel, the layer glue plain or compiled, and
-# the SSM state in float32 or bfloat16 (vLLM's default keeps it in the model dtype). The profile's GPU time was
-# measured before the compiled glue's last numerical fix (`torch.add(..., alpha=)` replaced by multiplies,
-# the same kernels).
+# the SSM state in float32 or bfloat16 (vLLM's default keeps it in the model dtype), and the SSM state update
+# alone: our Triton kernel shaped for d_state 256 (`falcon_h1r.inference.decode_kernels.ssm_state_update`, the
+# engine's default) against mamba-ssm's `selective_state_update`, in microseconds per layer and bandwidth.
 
 # %%
 prof = tp.decode_profile(gpu_dir)
 if prof is not None:
     k = prof["kernels"]
-    display(Markdown(f"**One eager step** (batch {k['batch']}, context {k['context']}, {prof['gpu']}): "
-                     f"{k['kernels']} kernels, {1e3 * k['kernel_s_total']:.2f} ms of kernel time; the same step "
-                     f"captured in a CUDA graph takes {1e3 * k['graph_step_s']:.2f} ms, so launch gaps are not "
-                     "where the time goes: the kernels are."))
-    display(prof["categories"])
+    if prof["categories"] is not None:
+        graph_ms = f"{1e3 * k['graph_step_s']:.2f} ms" if k.get("graph_step_s") else "(not measured)"
+        display(Markdown(f"**One eager step** (batch {k['batch']}, context {k['context']}, {prof['gpu']}): "
+                         f"{k['kernels']} kernels, {1e3 * k['kernel_s_total']:.2f} ms of kernel time; the same step "
+                         f"captured in a CUDA graph takes {graph_ms}: the gap between the two is launch overhead."))
+        display(prof["categories"])
+    else:
+        display(Markdown(f"The kernel profile did not run: {k.get('error', 'not in the record')}."))
     display(Markdown(f"Captured decode step (ms) per path ({prof['gpu']}, Falcon-H1R-7B, random weights):"))
     display(prof["step_ms"].round(2))
     display(Markdown("Step time over its roofline (bytes to move / copy bandwidth):"))
     display(prof["over_roofline"].round(2))
+    if prof.get("ssm_update") is not None:
+        display(Markdown("The SSM state update alone (one layer, Falcon-H1R-7B's 24 heads x 128 x 256 state; bytes = "
+                         "the state read and written):"))
+        display(prof["ssm_update"])
     if write_gpu:
         writer.table("decode_step_paths", prof["step_ms"].reset_index(),
                      caption=f"Decode step (ms) per engine path, {prof['gpu']}")
