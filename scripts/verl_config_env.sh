@@ -13,5 +13,6 @@ if [ -f "$dest/.complete" ] && [ "$(cat "$dest/.complete")" = "verl==0.9.1 omega
 rm -rf "$dest"
 "$venv/bin/python" -m pip -q --disable-pip-version-check install --no-deps --target "$dest" \
   verl==0.9.1 omegaconf==2.4.0
+mkdir -p "$dest"
 echo "verl==0.9.1 omegaconf==2.4.0" > "$dest/.complete"
 echo "[verl-config] verl 0.9.1's config code in $dest" >&2

@@ -94,6 +94,8 @@ FIELD_MAP: dict[str, Mapping] = {
     "save_every": Mapping("trainer.save_freq", "checkpoint every n steps"),
     "trainer_dtype": Mapping("actor_rollout_ref.actor.fsdp_config.model_dtype", "fp32 master weights"),
     "sampler_dtype": Mapping("actor_rollout_ref.rollout.dtype", "the rollout engine's weights"),
+    "kernels": Mapping("actor_rollout_ref.model.use_liger", "auto: Liger's kernels in the actor (verl applies "
+                       "them itself); plain and no_liger: off"),
 }
 LACKING = {k: m.note for k, m in FIELD_MAP.items() if m.verl_key is None}
 
@@ -160,6 +162,7 @@ def export_config(recipe: Any, *, model_path: str, train_files: str, val_files: 
         "trainer.test_freq": int(r.eval_every) if r.eval_every else -1, "trainer.save_freq": int(r.save_every),
         "trainer.project_name": project, "trainer.experiment_name": experiment, "trainer.logger": ["console"],
         "trainer.critic_warmup": 0,
+        "actor_rollout_ref.model.use_liger": getattr(r, "kernels", "plain") == "auto",
     }
     if total_steps is not None:
         values["trainer.total_training_steps"] = int(total_steps)
