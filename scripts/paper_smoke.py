@@ -105,12 +105,12 @@ def smoke_overrides(files: dict[str, str], *, device: str, layers: int = 0) -> d
     return {**study,
         "device": device, "dtype": "bfloat16" if device == "cuda" else "float32",
         "model.checkpoint": files["checkpoint"], "tokenizer.path": None,
-        "tasks.train_per_domain": 12, "tasks.test_per_domain": 3, "tasks.difficulties": [1, 2],
+        "tasks.train_per_domain": 6, "tasks.test_per_domain": 3, "tasks.difficulties": [1, 2],
         "generation.max_new_tokens": new, "generation.batch_size": 16,
         "eval.n_samples": 2, "eval.problems_per_domain": 2, "eval.benchmarks": BENCHMARKS,
         "eval.benchmark_dir": files["benchmarks"], "eval.benchmark_limit": 2, "eval.allow_pickle": True,
         # 01: teacher rollouts, RL pool, pass-rate rollouts
-        "curation.teacher_rollouts": 2, "curation.rl_pool_per_domain": 3, "curation.pass_rate_k": 2,
+        "curation.teacher_rollouts": 2, "curation.rl_pool_per_domain": 2, "curation.pass_rate_k": 2,
         "curation.sft_pass_rate_k": 2, "curation.pass_rate_max_new_tokens": new, "curation.code_workers": 2,
         "curation.rollout_batch_size": 16, "curation.majority_drop_at_least": 2,
         # 03: one short curriculum, two prompts x two rollouts, no attack suite
