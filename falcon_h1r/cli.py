@@ -99,6 +99,19 @@ def check_preset_and_overrides(preset: str, overrides: dict) -> None:
         raise UsageError(f"{where}: {exc}") from None
 
 
+def check_local_files(preset: str, overrides: dict, sections: list[str]) -> None:
+    """Fail before any notebook starts when a checkpoint preset's local files (checkpoint, benchmark copies, and
+    what the chosen sections read: Llama Guard, the safety suites, the science judge) are absent: one message
+    naming every missing path. Nothing for presets that train their own model."""
+    from falcon_h1r.config import load_preset
+    from falcon_h1r.sections.local_files import LocalFilesMissing, require_local_files
+
+    try:
+        require_local_files(load_preset(preset, overrides), sections)
+    except LocalFilesMissing as exc:
+        raise UsageError(str(exc)) from None
+
+
 def sweep_stale_runs(preset_root: Path) -> list[Path]:
     """Remove staging and swap folders that a killed ``reproduce`` left (their pid is gone)."""
     removed = []
@@ -307,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         sections = resolve_sections(args.sections)
         overrides = parse_overrides(args.override)
         check_preset_and_overrides(preset, overrides)
+        check_local_files(preset, overrides, sections)
     except UsageError as exc:
         print(f"falcon-h1r: {exc}", file=sys.stderr)
         return 2

@@ -283,13 +283,21 @@ class EvalConfig:
     # Independently trained SFT bases (seeds of the base run): claims that rest on a trained model take their
     # interval over these (the protocol asks for >= 3 at small); the first is the preset's own seed.
     base_seeds: list[int] = field(default_factory=lambda: [0])
-    # Paper benchmarks to evaluate (paper preset only; they are read from local copies).
+    # Paper benchmarks to evaluate (paper preset only; they are read from local copies, falcon_h1r.benchmarks),
+    # each with the paper's protocol (papers/eval_protocol.csv), capped by n_samples and generation.max_new_tokens
+    # (no effect at the paper's values: 16 samples, 65,536 tokens).
     benchmarks: list[str] = field(default_factory=list)
     benchmark_dir: str | None = None
+    benchmark_limit: int | None = None  # the first N problems of each benchmark (None: all, as the paper)
+    # LiveCodeBench's code_generation_lite release pickles its private tests: decode them (with an unpickler that
+    # builds only plain data) when true; false reads JSON tests only and says how to enable it.
+    allow_pickle: bool = False
 
     def __post_init__(self) -> None:
         _positive("eval.n_samples", self.n_samples)
         _positive("eval.problems_per_domain", self.problems_per_domain)
+        if self.benchmark_limit is not None:
+            _positive("eval.benchmark_limit", self.benchmark_limit)
         if not self.base_seeds or len(set(self.base_seeds)) != len(self.base_seeds):
             raise RecipeError(f"eval.base_seeds: a non-empty list of distinct seeds, got {self.base_seeds}")
 

@@ -2,40 +2,41 @@
 held-out evaluation every section uses (:func:`evaluate`; the RL section passes its reward pool as the
 ``grader``, the SFT ablations ask :func:`evaluate_outcomes` for per-problem outcomes and output entropy).
 
-At the tiny and small presets it scores held-out synthetic problems; at the paper preset it reads the
-paper's benchmarks from local copies (``datasets.load_from_disk`` or JSONL files) and says clearly
-what is missing when they are not there: nothing is downloaded.
+Prompts and the thinking/answer split come from the one prompt builder (:mod:`falcon_h1r.prompts`): the
+package's tokenizer at the tiny and small presets, a checkpoint's own chat template at the paper preset. A
+response is graded on its answer part only (what follows the thinking; a response whose thinking never
+closed has no answer) by :func:`falcon_h1r.verify.check` with the problem's ``answer_kind``.
+
+At the tiny and small presets it scores held-out synthetic problems; at the paper preset
+:func:`evaluate_benchmarks` runs the paper's benchmarks (read from local copies by
+:func:`falcon_h1r.benchmarks.load_benchmark`) each with its own protocol
+(:func:`falcon_h1r.benchmarks.eval_protocol`: samples, temperature, top-p, max length).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
+from falcon_h1r.benchmarks import EvalProtocol, eval_protocol
 from falcon_h1r.config import GenerationConfig
 from falcon_h1r.inference import Completion, generate
+from falcon_h1r.prompts import PromptBuilder, as_prompt_builder, split_response
 from falcon_h1r.verify import check
 
 # Grades responses against their problems in one call: ``grader(problems, responses)`` -> one verdict per
 # response, each with ``correct``, ``extracted`` and ``reason`` (``verify.Verdict``, ``rewards`` results).
+# The responses are whole assistant turns (``PromptBuilder.full_response``: the opened thinking put back).
 Grader = Callable[[Sequence[dict[str, Any]], Sequence[str]], Sequence[Any]]
 
-# Samples per query and max response length per benchmark (paper §4.1; also papers/eval_protocol.csv).
-PAPER_PROTOCOL: dict[str, tuple[int, int]] = {
-    "aime24": (16, 65536), "aime25": (16, 65536), "amo_bench": (16, 65536), "hmmt25": (16, 65536),
-    "gpqa_diamond": (5, 32768), "livecodebench_v6": (3, 65536), "mmlu_pro": (3, 32768),
-    "scicode": (1, 65536), "hle": (1, 65536), "math500": (1, 32768), "ifbench": (1, 32768),
-}
-# Which of our verifiers grades each locally stored benchmark (the others need their own harness:
-# agentic ones such as tau2-Telecom and Terminal-Bench are out of scope here).
-BENCHMARK_DOMAIN = {"aime24": "math", "aime25": "math", "amo_bench": "math", "hmmt25": "math", "math500": "math",
-                    "gpqa_diamond": "science", "livecodebench_v6": "code"}
+
+# One name for callers that hold a tokenizer of either kind (the package's, or a checkpoint's builder).
+prompt_builder = as_prompt_builder
 
 
 @dataclass
@@ -56,19 +57,23 @@ class EvalReport:
 
 
 def score_completions(problems: Sequence[dict[str, Any]], completions: Sequence[Completion], n: int, *,
-                      grader: Grader | None = None, **check_kw: Any) -> EvalReport:
+                      grader: Grader | None = None, builder: PromptBuilder | None = None,
+                      **check_kw: Any) -> EvalReport:
     """Grade ``n`` completions per problem (problem-major order) and aggregate pass@1.
 
-    ``grader`` grades them all in one call (e.g. the RL reward pool: parallel, memoized sandbox); without
-    one each response goes through ``verify.check(problem, response, **check_kw)``."""
+    Each completion is split by ``builder`` (default: the package's format, the text starting inside
+    ``<think>``) and its answer part goes through ``verify.check(problem, answer, **check_kw)``; ``grader``
+    instead grades the whole responses in one call (e.g. the RL reward pool: parallel, memoized sandbox)."""
     if len(completions) != len(problems) * n:
         raise ValueError(f"expected {len(problems) * n} completions ({len(problems)} problems x {n}), "
                          f"got {len(completions)}")
-    responses = ["<think>\n" + c.text for c in completions]
+    repeated = [p for p in problems for _ in range(n)]
     if grader is not None:
-        verdicts = list(grader([p for p in problems for _ in range(n)], responses))
+        full = builder.full_response if builder is not None else (lambda text: "<think>\n" + text)
+        verdicts = list(grader(repeated, [full(c.text) for c in completions]))
     else:
-        verdicts = [check(p, r, **check_kw) for p, r in zip((p for p in problems for _ in range(n)), responses)]
+        split = builder.split if builder is not None else split_response
+        verdicts = [check(p, split(c.text).answer, **check_kw) for p, c in zip(repeated, completions)]
     per_problem = []
     for i, p in enumerate(problems):
         comps, vs = completions[i * n:(i + 1) * n], verdicts[i * n:(i + 1) * n]
@@ -100,6 +105,10 @@ def _aggregate(per_problem: list[dict[str, Any]], n: int) -> EvalReport:
 
 def _sample(model: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], gen: GenerationConfig, n: int, *,
             seed: int, progress: bool, desc: str) -> tuple[list[str], list[Completion]]:
+    builder = prompt_builder(tokenizer)
+    if builder is not None:
+        prompts = builder.prompts(problems, n, stage="evaluation")
+        return prompts, generate(model, builder, prompts, gen, seed=seed, progress=progress, desc=desc)
     prompts = [tokenizer.prompt(p["question"]) for p in problems for _ in range(n)]
     return prompts, generate(model, tokenizer, prompts, gen, seed=seed, progress=progress, desc=desc)
 
@@ -108,9 +117,11 @@ def evaluate(model: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], gen
              n_samples: int, seed: int = 0, progress: bool = True, grader: Grader | None = None,
              desc: str = "eval", **check_kw: Any) -> EvalReport:
     """pass@1 over ``n_samples`` sampled responses per problem (greedy when temperature is 0): the one
-    held-out evaluation. ``grader``: see :func:`score_completions`."""
+    held-out evaluation, prompts and answer split by ``tokenizer``'s prompt builder. ``grader``: see
+    :func:`score_completions`."""
     _, comps = _sample(model, tokenizer, problems, gen, n_samples, seed=seed, progress=progress, desc=desc)
-    return score_completions(problems, comps, n_samples, grader=grader, **check_kw)
+    return score_completions(problems, comps, n_samples, grader=grader, builder=prompt_builder(tokenizer),
+                             **check_kw)
 
 
 def evaluate_outcomes(model: torch.nn.Module, tokenizer: Any, problems: Sequence[dict[str, Any]],
@@ -118,7 +129,7 @@ def evaluate_outcomes(model: torch.nn.Module, tokenizer: Any, problems: Sequence
     """:func:`evaluate` with one response per problem, flattened for result rows: pass@1 (by domain and
     difficulty), each problem's outcome (the unit paired statistics pair on) and the output entropy."""
     prompts, comps = _sample(model, tokenizer, problems, gen, 1, seed=seed, progress=False, desc="generate")
-    rep = score_completions(problems, comps, 1)
+    rep = score_completions(problems, comps, 1, builder=prompt_builder(tokenizer))
     return {"acc": rep.pass1, **{f"acc_{d}": v for d, v in rep.pass1_by_domain.items()},
             **{f"acc_level{k}": v for k, v in rep.pass1_by_difficulty.items()},
             "entropy": output_entropy(model, tokenizer, prompts, comps),
@@ -169,43 +180,56 @@ def pass1_callback(tokenizer: Any, problems: Sequence[dict[str, Any]], gen: Gene
     return run
 
 
-def paper_generation_config(benchmark: str, base: GenerationConfig) -> tuple[GenerationConfig, int]:
-    """The paper's sampling for one benchmark: T 0.6, top-p 0.95, its n and max length."""
-    if benchmark not in PAPER_PROTOCOL:
-        raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(sorted(PAPER_PROTOCOL))}")
-    n, max_len = PAPER_PROTOCOL[benchmark]
-    return replace(base, temperature=0.6, top_p=0.95, max_new_tokens=max_len), n
+# ============================================================================== the paper's benchmarks
+@dataclass
+class BenchmarkResult:
+    """One benchmark run with the paper's protocol (possibly capped for a smoke run)."""
+
+    name: str
+    protocol: EvalProtocol  # the paper's samples, temperature, top-p and max length
+    n_samples: int  # used (the protocol's, or fewer when capped)
+    max_new_tokens: int  # used
+    report: EvalReport
+
+    @property
+    def capped(self) -> bool:
+        return self.n_samples < self.protocol.n_samples or self.max_new_tokens < self.protocol.max_response_len
+
+    def record(self) -> dict[str, Any]:
+        """Flat JSON-able fields (pass@1 as a fraction, per-problem rates, what was capped)."""
+        rep = self.report
+        return {"benchmark": self.name, "pass1": rep.pass1, "pass1_ci95": rep.ci95, "n_problems": rep.n_problems,
+                "n_samples": self.n_samples, "protocol_n_samples": self.protocol.n_samples,
+                "max_new_tokens": self.max_new_tokens, "protocol_max_response_len": self.protocol.max_response_len,
+                "temperature": self.protocol.temperature, "top_p": self.protocol.top_p, "capped": self.capped,
+                "mean_response_tokens": rep.mean_response_tokens,
+                "reasons": dict(sum((Counter(r["reasons"]) for r in rep.per_problem), Counter())),
+                "per_problem": {r["id"]: r["correct"] / r["n"] for r in rep.per_problem}}
 
 
-def load_benchmark(name: str, root: str | Path | None) -> list[dict[str, Any]]:
-    """A paper benchmark from a local directory, as task records (``question``, ``answer``, ``domain``).
+def benchmark_generation(name: str, base: GenerationConfig, *, max_samples: int | None = None,
+                         max_new_tokens: int | None = None) -> tuple[GenerationConfig, int, EvalProtocol]:
+    """The paper's sampling for benchmark ``name`` (``papers/eval_protocol.csv``): ``base`` with the protocol's
+    temperature, top-p and max length, and its samples per query. ``max_samples`` / ``max_new_tokens`` cap
+    the protocol (a smoke run); at the paper's values they change nothing."""
+    proto = eval_protocol(name)
+    n = proto.n_samples if max_samples is None else max(1, min(proto.n_samples, max_samples))
+    length = proto.max_response_len if max_new_tokens is None else max(1, min(proto.max_response_len, max_new_tokens))
+    return replace(base, temperature=proto.temperature, top_p=proto.top_p, max_new_tokens=length), n, proto
 
-    Accepted layouts under ``root``: ``<name>/`` saved by ``datasets.save_to_disk``, or ``<name>.jsonl``
-    with ``question``/``problem`` and ``answer`` fields.
-    """
-    if name not in BENCHMARK_DOMAIN:
-        raise ValueError(f"benchmark {name!r} has no local grader here; gradable: {', '.join(sorted(BENCHMARK_DOMAIN))}")
-    if root is None:
-        raise FileNotFoundError(f"benchmark {name!r}: set eval.benchmark_dir to a local directory holding "
-                                f"{name}/ (datasets.save_to_disk) or {name}.jsonl; nothing is downloaded")
-    root = Path(root).expanduser()
-    rows: list[dict[str, Any]]
-    if (root / name).is_dir():
-        from datasets import load_from_disk
 
-        rows = [dict(r) for r in load_from_disk(str(root / name))]
-    elif (root / f"{name}.jsonl").exists():
-        rows = [json.loads(line) for line in (root / f"{name}.jsonl").read_text().splitlines() if line.strip()]
-    else:
-        raise FileNotFoundError(f"benchmark {name!r} not found under {root}: expected {root / name}/ "
-                                f"(datasets.save_to_disk) or {root / (name + '.jsonl')}; nothing is downloaded")
-    out = []
-    for i, r in enumerate(rows):
-        q = r.get("question") or r.get("problem") or r.get("prompt")
-        if q is None or "answer" not in r:
-            raise ValueError(f"{name} row {i}: needs a question/problem and an answer field, has {sorted(r)}")
-        out.append({"id": f"{name}-{i}", "domain": BENCHMARK_DOMAIN[name], "difficulty": 0, "question": q,
-                    "answer": str(r["answer"]), **({"tests": r["tests"]} if "tests" in r else {})})
+def evaluate_benchmarks(model: Any, tokenizer: Any, benchmarks: Mapping[str, Sequence[dict[str, Any]]],
+                        base: GenerationConfig, *, max_samples: int | None = None, max_new_tokens: int | None = None,
+                        seed: int = 0, progress: bool = True, **check_kw: Any) -> dict[str, BenchmarkResult]:
+    """pass@1 of ``model`` on each benchmark (name -> its problem records, from
+    :func:`falcon_h1r.benchmarks.load_benchmark`) with that benchmark's protocol (:func:`benchmark_generation`),
+    graded by :func:`falcon_h1r.verify.check` on the prompt builder's answer part (code: the sandbox)."""
+    out = {}
+    for name, problems in benchmarks.items():
+        gen, n, proto = benchmark_generation(name, base, max_samples=max_samples, max_new_tokens=max_new_tokens)
+        rep = evaluate(model, tokenizer, problems, gen, n_samples=n, seed=seed, progress=progress, desc=name,
+                       **check_kw)
+        out[name] = BenchmarkResult(name, proto, n, gen.max_new_tokens, rep)
     return out
 
 
@@ -233,6 +257,6 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-__all__ = ["BENCHMARK_DOMAIN", "EvalReport", "Grader", "PAPER_PROTOCOL", "evaluate", "evaluate_outcomes",
-           "load_benchmark", "majority_answer_baseline", "output_entropy", "paper_generation_config",
-           "pass1_callback", "score_completions", "wilson_interval"]
+__all__ = ["BenchmarkResult", "EvalReport", "Grader", "benchmark_generation", "evaluate", "evaluate_benchmarks",
+           "evaluate_outcomes", "majority_answer_baseline", "output_entropy", "pass1_callback", "prompt_builder",
+           "score_completions", "wilson_interval"]

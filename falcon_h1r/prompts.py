@@ -59,6 +59,38 @@ class ResponseParts:
     markers: ThinkingMarkers | None
 
 
+# The package's own chat format (falcon_h1r.tokenizer): the prompt opens <think>, the answer follows </think>.
+PACKAGE_MARKERS = ThinkingMarkers("<think>", "</think>")
+
+
+def split_response(response: str, markers: ThinkingMarkers | None = PACKAGE_MARKERS, *,
+                   opens_thinking: bool = True) -> ResponseParts:
+    """Split a generated response (the text after the prompt) into thinking and answer by ``markers``.
+
+    ``opens_thinking``: the prompt already opened the thinking block, so the response starts inside it. The
+    answer is the text after the *last* closing marker; an unclosed thinking block has no answer ("");
+    a response that never opens thinking (when the prompt did not) is all answer. ``markers`` None: the
+    whole response is the answer. The defaults are the package's own format."""
+    if not isinstance(response, str):
+        raise TypeError(f"response must be a str, got {type(response).__name__}")
+    m = markers
+    if m is None:
+        return ResponseParts(None, response.strip(), True, None)
+    body = response
+    inside = opens_thinking
+    if not inside and body.lstrip().startswith(m.open):
+        body, inside = body.lstrip()[len(m.open):], True
+    close = body.rfind(m.close)
+    if close == -1:
+        if inside:
+            return ResponseParts(body.strip(), "", False, m)
+        return ResponseParts("", body.strip(), True, m)  # the model answered without thinking
+    thinking = body[:close]
+    if not inside and m.open in thinking:
+        thinking = thinking[thinking.find(m.open) + len(m.open):]
+    return ResponseParts(thinking.strip(), body[close + len(m.close):].strip(), True, m)
+
+
 def _question_text(question_or_problem: str | Mapping[str, Any]) -> str:
     if isinstance(question_or_problem, str):
         return question_or_problem
@@ -154,24 +186,14 @@ class PromptBuilder:
 
     def split(self, response: str) -> ResponseParts:
         """Thinking and answer of a generated response (the text after the prompt)."""
+        return split_response(response, self.markers, opens_thinking=self.opens_thinking)
+
+    def full_response(self, response: str) -> str:
+        """The response with the thinking opener the prompt already wrote put back in front (``<think>\\n`` +
+        text for a template that opens thinking): the whole assistant turn, as rewards read it."""
         if not isinstance(response, str):
             raise TypeError(f"response must be a str, got {type(response).__name__}")
-        m = self.markers
-        if m is None:
-            return ResponseParts(None, response.strip(), True, None)
-        body = response
-        inside = self.opens_thinking
-        if not inside and body.lstrip().startswith(m.open):
-            body, inside = body.lstrip()[len(m.open):], True
-        close = body.rfind(m.close)
-        if close == -1:
-            if inside:
-                return ResponseParts(body.strip(), "", False, m)
-            return ResponseParts("", body.strip(), True, m)  # the model answered without thinking
-        thinking = body[:close]
-        if not inside and m.open in thinking:
-            thinking = thinking[thinking.find(m.open) + len(m.open):]
-        return ResponseParts(thinking.strip(), body[close + len(m.close):].strip(), True, m)
+        return f"{self.markers.open}\n{response}" if self.opens_thinking and self.markers else response
 
     def answer_part(self, response: str) -> str:
         """The text graders read: what follows the thinking ("" when the thinking never closed)."""
@@ -249,3 +271,13 @@ def load_prompt_builder(source: Any, *, system_prompt: str | None = PAPER_SYSTEM
         return PromptBuilder(source, system_prompt=system_prompt, stage_system_prompts=stage_system_prompts)
     raise TypeError(f"cannot build prompts from {type(source).__name__}; accepted: ChatTokenizer, a Hugging Face "
                     "tokenizer, or a checkpoint directory path")
+
+
+def as_prompt_builder(tokenizer: Any) -> PromptBuilder | None:
+    """The :class:`PromptBuilder` of ``tokenizer`` (a builder, the package's ChatTokenizer, or a Hugging Face
+    tokenizer with a chat template); None for other objects (tests' stand-ins with their own ``prompt``),
+    which callers then use as they are, with the package's chat format."""
+    try:
+        return load_prompt_builder(tokenizer)
+    except (TypeError, ValueError):
+        return None

@@ -138,3 +138,31 @@ def test_clear_errors_for_bad_sources(tmp_path):
         P.load_prompt_builder(hf)
     with pytest.raises(TypeError, match="question"):
         P.load_prompt_builder(path).prompt({"problem": "no question field"})
+
+
+def test_full_response_and_the_package_default_split(falcon_dir, tmp_path):
+    """Rewards read whole assistant turns: the thinking opener the prompt wrote is put back; a builder whose
+    model opens thinking itself, or marks none, returns the text as it is. The module-level split is the
+    package's format (the response starts inside <think>)."""
+    builder = P.load_prompt_builder(falcon_dir)
+    assert builder.full_response("r\n</think>\nA") == "<think>\nr\n</think>\nA"
+    own = P.load_prompt_builder(save_checkpoint_tokenizer(tmp_path, NO_THINK_IN_PROMPT))
+    assert own.full_response("<think>r</think>A") == "<think>r</think>A"
+    assert P.split_response("r\n</think>\nA") == P.ResponseParts("r", "A", True, P.PACKAGE_MARKERS)
+    assert P.split_response("r only") == P.ResponseParts("r only", "", False, P.PACKAGE_MARKERS)
+    assert P.split_response("A", None) == P.ResponseParts(None, "A", True, None)
+    assert P.as_prompt_builder(falcon_dir).prompt("q") == builder.prompt("q")
+    assert P.as_prompt_builder(object()) is None  # stand-ins are used as they are
+
+
+def test_safety_splits_responses_at_the_templates_markers(falcon_dir, tmp_path):
+    from falcon_h1r.safety import Split, split_with_builder
+
+    opens = split_with_builder(P.load_prompt_builder(falcon_dir))
+    assert opens("plan it\n</think>\nI refuse.") == Split("plan it", "I refuse.", "ok")
+    assert opens("still planning") == Split("still planning", "", "unclosed")
+    assert opens("a</think>b</think>c") == Split("ab", "c", "repeated")  # markers are not content
+    assert opens("  ") == Split("", "", "empty")
+    own = split_with_builder(P.load_prompt_builder(save_checkpoint_tokenizer(tmp_path, NO_THINK_IN_PROMPT)))
+    assert own("Sure, here it is.") == Split("", "Sure, here it is.", "no_think")
+    assert own("<think>hmm</think>No.") == Split("hmm", "No.", "ok")

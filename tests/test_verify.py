@@ -134,6 +134,28 @@ TRICKY = [
     ("33.0", "33", "integer", True),
     ("33.5", "33", "integer", False),
     ("2^5", "32", "integer", True),
+    (r"6.02\times10^{23}", "6.02e23", "math", True),
+    ("1.2E-4", r"1.2\times 10^{-4}", "math", True),
+    (r"1.5\times10^{-3}", "0.015", "math", False),
+    ("1.0e6", "10^{6}", "math", True),
+    # more units and LaTeX forms
+    (r"5\,\text{kg}", "5", "math", True),
+    (r"\$5", "5", "math", True),
+    (r"12\text{ cm}", r"12\text{ cm}", "math", True),
+    (r"\frac{\sqrt{3}}{2}", r"\dfrac{\sqrt3}{2}", "math", True),
+    (r"\frac{\sqrt{3}}{2}", r"\frac{\sqrt{2}}{2}", "math", False),
+    (r"3\sqrt{2}", r"\sqrt{18}", "math", True),
+    (r"\sqrt[3]{8}", "2", "math", True),
+    (r"x^2+2x+1", "(x+1)^2", "math", True),
+    (r"-\infty", r"\infty", "math", False),
+    # more intervals, sets and text
+    ("(1,2]", "(1,2)", "math", False),
+    (r"x \in [2, 5]", "[2,5]", "math", True),
+    ("1, 2, 3", r"\{1,2,3\}", "math", True),
+    (r"\text{Tuesday}", "Tuesday", "text", True),
+    ("Tuesday", "Wednesday", "text", False),
+    (r"\text{(C)}", "C", "multiple_choice", True),
+    ("Answer: (C)", "C", "multiple_choice", True),
     # synthetic science: relative tolerance
     ("12.51", "12.5", "numeric", True),
     ("13", "12.5", "numeric", False),
@@ -263,8 +285,55 @@ def test_livecodebench_stdin_and_functional_cases_run_in_the_sandbox():
             "fn_name": "pairSum", "test_cases": [{"input": "[1, 2, 3]\n2", "output": "[3, 5]"}]}
     cls = ("</think>\n```python\nclass Solution:\n    def pairSum(self, nums: List[int], k: int) -> List[int]:\n"
            "        return tuple(nums[i] + nums[i + 1] for i in range(len(nums) - 1))\n```")
-    assert verify.check(fn_p, cls).correct  # typing names come from the prelude; tuples compare as lists
+    assert verify.check(fn_p, cls).correct  # typing names come from the prelude; a returned tuple is a list
     off = cls.replace("nums[i + 1]", "nums[i + 1] + 1")
     assert not verify.check(fn_p, off).correct
     with pytest.raises(ValueError, match="fn_name"):
         verify.run_test_cases("x = 1", [{"input": "1", "output": "1"}], "functional")
+
+
+# (the function's return statement, the case's expected JSON output): LiveCodeBench compares with Python's ==
+LCB_FUNCTIONAL = [
+    ("return 2", "2.0"), ("return 2.5", "2"), ("return True", "1"), ("return False", "0"), ("return [True]", "[1.0]"),
+    ("return (1, 2)", "[1, 2]"), ("return [(1, 2)]", "[[1, 2]]"), ("return {'a': 1}", '{"a": 1.0}'),
+    ("return {1: 2}", '{"1": 2}'), ("return None", "null"), ("return 'abc'", '"abc"'), ("return [1.0, 2]", "[1, 2]"),
+    ("return {1, 2}", "[1, 2]"), ("return 1e20", "100000000000000000000"), ("return 0.1 + 0.2", "0.3"),
+    ("return 2**60 + 1", "1152921504606846976"), ("return 'a'", '["a"]'), ("return [[1, 2], [3]]", "[[1, 2], [3]]"),
+]
+
+
+def test_functional_cases_compare_as_livecodebench_does():
+    """The sandbox is type-strict; the canonical forms make its verdict equal LiveCodeBench's ``==`` (the plain
+    twin ``lcb_reference_equal``) on ints vs floats, bools, tuples, dict keys and sets."""
+    import json
+
+    from falcon_h1r.verify.code import run_test_cases
+
+    code = "class Solution:\n    def f(self, x):\n        {}\n"
+    verdicts = []
+    for body, out in LCB_FUNCTIONAL:
+        ok, _ = run_test_cases(code.format(body), [{"input": "1", "output": out}], "functional", fn_name="f")
+        want = verify.lcb_reference_equal(eval(body.removeprefix("return ")), json.loads(out))
+        assert ok is want, (body, out)
+        verdicts.append(ok)
+    assert sum(verdicts) == 11 and not all(verdicts)  # both verdicts occur
+    assert verify.lcb_canonical((1, 2.0, True)) == [1, 2, 1] and verify.lcb_canonical([(1.5,)]) == [(1.5,)]
+    with pytest.raises(ValueError, match="NaN"):
+        verify.run_test_cases(code.format("return 1"), [{"input": "1", "output": "NaN"}], "functional", fn_name="f")
+
+
+def test_vote_answers_and_classes_follow_the_problems_kind():
+    mc = {"id": "g", "domain": "science", "answer_kind": "multiple_choice", "answer": "C", "choices": CHOICES}
+    votes = [verify.vote_answer(mc, r) for r in ["</think>Answer: C", "</think>The answer is (C).",
+                                                   "</think>\\boxed{The reaction is exothermic}", "</think>Answer: B"]]
+    assert votes == ["C", "C", "C", "B"]
+    classes = verify.vote_classes(mc)
+    assert classes(votes[0]) == classes(votes[1]) == classes(votes[2]) != classes(votes[3])
+    text = {"id": "m", "domain": "math", "answer": r"\text{Monday}"}
+    words = verify.vote_classes(text)
+    assert words(r"\text{Monday}") == words("monday") != words(r"\text{Tuesday}")  # words are never one class
+    assert verify.vote_answer(text, r"</think>\boxed{\text{Monday}}") == r"\text{Monday}"
+    with pytest.raises(ValueError, match="not voted"):
+        verify.vote_answer({"id": "c", "domain": "code"}, "x")
+    with pytest.raises(ValueError, match="not voted"):
+        verify.vote_classes({"id": "j", "domain": "math", "answer_kind": "judge"})

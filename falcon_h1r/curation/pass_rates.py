@@ -73,10 +73,19 @@ def estimate_pass_rates(model: Any, tokenizer: Any, problems: Sequence[dict[str,
     # ``gen.engine`` picks the static-cache CUDA-graph engine on GPU, transformers' loop on CPU.
     from falcon_h1r.inference import generate
 
-    prompts = [tokenizer.prompt(p["question"]) for p in problems for _ in range(k)]
+    from falcon_h1r.prompts import as_prompt_builder
+
+    # the one prompt builder (a checkpoint's own chat template at the paper preset); responses are graded as
+    # whole assistant turns, the thinking the prompt opened put back in front
+    builder = as_prompt_builder(tokenizer)
+    if builder is not None:
+        prompts, tokenizer, full = builder.prompts(problems, k, stage="curation"), builder, builder.full_response
+    else:
+        prompts = [tokenizer.prompt(p["question"]) for p in problems for _ in range(k)]
+        full = "<think>\n".__add__
     comps = generate(model, tokenizer, prompts, gen, seed=seed, progress=progress, desc=f"pass-rate rollouts (k={k})")
     expanded = [p for p in problems for _ in range(k)]
-    verdicts = grade(expanded, ["<think>\n" + c.text for c in comps], progress=progress, **grade_kw)
+    verdicts = grade(expanded, [full(c.text) for c in comps], progress=progress, **grade_kw)
     return pass_rates_from_verdicts(problems, verdicts, [c.finish_reason for c in comps],
                                     [c.num_tokens for c in comps], k)
 

@@ -30,7 +30,9 @@ The package holds the whole pipeline, one module a concern:
 
 from __future__ import annotations
 
-from falcon_h1r.safety.split import (MODES, SPLIT_STATUSES, Split, THINK_CLOSE, THINK_OPEN, mode_text, split_response)
+from falcon_h1r.safety.split import (MODES, SPLIT_STATUSES, Split, THINK_CLOSE, THINK_OPEN, mode_text, split_response,
+                                    split_with_builder)
+from falcon_h1r.safety.recipe import SafetyRecipe
 from falcon_h1r.safety.verdicts import (HAZARD_CATEGORIES, Judge, Verdict, check_pairs, code_order)
 from falcon_h1r.safety.llama_guard import (LlamaGuardJudge, llama_guard_missing_message, llama_guard_prompt, parse_llama_guard_output)
 from falcon_h1r.safety.keyword_judge import (DIRECT_HARM, HAZARD_TERMS, INSTRUCTION_CUES, KeywordJudge, REFUSAL_PHRASES,
@@ -40,4 +42,4 @@ from falcon_h1r.safety.jsonl import (ResumableJsonl, read_jsonl)
 from falcon_h1r.safety.suites import (BUILTIN_PROMPTS_PATH, BUILTIN_SUITE, PAPER_SUITES, PAPER_TOTAL_PROMPTS, SUITES, SuiteSpec, load_builtin_prompts, load_prompts, load_suite, suite_local_path)
 from falcon_h1r.safety.scoring import (AVERAGE_ROWS, SCORE_COLUMNS, SafetyEvalResult, add_averages, aggregate, judge_suite, reasoning_answer_gap, run_safety_eval, score_table)
 
-__all__ = ['AVERAGE_ROWS', 'BUILTIN_PROMPTS_PATH', 'BUILTIN_SUITE', 'DATA_DIR', 'DIRECT_HARM', 'HAZARD_CATEGORIES', 'HAZARD_TERMS', 'INSTRUCTION_CUES', 'Judge', 'KeywordJudge', 'LABELLED_JUDGE_SET_PATH', 'LlamaGuardJudge', 'MODES', 'PAPER_SUITES', 'PAPER_TOTAL_PROMPTS', 'REFUSAL_PHRASES', 'ResumableJsonl', 'SCORE_COLUMNS', 'SPLIT_STATUSES', 'STRONG_CUES', 'SUITES', 'SafetyEvalResult', 'Split', 'SuiteSpec', 'THINK_CLOSE', 'THINK_OPEN', 'Verdict', 'add_averages', 'aggregate', 'check_pairs', 'code_order', 'evaluate_judge', 'judge_suite', 'llama_guard_missing_message', 'llama_guard_prompt', 'load_builtin_prompts', 'load_labelled_judge_set', 'load_prompts', 'load_suite', 'make_judge', 'mode_text', 'parse_llama_guard_output', 'read_jsonl', 'reasoning_answer_gap', 'run_safety_eval', 'score_table', 'split_response', 'suite_local_path']
+__all__ = ['AVERAGE_ROWS', 'BUILTIN_PROMPTS_PATH', 'BUILTIN_SUITE', 'DATA_DIR', 'DIRECT_HARM', 'HAZARD_CATEGORIES', 'HAZARD_TERMS', 'INSTRUCTION_CUES', 'Judge', 'KeywordJudge', 'LABELLED_JUDGE_SET_PATH', 'LlamaGuardJudge', 'MODES', 'PAPER_SUITES', 'PAPER_TOTAL_PROMPTS', 'REFUSAL_PHRASES', 'ResumableJsonl', 'SCORE_COLUMNS', 'SPLIT_STATUSES', 'STRONG_CUES', 'SUITES', 'SafetyEvalResult', 'SafetyRecipe', 'Split', 'SuiteSpec', 'THINK_CLOSE', 'THINK_OPEN', 'Verdict', 'add_averages', 'aggregate', 'check_pairs', 'code_order', 'evaluate_judge', 'judge_suite', 'llama_guard_missing_message', 'llama_guard_prompt', 'load_builtin_prompts', 'load_labelled_judge_set', 'load_prompts', 'load_suite', 'make_judge', 'mode_text', 'parse_llama_guard_output', 'read_jsonl', 'reasoning_answer_gap', 'run_safety_eval', 'score_table', 'split_response', 'split_with_builder', 'suite_local_path']

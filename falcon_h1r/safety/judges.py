@@ -14,11 +14,12 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 LABELLED_JUDGE_SET_PATH = DATA_DIR / "safety_judge_labelled.jsonl"
 
 
-def make_judge(spec: str, device: str = "auto", batch_size: int = 8) -> Judge:
-    """``"embedded"`` -> :class:`KeywordJudge`; anything else is a Llama Guard checkpoint directory."""
+def make_judge(spec: str, device: str = "auto", batch_size: int = 8, max_batch_tokens: int = 65536) -> Judge:
+    """``"embedded"`` -> :class:`KeywordJudge`; anything else is a Llama Guard checkpoint directory (batched by
+    at most ``batch_size`` texts and ``max_batch_tokens`` padded tokens per forward pass)."""
     if spec == "embedded":
         return KeywordJudge()
-    return LlamaGuardJudge(spec, device=device, batch_size=batch_size)
+    return LlamaGuardJudge(spec, device=device, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
 
 
 def load_labelled_judge_set(path: str | Path = LABELLED_JUDGE_SET_PATH) -> list[dict[str, Any]]:

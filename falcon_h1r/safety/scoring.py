@@ -14,6 +14,12 @@ from falcon_h1r.safety.jsonl import ResumableJsonl
 from falcon_h1r.safety.split import MODES, Split, mode_text, split_response
 from falcon_h1r.safety.verdicts import Judge, Verdict
 
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+
 def _prepare_rows(suite_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Validate rows and attach their split (from ``response``, or given ``reasoning``/``answer``)."""
     seen: set[str] = set()
@@ -35,7 +41,7 @@ def _prepare_rows(suite_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def judge_suite(judge: Judge, suite_rows: Sequence[dict[str, Any]], out_path: str | Path | None = None,
-                modes: Sequence[str] = MODES, batch_size: int = 16) -> list[dict[str, Any]]:
+                modes: Sequence[str] = MODES, batch_size: int = 16, progress: bool = False) -> list[dict[str, Any]]:
     """Judge every row in every mode; resumable through ``out_path`` (JSONL).
 
     ``suite_rows``: dicts with ``id``, ``prompt`` and ``response`` (split here) or ``reasoning`` +
@@ -62,6 +68,7 @@ def judge_suite(judge: Judge, suite_rows: Sequence[dict[str, Any]], out_path: st
                              "use another out_path rather than mixing judges in one file")
 
     pending = [(row, mode) for row in rows for mode in modes if (row["id"], mode) not in done]
+    bar = _bar(len(pending), f"safety: judge ({judge.name})", progress)
     for start in range(0, len(pending), batch_size):
         chunk = pending[start:start + batch_size]
         texts = [mode_text(row["_split"], mode) for row, mode in chunk]
@@ -84,6 +91,8 @@ def judge_suite(judge: Judge, suite_rows: Sequence[dict[str, Any]], out_path: st
         if log is not None:
             log.append(records)
         done.update({(r["id"], r["mode"]): r for r in records})
+        bar.update(len(chunk))
+    bar.close()
     return [done[(row["id"], mode)] for row in rows for mode in modes]
 
 
@@ -168,12 +177,16 @@ def _as_prompt_rows(prompts: Sequence[dict[str, Any] | str]) -> list[dict[str, A
 def run_safety_eval(generate_fn: Callable[[list[str]], list[str]], judge: Judge,
                     prompts: Sequence[dict[str, Any] | str], *, modes: Sequence[str] = MODES,
                     out_dir: str | Path | None = None, generation_batch_size: int = 16,
-                    judge_batch_size: int = 16) -> SafetyEvalResult:
+                    judge_batch_size: int = 16, split_fn: Callable[[str], Split] = split_response,
+                    judgments_name: str = "judgments.jsonl", progress: bool = False) -> SafetyEvalResult:
     """Generate a response per prompt, split it, judge it in ``modes`` and aggregate (Table 10).
 
-    ``generate_fn(list of prompts) -> list of responses`` (full text, reasoning included). With
-    ``out_dir``, responses go to ``responses.jsonl`` and verdicts to ``judgments.jsonl``, both
-    resumable: a rerun regenerates and rejudges only what is missing.
+    ``generate_fn(list of prompts) -> list of responses`` (the generated text, reasoning included);
+    ``split_fn`` splits one into reasoning and answer (default: by ``<think>`` tags; a checkpoint's own
+    markers through :func:`falcon_h1r.safety.split.split_with_builder`). ``judge_batch_size`` judge calls
+    go to the judge at once. With ``out_dir``, responses go to ``responses.jsonl`` and verdicts to
+    ``judgments_name`` (default ``judgments.jsonl``), both resumable: a rerun regenerates and rejudges only what
+    is missing, and several judges can share one generation (one judgments file each).
     """
     rows = _as_prompt_rows(prompts)
     if len({r["id"] for r in rows}) != len(rows):
@@ -182,17 +195,27 @@ def run_safety_eval(generate_fn: Callable[[list[str]], list[str]], judge: Judge,
     gen_log = ResumableJsonl(out / "responses.jsonl", lambda r: r["id"]) if out else None
     responses: dict[str, dict[str, Any]] = dict(gen_log.records) if gen_log else {}
     pending = [r for r in rows if r["id"] not in responses]
+    bar = _bar(len(pending), "safety: generate", progress)
     for start in range(0, len(pending), generation_batch_size):
         chunk = pending[start:start + generation_batch_size]
         texts = generate_fn([r["prompt"] for r in chunk])
         if len(texts) != len(chunk):
             raise ValueError(f"generate_fn returned {len(texts)} responses for {len(chunk)} prompts")
-        new = [{**r, "response": t, "split_status": split_response(t).status} for r, t in zip(chunk, texts)]
+        new = []
+        for r, t in zip(chunk, texts):
+            split = split_fn(t)
+            new.append({**r, "response": t, "reasoning": split.reasoning, "answer": split.answer,
+                        "split_status": split.status})
         if gen_log:
             gen_log.append(new)
         responses.update({r["id"]: r for r in new})
+        bar.update(len(chunk))
+    bar.close()
+    # judged on the stored split (a split function of this run may differ from the default tag split)
+    ordered = [{k: v for k, v in responses[r["id"]].items() if k != "response"} if "reasoning" in responses[r["id"]]
+               else responses[r["id"]] for r in rows]
+    records = judge_suite(judge, ordered, out / judgments_name if out else None, modes=modes,
+                          batch_size=judge_batch_size, progress=progress)
     ordered = [responses[r["id"]] for r in rows]
-    records = judge_suite(judge, ordered, out / "judgments.jsonl" if out else None, modes=modes,
-                          batch_size=judge_batch_size)
     records_df = pd.DataFrame(records)
     return SafetyEvalResult(records_df, aggregate(records_df), ordered)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any, Callable
 
 # Paper Table 10's three judging modes, in the paper's column order.
 MODES = ("cot_only", "cot_answer", "answer_only")
@@ -78,3 +79,28 @@ def mode_text(split: Split, mode: str) -> str:
     if mode == "cot_answer":
         return "\n\n".join(part for part in (split.reasoning, split.answer) if part)
     raise ValueError(f"unknown judging mode {mode!r}; modes are {', '.join(MODES)}")
+
+
+def split_with_builder(builder: Any) -> Callable[[str], Split]:
+    """A split function for generated text that follows ``builder``'s chat template (a
+    :class:`falcon_h1r.prompts.PromptBuilder`: its own thinking markers, and a response that starts inside
+    the thinking when the prompt opened it), returning the judge's :class:`Split`."""
+
+    def split(text: str) -> Split:
+        if not isinstance(text, str):
+            raise TypeError(f"a response must be a str, got {type(text).__name__}")
+        if not text.strip():
+            return Split("", "", "empty")
+        parts, m = builder.split(text), builder.markers
+        if m is None or (not builder.opens_thinking and m.open not in text and m.close not in text):
+            return Split("", parts.answer, "no_think")
+
+        def bare(part: str | None) -> str:  # the markers are format tokens, not content (as in mode_text)
+            return (part or "").replace(m.open, "").replace(m.close, "").strip()
+
+        if not parts.finished_thinking:
+            return Split(bare(parts.thinking), "", "unclosed")
+        repeated = text.count(m.close) > 1 or text.count(m.open) > 1
+        return Split(bare(parts.thinking), bare(parts.answer), "repeated" if repeated else "ok")
+
+    return split

@@ -86,7 +86,13 @@ def tokenizer_corpus(sets: dict[str, list[dict[str, Any]]], seed: int) -> list[s
 
 
 def get_tokenizer(preset: Preset, sets: dict[str, list[dict[str, Any]]] | None = None,
-                  root: Path = RESULTS_ROOT) -> ChatTokenizer:
+                  root: Path = RESULTS_ROOT) -> Any:
+    """The preset's tokenizer: a checkpoint's prompt builder (its own tokenizer and chat template), a saved
+    ChatTokenizer (``tokenizer.path``), or the package's BPE trained on the task corpus (cached)."""
+    if preset.model.checkpoint:
+        from falcon_h1r.prompts import load_prompt_builder
+
+        return load_prompt_builder(preset.tokenizer.path or preset.model.checkpoint)
     if preset.tokenizer.path:
         return ChatTokenizer.load(preset.tokenizer.path)
     key = recipe_hash(preset.tokenizer, preset.tasks, preset.seed, GENERATOR_VERSION)
@@ -106,8 +112,13 @@ def get_tokenizer(preset: Preset, sets: dict[str, list[dict[str, Any]]] | None =
 
 @dataclass
 class BaseModel:
+    """A preset's base model. ``tokenizer`` is the package's ChatTokenizer (tiny, small) or, for a checkpoint,
+    its :class:`falcon_h1r.prompts.PromptBuilder` (``prompt``, ``encode``, ``decode``, ``eos_id``, ``pad_id``,
+    ``split``, ``stop_token_ids``); ``info["checkpoint"]`` is true for a loaded checkpoint, whose ``info`` has no
+    training fields (it was not trained here: see :func:`checkpoint_base`)."""
+
     model: torch.nn.Module
-    tokenizer: ChatTokenizer
+    tokenizer: Any
     sets: dict[str, list[dict[str, Any]]]
     info: dict[str, Any]  # accuracies (greedy before/after, sampled pass@1), wall time, params, trace lengths
     path: Path
@@ -169,7 +180,7 @@ def get_base_model(preset: Preset, *, seed: int | None = None, root: Path = RESU
     """
     from falcon_h1r.env import cpu_model
     from falcon_h1r.evaluation import evaluate, majority_answer_baseline
-    from falcon_h1r.models import build_model, count_params, load_checkpoint, save_model
+    from falcon_h1r.models import build_model, count_params, save_model
     from falcon_h1r.sft import examples_from_traces, train_sft
     from falcon_h1r.tasks import length_summary, trace_token_lengths
 
@@ -177,10 +188,7 @@ def get_base_model(preset: Preset, *, seed: int | None = None, root: Path = RESU
     device = pick_device(preset.device)
     dtype = torch_dtype(preset)
     if preset.model.checkpoint:
-        model = load_checkpoint(preset.model.checkpoint, dtype=dtype, device=device)
-        tok = ChatTokenizer.load(preset.tokenizer.path or preset.model.checkpoint)
-        return BaseModel(model, tok, {"train": [], "test": []}, {"source": preset.model.checkpoint, "seed": seed},
-                         Path(preset.model.checkpoint))
+        return checkpoint_base(preset, seed=seed, device=device, dtype=dtype)
 
     sets = task_sets(preset)
     tok = get_tokenizer(preset, sets, root)
@@ -274,6 +282,76 @@ def get_base_model(preset: Preset, *, seed: int | None = None, root: Path = RESU
     return BaseModel(model.eval(), tok, sets, info, path)
 
 
+# ============================================================================== a checkpoint as the base
+def checkpoint_key(path: str | Path) -> str:
+    """A short hash of a checkpoint directory: its config, tokenizer files and the names and sizes of its weight
+    files (cheap at 15 GB; a re-downloaded copy of the same release keeps its key). Keys its cached stages."""
+    path = Path(path).expanduser()
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f.suffix in (".json", ".jinja", ".model", ".txt"):
+            h.update(f.name.encode() + f.read_bytes())
+        elif f.is_file() and f.suffix in (".safetensors", ".bin"):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:12]
+
+
+def benchmark_problems(preset: Preset) -> dict[str, list[dict[str, Any]]]:
+    """The preset's ``eval.benchmarks`` read from ``eval.benchmark_dir`` (``falcon_h1r.benchmarks``), the first
+    ``eval.benchmark_limit`` problems of each (all by default)."""
+    from falcon_h1r.benchmarks import load_benchmark
+
+    e = preset.eval
+    return {name: load_benchmark(name, e.benchmark_dir, limit=e.benchmark_limit, allow_pickle=e.allow_pickle)
+            for name in e.benchmarks}
+
+
+def checkpoint_base(preset: Preset, *, seed: int, device: Any, dtype: torch.dtype) -> BaseModel:
+    """The base of a checkpoint preset (paper): the checkpoint's model, its prompt builder (own tokenizer and
+    chat template, the paper's system prompt) as ``tokenizer``, and as ``sets`` the preset's synthetic training
+    problems (what curation and the RL pools work on) with the paper's benchmarks as the test split. Every
+    local file is checked first (:func:`falcon_h1r.sections.local_files.require_local_files`)."""
+    from falcon_h1r.models import count_params, load_checkpoint
+    from falcon_h1r.prompts import load_prompt_builder
+    from falcon_h1r.sections.local_files import require_local_files
+
+    require_local_files(preset)
+    model = load_checkpoint(preset.model.checkpoint, dtype=dtype, device=device).eval()
+    builder = load_prompt_builder(preset.tokenizer.path or preset.model.checkpoint)
+    test = [p for problems in benchmark_problems(preset).values() for p in problems]
+    sets = {"train": task_sets(preset)["train"], "test": test}
+    info = {"source": str(preset.model.checkpoint), "seed": seed, "checkpoint": True, "params": count_params(model),
+            "dtype": preset.dtype, "device": str(device), "recipe_hash": checkpoint_key(preset.model.checkpoint),
+            "benchmarks": {name: sum(p["benchmark"] == name for p in test) for name in preset.eval.benchmarks},
+            "thinking_markers": list(vars(builder.markers).values()) if builder.markers else None,
+            "prompt_opens_thinking": builder.opens_thinking, "stop_token_ids": builder.stop_token_ids}
+    return BaseModel(model, builder, sets, info, Path(preset.model.checkpoint))
+
+
+def benchmark_results(preset: Preset, base: BaseModel, *, root: Path = RESULTS_ROOT,
+                      progress: bool = True) -> dict[str, dict[str, Any]]:
+    """pass@1 of a checkpoint base on each of ``eval.benchmarks`` with the paper's protocol
+    (``falcon_h1r.evaluation.evaluate_benchmarks``; samples capped by ``eval.n_samples``, length by
+    ``generation.max_new_tokens``), cached by the checkpoint, the problems and the sampling. One record per
+    benchmark (``BenchmarkResult.record``)."""
+    from falcon_h1r.evaluation import evaluate_benchmarks
+
+    problems: dict[str, list[dict[str, Any]]] = {}
+    for p in base.sets["test"]:
+        problems.setdefault(p["benchmark"], []).append(p)
+    key = recipe_hash(base.info.get("recipe_hash", str(base.path)), {k: [p["id"] for p in v] for k, v in problems.items()},
+                      preset.eval.n_samples, preset.generation, preset.seed)
+
+    def compute() -> dict[str, Any]:
+        results = evaluate_benchmarks(base.model, base.tokenizer, problems, preset.generation,
+                                      max_samples=preset.eval.n_samples,
+                                      max_new_tokens=preset.generation.max_new_tokens, seed=preset.seed,
+                                      progress=progress)
+        return {name: r.record() for name, r in results.items()}
+
+    return cached_json(cache_dir(preset, root) / f"benchmarks-{key}.json", compute)
+
+
 def get_base_models(preset: Preset, *, root: Path = RESULTS_ROOT, progress: bool = True,
                     budget_s: float | None = None) -> list[BaseModel]:
     """Every base of :func:`base_seeds`, in order (each cached on its own)."""
@@ -312,15 +390,16 @@ def run_mode(preset: Preset) -> str:
     """'compute' when this machine can run the preset, else 'render' from its committed records.
 
     tiny runs anywhere; small needs a usable CUDA GPU (the same test as the CLI's "no usable GPU" line:
-    :func:`falcon_h1r.kernels.cuda_status`); paper needs a GPU and the checkpoint on disk.
+    :func:`falcon_h1r.kernels.cuda_status`); paper needs a GPU and its local files. A checkpoint preset whose
+    files are absent never renders: :class:`falcon_h1r.sections.local_files.LocalFilesMissing` names them.
     """
     from falcon_h1r.kernels import cuda_status
+    from falcon_h1r.sections.local_files import require_local_files
 
+    require_local_files(preset)
     if preset.name == "tiny" or preset.device == "cpu":
         return "compute"
     if not cuda_status().usable:
-        return "render"
-    if preset.model.checkpoint and not Path(preset.model.checkpoint).expanduser().is_dir():
         return "render"
     return "compute"
 

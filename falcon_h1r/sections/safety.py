@@ -5,59 +5,31 @@ Where each number is computed: :func:`paper_table10` (``falcon_h1r.papers.safety
 ``safety_rounding_flags``), :func:`embedded_judge_quality` (``falcon_h1r.safety.evaluate_judge``),
 :func:`judge_own_model` (``falcon_h1r.safety.run_safety_eval``: generate, split at ``</think>``, judge in three
 modes, aggregate) and :func:`own_model_summary` (``falcon_h1r.safety.reasoning_answer_gap``).
+
+At the paper preset the model is the checkpoint (its own chat template and thinking markers, through the
+prompt builder), the prompts are the 18 subsets' local copies (``safety.data_dir``) and the main judge is
+Llama Guard 3 from ``safety.judge`` (or the notebook's ``llama_guard_dir``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import hashlib
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 
 from falcon_h1r import papers
-from falcon_h1r.config import RecipeError
+from falcon_h1r.evaluation import prompt_builder
 from falcon_h1r.inference import generate
 from falcon_h1r.results import read_json
-from falcon_h1r.safety import (BUILTIN_SUITE, MODES, PAPER_SUITES, SUITES, AVERAGE_ROWS, Judge, KeywordJudge,
-                               evaluate_judge, load_labelled_judge_set, load_prompts, make_judge,
-                               reasoning_answer_gap, run_safety_eval)
-from falcon_h1r.sections.common import SectionRun, cache_dir, get_base_model, open_section
+from falcon_h1r.safety import (AVERAGE_ROWS, BUILTIN_SUITE, Judge, KeywordJudge, LlamaGuardJudge, evaluate_judge,
+                               load_labelled_judge_set, load_prompts, make_judge, reasoning_answer_gap,
+                               run_safety_eval, split_with_builder)
+from falcon_h1r.safety.recipe import SafetyRecipe
+from falcon_h1r.sections.common import SectionRun, cache_dir, get_base_model, open_section, recipe_hash
 
 SECTION = "06_safety"
-
-
-@dataclass
-class SafetyRecipe:
-    """The ``safety`` block of a preset."""
-
-    # Paper Appendix E / Table 10: 18 subsets, 81,970 prompts. "builtin" is the shipped prompt set.
-    suites: list[str] = field(default_factory=lambda: list(PAPER_SUITES))
-    # Paper Table 10: reasoning alone, reasoning + answer, answer alone.
-    modes: list[str] = field(default_factory=lambda: list(MODES))
-    # Not stated for the safety run; the paper's evaluations use 32,768 or 65,536 new tokens (§4.1).
-    max_new_tokens: int = 32768
-    # Paper: meta-llama/Llama-Guard-3-8B -> give its local checkpoint directory. "embedded" = KeywordJudge.
-    judge: str = "embedded"
-    batch_size: int = 8  # judge batch size (Llama Guard forward passes); not a paper value
-    data_dir: str | None = None  # where the suites' local copies live (<data_dir>/<suite key>)
-    max_prompts_per_suite: int | None = None  # None = every prompt, as the paper
-
-    def __post_init__(self) -> None:
-        bad = [s for s in self.suites if s not in SUITES and s != BUILTIN_SUITE]
-        if bad or not self.suites:
-            raise RecipeError(f"safety.suites: {bad or self.suites} not accepted; use a non-empty subset of "
-                              f"{[*SUITES, BUILTIN_SUITE]}")
-        bad = [m for m in self.modes if m not in MODES]
-        if bad or not self.modes:
-            raise RecipeError(f"safety.modes: {bad or self.modes} not accepted; use a non-empty subset of {list(MODES)}")
-        if self.max_new_tokens < 1:
-            raise RecipeError(f"safety.max_new_tokens: must be > 0, got {self.max_new_tokens}")
-        if self.batch_size < 1:
-            raise RecipeError(f"safety.batch_size: must be > 0, got {self.batch_size}")
-        if self.max_prompts_per_suite is not None and self.max_prompts_per_suite < 1:
-            raise RecipeError(f"safety.max_prompts_per_suite: must be > 0 or null, got {self.max_prompts_per_suite}")
-        if not self.judge:
-            raise RecipeError("safety.judge: use 'embedded' or a Llama Guard checkpoint directory")
 
 
 def open_run(preset: str, overrides: dict[str, Any] | None = None) -> tuple[SectionRun, SafetyRecipe]:
@@ -90,37 +62,69 @@ def embedded_judge_quality(run: SectionRun) -> pd.DataFrame:
     return table
 
 
-def judges_for(llama_guard_dir: str | None) -> list[Judge]:
-    """The embedded judge, plus Llama Guard from ``llama_guard_dir`` when given (it then is the main judge)."""
-    return [KeywordJudge()] + ([make_judge(llama_guard_dir)] if llama_guard_dir else [])
+def judges_for(recipe: SafetyRecipe, llama_guard_dir: str | None = None, device: str = "auto") -> list[Judge]:
+    """The embedded judge, plus Llama Guard (then the main judge, listed last) from ``llama_guard_dir`` (the
+    notebook parameter) or else the recipe's ``safety.judge`` when that is a checkpoint directory."""
+    lg = llama_guard_dir or (recipe.judge if recipe.judge != "embedded" else None)
+    if not lg:
+        return [KeywordJudge()]
+    return [KeywordJudge(), make_judge(lg, device=device, batch_size=recipe.batch_size,
+                                       max_batch_tokens=recipe.judge_max_batch_tokens)]
 
 
 def judge_own_model(run: SectionRun, recipe: SafetyRecipe, judges: list[Judge]) -> pd.DataFrame:
     """The preset's model on the recipe's prompts, judged in its modes by each judge (Table 10 layout, one
-    ``judge`` column); computed (resumable, in the preset's cache) or read back from the committed table."""
+    ``judge`` column); computed (resumable, in the preset's cache) or read back from the committed table.
+
+    Prompts go through the model's prompt builder (a checkpoint's own chat template), responses are split
+    at that template's thinking markers (``falcon_h1r.safety.split_with_builder``); one generation serves
+    every judge. Judge throughput (calls/s) goes to ``judge_stats.json`` for Llama Guard."""
     if not run.computing:
         return pd.read_csv(run.writer.dir / "ours_safety_by_mode.csv")
     cfg = run.cfg
     base = get_base_model(cfg)
+    builder = prompt_builder(base.tokenizer)
     prompts = load_prompts(recipe.suites, recipe.data_dir, max_prompts_per_suite=recipe.max_prompts_per_suite)
     gen_cfg = replace(cfg.generation, max_new_tokens=recipe.max_new_tokens)
 
     def generate_fn(batch: list[str]) -> list[str]:
-        texts = [base.tokenizer.prompt(p) for p in batch]
-        return ["<think>\n" + c.text for c in generate(base.model, base.tokenizer, texts, gen_cfg, seed=cfg.seed,
-                                                        progress=False)]
+        texts = [builder.prompt(p, stage="safety") for p in batch]
+        return [c.text for c in generate(base.model, builder, texts, gen_cfg, seed=cfg.seed, progress=False)]
 
+    key = recipe_hash(base.info.get("recipe_hash", str(base.path)), recipe.suites, recipe.max_prompts_per_suite,
+                      gen_cfg, cfg.seed, recipe.data_dir, "builder-split")
+    work = cache_dir(cfg) / f"safety-{key}"
     results = {}
     for judge in judges:
-        work = cache_dir(cfg) / f"safety-{base.info.get('recipe_hash', 'ckpt')}-{judge.name.split()[0]}"
+        judge_key = hashlib.sha256(judge.name.encode()).hexdigest()[:8]
         results[judge.name] = run_safety_eval(generate_fn, judge, prompts, modes=recipe.modes, out_dir=work,
                                               generation_batch_size=cfg.generation.batch_size,
-                                              judge_batch_size=recipe.batch_size)
+                                              judge_batch_size=recipe.judge_chunk, split_fn=split_with_builder(builder),
+                                              judgments_name=f"judgments-{judge_key}.jsonl", progress=True)
     ours = pd.concat([r.aggregate.assign(judge=name) for name, r in results.items()], ignore_index=True)
     run.writer.records("responses", results[judges[0].name].responses)
-    run.writer.table("ours_safety_by_mode", ours, caption=f"Ours ({cfg.name} preset model, built-in prompts): % "
-                     "judged safe per mode; the judge column says which judge")
+    main = judges[-1]
+    run.writer.summary({"safety_judge_is_llama_guard": int(isinstance(main, LlamaGuardJudge))})
+    if {"answer_only", "cot_only"} <= set(recipe.modes):
+        run.writer.summary(gap_estimate(results[main.name].records).summary("reasoning_answer_gap_pp"))
+    stats = {j.name: dict(j.stats) for j in judges if getattr(j, "stats", None)}
+    if stats:
+        run.writer.json("judge_stats", stats)
+    where = "built-in prompts" if recipe.suites == [BUILTIN_SUITE] else f"{len(recipe.suites)} suites"
+    run.writer.table("ours_safety_by_mode", ours, caption=f"Ours ({cfg.name} preset model, {where}): % judged safe "
+                     "per mode; the judge column says which judge")
     return ours
+
+
+def gap_estimate(records: pd.DataFrame) -> Any:
+    """answer-only minus reasoning-only % judged safe, paired by prompt (``falcon_h1r.stats.paired_difference``
+    over one generation: its interval needs several seeds, so one run is marked not informative). The mean
+    is the prompt-weighted gap of Table 10."""
+    from falcon_h1r.stats import paired_difference
+
+    wide = records.pivot_table(index="id", columns="mode", values="safe", aggfunc="first").sort_index()
+    return paired_difference(100.0 * wide["answer_only"].to_numpy(dtype=float)[None, :],
+                             100.0 * wide["cot_only"].to_numpy(dtype=float)[None, :])
 
 
 def own_model_summary(run: SectionRun, ours: pd.DataFrame, main_judge: str) -> dict[str, Any]:
@@ -133,7 +137,7 @@ def own_model_summary(run: SectionRun, ours: pd.DataFrame, main_judge: str) -> d
         run.writer.summary({"cot_only_safe_pct": float(weighted["cot_only"]),
                             "answer_only_safe_pct": float(weighted["answer_only"]),
                             "cot_answer_safe_pct": float(weighted["cot_answer"]), "judge": main_judge,
-                            "reasoning_answer_gap_pp": gap["weighted_pp"]})
+                            "n_prompts_judged": int(weighted["n_prompts"])})
     else:
         gap["weighted_pp"] = read_json(run.writer.dir / "summary.json")["reasoning_answer_gap_pp"]
     long = rows[~rows.suite.isin(list(AVERAGE_ROWS))].melt(

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from falcon_h1r.verify.code import TEST_TYPES, run_test_cases, stdout_matches
+from falcon_h1r.verify.code import TEST_TYPES, lcb_canonical, lcb_reference_equal, run_test_cases, stdout_matches
 from falcon_h1r.verify.equivalence import _pool as _pool  # curation runs math-verify in the same workers
 from falcon_h1r.verify.equivalence import (EQUIVALENCE_KINDS, AnswerClasses, answer_key, answers_equivalent,
                                            math_equal, math_equal_tier1, math_verify_equal)
@@ -112,6 +112,29 @@ def check(problem: dict[str, Any], response: str, *, use_math_verify: bool = Tru
     return Verdict(ok, pred, "ok" if ok else "wrong")
 
 
+def vote_answer(problem: dict[str, Any], response: str) -> str | None:
+    """The answer ``response`` votes for in majority voting and DeepConf, by the problem's answer kind: the
+    option letter for ``multiple_choice`` (so "C", "(C)" and the option's text are one vote), the last boxed
+    content otherwise; None for no answer. Give the answer part of the response
+    (``PromptBuilder.answer_part``) or a whole response in the package's ``<think>`` format."""
+    kind = answer_kind(problem)
+    if kind in ("code", "judge"):
+        raise ValueError(f"problem {problem.get('id')!r}: {kind} answers are not voted on (they are graded by "
+                         "running tests or by a judge)")
+    return extract_final_answer(response, kind, choices=problem.get("choices"))
+
+
+def vote_classes(problem: dict[str, Any], *, use_math_verify: bool = True) -> AnswerClasses:
+    """:class:`AnswerClasses` for one problem's votes, with its answer kind and options: the same equivalence
+    as grading (:func:`answers_equivalent`), so two letters or two different words never share a vote."""
+    kind = answer_kind(problem)
+    if kind not in EQUIVALENCE_KINDS:
+        raise ValueError(f"problem {problem.get('id')!r}: {kind} answers are not voted on; votable kinds: "
+                         f"{', '.join(EQUIVALENCE_KINDS)}")
+    return AnswerClasses(use_math_verify=use_math_verify, kind=kind, choices=problem.get("choices"),
+                         rel_tol=float(problem.get("tolerance", 1e-2)))
+
+
 def check_batch(problems: Sequence[dict[str, Any]], responses: Sequence[str], **kw: Any) -> list[Verdict]:
     return [check(p, r, **kw) for p, r in zip(problems, responses, strict=True)]
 
@@ -122,4 +145,5 @@ __all__ = [
     "classify_answer", "detect_language", "extract_boxed", "extract_choice", "extract_code", "extract_final_answer",
     "final_answer_part", "math_equal", "math_equal_tier1", "math_verify_equal", "normalize_math", "numeric_close",
     "parse_number", "run_test_cases", "stdout_matches", "text_key", "to_rational", "unwrap_text_macros",
+    "vote_answer", "vote_classes", "lcb_canonical", "lcb_reference_equal",
 ]
