@@ -177,11 +177,11 @@ def candidate_problems(problems: Sequence[dict[str, Any]], experiment: DeepConfE
     """The first ``candidates`` of ``problems`` (held-out ones) in each voting domain, domain by domain
     (:func:`falcon_h1r.sections.common.first_per_domain`); for a loaded checkpoint without synthetic sets
     (paper preset), the ``benchmarks`` of those domains, read from ``benchmark_dir``
-    (:func:`falcon_h1r.evaluation.load_benchmark`, nothing is downloaded)."""
+    (:func:`falcon_h1r.benchmarks.load_benchmark`, nothing is downloaded)."""
     per_domain = experiment.candidates or len(problems)
     out = [p for domain in experiment.domains for p in first_per_domain(problems, per_domain, [domain])]
     if not out and benchmarks:
-        from falcon_h1r.evaluation import BENCHMARK_DOMAIN, load_benchmark
+        from falcon_h1r.benchmarks import BENCHMARK_DOMAIN, load_benchmark
 
         for name in benchmarks:
             if BENCHMARK_DOMAIN.get(name) in experiment.domains:
