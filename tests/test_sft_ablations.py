@@ -39,19 +39,61 @@ def test_presets_parse_their_sft_ablations_block_and_bad_values_are_named():
 
 
 def test_every_grid_loads_and_grids_share_the_reference_arm():
-    ref = reference_arm().key()
     for preset in ("tiny", "small"):
-        grids = load_grids(load_preset(preset))
-        assert [g.name for g in grids] == list(GRIDS)
-        shared = [g.name for g in grids if any(a.key() == ref for a in g.arms)]
-        assert shared == ["learning_rate", "rollouts", "incorrect", "teachers", "weighting", "mixture"]
+        for rate in (PAPER_SFT_LR, 1.28e-4):
+            grids = load_grids(load_preset(preset), rate)
+            assert [g.name for g in grids] == list(GRIDS)
+            ref = reference_arm(lr_paper=rate).key()
+            assert {g.reference_key for g in grids if g.name != "learning_rate"} == {ref}
+            shared = [g.name for g in grids if any(a.key() == ref for a in g.arms)]
+            assert shared == ["learning_rate", "rollouts", "incorrect", "teachers", "weighting", "mixture"]
+        assert [g.name for g in load_grids(load_preset(preset))] == ["learning_rate"]  # the rate is not known yet
     assert reference_arm().lr_paper == PAPER_SFT_LR
+    assert [g.name for g in load_grids(load_preset("tiny", {"sft_ablations.reference_lr_paper": 2.56e-4}))] == \
+        list(GRIDS)
     with pytest.raises(RecipeError, match="unknown SFT grid"):
         load_grid("lr")
+    with pytest.raises(RecipeError, match="learning_rate grid"):
+        load_ablations(load_preset("tiny", {"sft_ablations.grids": ["rollouts"]}))
+
+
+def test_the_learning_rate_grid_runs_first_and_its_best_arm_sets_the_reference_rate(tmp_path, monkeypatch):
+    """Two workers (threads here) split the runs; the second phase starts only when every learning-rate run is
+    in the work file, and every later arm trains at the best rate; no run is computed twice."""
+    import threading
+    from types import SimpleNamespace
+
+    from falcon_h1r.sections import sft_ablations as A
+
+    preset = load_preset("tiny")
+    acc = {1.28e-4: 0.1, 1.024e-3: 0.3}
+    calls = []
+
+    def fake_run_arm(ctx, arm, seed):
+        calls.append((arm.key(), seed))
+        return {"arm": arm.name, "arm_key": arm.key(), "seed": seed, "run_key": "r", "lr_paper": arm.lr_paper,
+                "acc": acc.get(arm.lr_paper, 0.2) + seed / 100}
+
+    monkeypatch.setattr(A, "run_arm", fake_run_arm)
+    ctx = SimpleNamespace(preset=preset, work_dir=tmp_path, run_key="r")
+    out = {}
+    workers = [threading.Thread(target=lambda i=i: out.__setitem__(i, A.run_all(ctx, progress=False, shard=(i, 2),
+                                                                               poll_s=0.05))) for i in (0, 1)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    grids, rows = out[0]
+    assert [g.name for g in grids] == list(GRIDS) and len(calls) == len(set(calls)) == len(grid_runs(grids))
+    lr_keys = {a.key() for a in grids[0].arms}
+    first_other = next(i for i, c in enumerate(calls) if c[0] not in lr_keys)
+    assert all(c[0] in lr_keys for c in calls[:first_other]) and len(calls[:first_other]) == len(grid_runs(grids[:1]))
+    assert {r["lr_paper"] for r in rows if r["grid"] != "learning_rate" and r["grid"] != "normalization"} == {1.024e-3}
+    assert A.best_lr_paper(grids[0], {}) is None
 
 
 def test_small_runs_five_seeds_on_the_lr_and_normalization_ends_and_three_elsewhere():
-    grids = {g.name: g for g in load_grids(load_preset("small"))}
+    grids = {g.name: g for g in load_grids(load_preset("small"), PAPER_SFT_LR)}
     lr = grids["learning_rate"]
     assert [a.lr_paper for a in lr.arms] == [1.28e-4, 2.56e-4, 5.12e-4, 1.024e-3]  # 128e-6 ... the paper's 1024e-6
     assert lr.seeds["lr 128e-6"] == lr.seeds["lr 1024e-6"] == [0, 1, 2, 3, 4] and lr.seeds["lr 512e-6"] == [0, 1, 2]
@@ -69,7 +111,7 @@ def test_mup_carries_the_papers_rate_to_our_width():
 
 def test_grid_runs_are_distinct_and_shards_partition_them(tmp_path):
     """--workers: the shared reference arm is one run, and the i/n shards cover every run exactly once."""
-    grids = load_grids(load_preset("small"))
+    grids = load_grids(load_preset("small"), PAPER_SFT_LR)
     runs = grid_runs(grids)
     assert len(runs) == len(set(runs)) < sum(len(g.runs()) for g in grids)  # the reference arm recurs
     shards = [set(runs[i::3]) for i in range(3)]
@@ -166,7 +208,7 @@ def _fake_rows(seeds=(0, 1, 2, 3, 4), n=60, seed=0):
          "weighting on": 0.5, "weighting off": 0.45, "math-heavy": 0.5, "balanced": 0.4, "code-heavy": 0.3,
          "math only": 0.3, "code only": 0.3, "balanced-norm": 0.6, "per-rank": 0.4}
     rows, ref, shared = [], reference_arm().key(), {}
-    for g in load_grids(load_preset("tiny")):
+    for g in load_grids(load_preset("tiny"), PAPER_SFT_LR):
         for a in g.arms:
             for s in seeds:
                 prob = p["balanced-norm" if (g.name, a.name) == ("normalization", "balanced") else a.name]
@@ -176,7 +218,7 @@ def _fake_rows(seeds=(0, 1, 2, 3, 4), n=60, seed=0):
                 curve = [{"step": st, "acc": prob, "outcomes": [int(rng.random() < (prob if st else 0.0))
                                                                  for _ in range(n)]} for st in (0, 6, 12)]
                 rows.append(_row(g.name, a.name, s, outs, levels, domains, arm_key=a.key() if a.key() == ref else
-                                 f"{g.name}/{a.name}", entropy=1.0 if a.name == "mixed" else 0.6,
+                                 f"{g.name}/{a.name}", lr_paper=a.lr_paper, entropy=1.0 if a.name == "mixed" else 0.6,
                                  curve=curve if a.curve else [],
                                  rank_tokens_max_over_min=[4.0, 5.0] if g.name == "normalization" else [],
                                  data_kept_incorrect=30 if a.incorrect else 0))
@@ -185,7 +227,8 @@ def _fake_rows(seeds=(0, 1, 2, 3, 4), n=60, seed=0):
 
 def test_every_axis_estimate_is_the_protocols_paired_difference_and_names_its_claim_key():
     rows = _fake_rows()
-    grids = load_grids(load_preset("tiny", {"sft_ablations.grid_seeds": {g: [0, 1, 2, 3, 4] for g in GRIDS}}))
+    grids = load_grids(load_preset("tiny", {"sft_ablations.grid_seeds": {g: [0, 1, 2, 3, 4] for g in GRIDS}}),
+                       PAPER_SFT_LR)
     block = SFTAblations(hard_levels=[2], easy_levels=[1])
     start = {"acc": 0.0, "acc_code": 0.1, "acc_math": 0.0, "outcomes": [0] * 60}
     est = axis_estimates(rows, grids, block, start)
@@ -221,7 +264,7 @@ def test_every_axis_estimate_is_the_protocols_paired_difference_and_names_its_cl
 def test_the_summary_holds_every_key_the_02_claims_read_and_the_protocols_companions():
     rows = _fake_rows(seeds=(0, 1, 2))
     preset = load_preset("tiny", {"sft_ablations.seeds": [0, 1, 2]})
-    grids, block = load_grids(preset), load_ablations(preset)
+    grids, block = load_grids(preset, PAPER_SFT_LR), load_ablations(preset)
     start = {"acc": 0.0, "acc_code": 0.0, "acc_math": 0.0, "outcomes": [0] * 60}
     summary, est = ablation_summary(rows, grids, block, start, "qa_pretrain: test")
     needed = set()
@@ -233,6 +276,7 @@ def test_the_summary_holds_every_key_the_02_claims_read_and_the_protocols_compan
     for k in est:
         assert {f"{k}_ci95", f"{k}_informative", f"{k}_n_seeds"} <= set(summary)
     assert summary["ablation_seeds"] == 3 and summary["ablation_start"] == "qa_pretrain: test"
+    assert summary["ablation_reference_lr_paper"] == PAPER_SFT_LR
     assert summary["dp_tokens_per_rank_max_over_min"] == pytest.approx(4.5)  # the median step of [4, 5, 4, 5, ...]
     assert summary["rollouts_distinct_correct_traces_n12_over_n4"] == pytest.approx(1.0)
     assert summary["ablation_incorrect_traces_kept"] == 30

@@ -32,8 +32,8 @@ from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json
 from falcon_h1r.sections.common import BaseModel, get_base_models, model_device
 from falcon_h1r.sections.common import open_section as common_open_section
 from falcon_h1r.sections.sft_ablation_data import describe_start
-from falcon_h1r.sections.sft_ablations import (Grid, SFTAblations, ablation_setup, load_ablations, load_grids, prepare,
-                                               run_grid)
+from falcon_h1r.sections.sft_ablations import (Grid, SFTAblations, ablation_setup, load_ablations, prepare,
+                                               resolve_grids, run_all)
 from falcon_h1r.sections.sft_findings import ablation_summary, arm_table, findings_table
 from falcon_h1r.sections.sft_findings import curves as normalization_curves
 from falcon_h1r.sft import SFTRecipe, collate_packed, examples_from_traces, per_sample_losses
@@ -204,23 +204,24 @@ class Ablations:
 
 
 def ablations(sec: Section) -> Ablations:
-    """Run every grid of ``sft_ablations.grids`` from the common start (compute; rows kept in ``_work/`` so a run
-    resumes) or read the committed ``ablation_rows.jsonl`` and ``ablation_start.json`` (render)."""
+    """Run every grid of ``sft_ablations.grids`` from the common start (compute: the learning_rate grid first when
+    its best arm sets the reference rate; rows kept in ``_work/`` so a run resumes) or read the committed
+    ``ablation_rows.jsonl`` and ``ablation_start.json`` (render)."""
     preset, writer = sec.cfg.name, sec.writer
-    grids = load_grids(sec.cfg)
-    if not grids:
+    if not sec.ablations.grids:
         return Ablations([], [], None, f"No ablation grid runs at the {preset} preset (`sft_ablations.grids` is "
                                        "empty).")
     if sec.mode == "compute":
-        grids, ctx = ablation_setup(sec.cfg, writer.dir / "_work")
-        prepare(ctx, grids)
-        rows = [row for g in grids for row in run_grid(ctx, g)]
+        ctx = ablation_setup(sec.cfg, writer.dir / "_work")
+        prepare(ctx)
+        grids, rows = run_all(ctx)
         start = {**{k: v for k, v in ctx.start_info.items() if k != "recipe"}, "eval": ctx.start_eval()}
         writer.records("ablation_rows", rows)
         writer.json("ablation_start", start)
         return Ablations(grids, rows, start)
     if (writer.dir / "ablation_rows.jsonl").exists() and (writer.dir / "ablation_start.json").exists():
         rows = [json.loads(line) for line in (writer.dir / "ablation_rows.jsonl").read_text().splitlines()]
+        grids, _ = resolve_grids(sec.cfg, {(r["arm_key"], int(r["seed"])): r for r in rows})
         return Ablations(grids, rows, read_json(writer.dir / "ablation_start.json"))
     return Ablations([], [], None, f"The ablation grid has not been run at the {preset} preset yet (no committed "
                                    f"`ablation_rows.jsonl` from the common start): `python -m "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from falcon_h1r.config import Preset, RecipeError, load_recipe_grid, parse
 from falcon_h1r.tasks import LEVELS
@@ -36,6 +36,9 @@ class SFTAblations:
     grid_seeds: dict[str, list[int]] = field(default_factory=dict)
     steps: int = 120  # SFT steps of every arm from the common start (the same for every arm: a fixed budget)
     batch_size: int = 32  # samples per step (paper Table 1: 512)
+    # the reference arm's rate in the paper's convention; 0: the best arm of the learning_rate grid, which then runs
+    # first (the paper searched the rate first, on a 10 % subset, then fixed it for its recipe)
+    reference_lr_paper: float = 0.0
     # µP: our rate = the arm's paper-convention rate x mup_base_width / model.hidden_size (Adam's 1/width rule
     # for hidden weights), so the paper's grid (128e-6 ... 1024e-6 at width 3072, Table 1 and 8) maps to our width
     mup_base_width: int = PAPER_HIDDEN_SIZE
@@ -69,11 +72,17 @@ class SFTAblations:
         for name in ("max_new_tokens", "eval_every", "cpu_threads", "eval_batch_size", "curve_eval_per_domain"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"sft_ablations.{name}: must be >= 0, got {getattr(self, name)}")
-        if not self.start_lr > 0:
-            raise RecipeError(f"sft_ablations.start_lr: must be > 0, got {self.start_lr}")
         bad = [g for g in [*self.grids, *self.grid_seeds] if g not in GRIDS]
         if bad:
             raise RecipeError(f"sft_ablations.grids / grid_seeds: {bad[0]!r} not accepted; grids are {', '.join(GRIDS)}")
+        if self.reference_lr_paper < 0:
+            raise RecipeError(f"sft_ablations.reference_lr_paper: 0 (the learning_rate grid's best) or a rate > 0, "
+                              f"got {self.reference_lr_paper}")
+        if self.grids and not self.reference_lr_paper and "learning_rate" not in self.grids:
+            raise RecipeError("sft_ablations.reference_lr_paper: 0 takes the best arm of the learning_rate grid, which "
+                              "sft_ablations.grids leaves out; add it or give a rate")
+        if not self.start_lr > 0:
+            raise RecipeError(f"sft_ablations.start_lr: must be > 0, got {self.start_lr}")
         if len(self.teacher_slip_by_level) != len(LEVELS) or not all(0 <= r <= 1 for r in self.teacher_slip_by_level):
             raise RecipeError(f"sft_ablations.teacher_slip_by_level: {len(LEVELS)} rates in [0, 1] (levels "
                               f"{LEVELS[0]}-{LEVELS[-1]}), got {self.teacher_slip_by_level}")
@@ -156,6 +165,7 @@ class Grid:
     question: str
     arms: list[Arm]
     seeds: dict[str, list[int]] = field(default_factory=dict)  # arm name -> its seeds
+    reference_key: str = ""  # the key of the reference arm these arms vary (its rate as resolved)
 
     def arm(self, name: str) -> Arm:
         for a in self.arms:
@@ -169,10 +179,12 @@ class Grid:
         return [(a, s) for a in self.arms for s in self.seeds[a.name]]
 
 
-def load_grid(name: str, preset_name: str = "tiny", block: SFTAblations | None = None) -> Grid:
-    """``recipes/sft/<name>.yaml``: arms over the reference arm (``recipes/sft/reference.yaml``, plus the grid's
-    own ``reference:`` overrides). An arm may list the ``presets`` it runs at and ``n_seeds`` (it runs at the first
-    ``n_seeds`` of the grid's seeds, ``block.seeds_for(name)``)."""
+def load_grid(name: str, preset_name: str = "tiny", block: SFTAblations | None = None,
+              reference_lr_paper: float | None = None) -> Grid:
+    """``recipes/sft/<name>.yaml``: arms over the reference arm (``recipes/sft/reference.yaml`` with its rate set to
+    ``reference_lr_paper`` when given, plus the grid's own ``reference:`` overrides). An arm may list the
+    ``presets`` it runs at and ``n_seeds`` (it runs at the first ``n_seeds`` of the grid's seeds,
+    ``block.seeds_for(name)``)."""
     if name not in GRIDS:
         raise RecipeError(f"unknown SFT grid {name!r}; grids are {', '.join(GRIDS)}")
     raw = load_recipe_grid(f"sft/{name}.yaml")
@@ -181,6 +193,8 @@ def load_grid(name: str, preset_name: str = "tiny", block: SFTAblations | None =
         raise RecipeError(f"sft/{name}.yaml: unknown key {unknown[0]!r}; accepted: axis, question, reference, arms")
     seeds = (block or SFTAblations()).seeds_for(name)
     ref = {**load_recipe_grid("sft/reference.yaml"), **raw.get("reference", {})}
+    if reference_lr_paper is not None:
+        ref["lr_paper"] = reference_lr_paper
     arms, arm_seeds = [], {}
     for i, a in enumerate(raw.get("arms", [])):
         a = dict(a)
@@ -197,18 +211,42 @@ def load_grid(name: str, preset_name: str = "tiny", block: SFTAblations | None =
         arm_seeds[arm.name] = seeds[:n_seeds] if n_seeds else list(seeds)
     if not arms:
         raise RecipeError(f"sft/{name}.yaml: no arm runs at preset {preset_name!r}")
-    return Grid(name, raw.get("axis", name), raw.get("question", ""), arms, arm_seeds)
+    return Grid(name, raw.get("axis", name), raw.get("question", ""), arms, arm_seeds,
+                parse(Arm, {**ref, "name": "reference"}, f"sft/{name}.yaml reference").key())
 
 
-def load_grids(preset: Preset) -> list[Grid]:
-    """The preset's grids (``sft_ablations.grids``), each with its seeds."""
+def load_grids(preset: Preset, reference_lr_paper: float | None = None) -> list[Grid]:
+    """The preset's grids (``sft_ablations.grids``), each with its seeds, around the reference rate
+    ``sft_ablations.reference_lr_paper`` (or, when that is 0, the ``reference_lr_paper`` given: the learning_rate
+    grid's best). While the rate is not known yet, only the learning_rate grid, which decides it."""
     block = load_ablations(preset)
-    return [load_grid(g, preset.name, block) for g in block.grids]
+    rate = block.reference_lr_paper or reference_lr_paper
+    if rate is None:
+        return [load_grid("learning_rate", preset.name, block)] if block.grids else []
+    return [load_grid(g, preset.name, block, None if g == "learning_rate" else rate) for g in block.grids]
 
 
-def reference_arm(name: str = "reference") -> Arm:
-    """The reference arm every grid varies one axis of (``recipes/sft/reference.yaml``)."""
-    return parse(Arm, {**load_recipe_grid("sft/reference.yaml"), "name": name}, "sft/reference.yaml")
+def best_lr_paper(lr_grid: Grid, rows: Mapping[tuple[str, int], Mapping[str, Any]]) -> float | None:
+    """The learning_rate grid's arm with the highest held-out accuracy (mean over its seeds), as a rate of the
+    paper's convention; None until every one of its runs has a row (``rows``: by ``(arm key, seed)``). Ties go to
+    the first arm listed (the smaller rate)."""
+    means = {}
+    for a in lr_grid.arms:
+        accs = [rows[(a.key(), s)]["acc"] for s in lr_grid.seeds[a.name] if (a.key(), s) in rows]
+        if len(accs) < len(lr_grid.seeds[a.name]):
+            return None
+        means[a.lr_paper] = sum(accs) / len(accs)
+    best = max(means.values())
+    return next(lr for lr, m in means.items() if m == best)
+
+
+def reference_arm(name: str = "reference", lr_paper: float | None = None) -> Arm:
+    """The reference arm every grid varies one axis of (``recipes/sft/reference.yaml``, its rate ``lr_paper``
+    when given)."""
+    raw = {**load_recipe_grid("sft/reference.yaml"), "name": name}
+    if lr_paper is not None:
+        raw["lr_paper"] = lr_paper
+    return parse(Arm, raw, "sft/reference.yaml")
 
 
 def grid_runs(grids: list[Grid]) -> list[tuple[str, int]]:
@@ -217,5 +255,5 @@ def grid_runs(grids: list[Grid]) -> list[tuple[str, int]]:
     return list(dict.fromkeys((a.key(), s) for g in grids for a, s in g.runs()))
 
 
-__all__ = ["Arm", "GRIDS", "Grid", "PAPER_HIDDEN_SIZE", "PAPER_SFT_LR", "SFTAblations", "grid_runs", "load_ablations",
-           "load_grid", "load_grids", "reference_arm"]
+__all__ = ["Arm", "GRIDS", "Grid", "PAPER_HIDDEN_SIZE", "PAPER_SFT_LR", "SFTAblations", "best_lr_paper", "grid_runs",
+           "load_ablations", "load_grid", "load_grids", "reference_arm"]

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -32,8 +32,8 @@ from falcon_h1r.sections.common import cached_json, get_tokenizer, recipe_hash, 
 from falcon_h1r.sections.sft_ablation_data import (ablation_problems, curate_pool, curation_recipe, get_start,
                                                    held_out_problems, pool_key, pool_records, problem_pass_rates,
                                                    start_key, teacher_pool)
-from falcon_h1r.sections.sft_ablation_recipes import (GRIDS, Arm, Grid, SFTAblations, grid_runs, load_ablations,
-                                                      load_grid, load_grids, reference_arm)
+from falcon_h1r.sections.sft_ablation_recipes import (GRIDS, PAPER_SFT_LR, Arm, Grid, SFTAblations, best_lr_paper,
+                                                      grid_runs, load_ablations, load_grid, load_grids, reference_arm)
 from falcon_h1r.sft import SFTRecipe, examples_from_traces, train_sft
 from falcon_h1r.tasks import GENERATOR_VERSION
 from falcon_h1r.tokenizer import ChatTokenizer
@@ -66,6 +66,7 @@ class AblationContext:
     run_key: str  # what shapes a row (the work file keeps rows of this key only)
     work_dir: Path
     max_rollouts: int = 12
+    pools_needed: list[tuple[str, bool]] = field(default_factory=list)  # (teacher, incorrect) of the grids' arms
     _cache: dict[Any, Any] = field(default_factory=dict)
 
     @classmethod
@@ -289,54 +290,96 @@ def load_rows(path: str | Path, run_key: str | None = None) -> dict[tuple[str, i
     return out
 
 
-def _runs_done(ctx: AblationContext, grids: Sequence[Grid]) -> dict[str, int]:
-    """How many of the grids' runs have a row in the work file (every worker's), and how many they need."""
-    need = set(grid_runs(list(grids)))
+def resolve_grids(preset: Preset, done: Mapping[tuple[str, int], dict[str, Any]]) -> tuple[list[Grid], float | None]:
+    """The preset's grids around the reference rate, and that rate (paper convention): ``sft_ablations.
+    reference_lr_paper``, or the learning_rate grid's best arm once every one of its runs is in ``done``; until
+    then only the learning_rate grid and None."""
+    block = load_ablations(preset)
+    if block.reference_lr_paper or not block.grids:
+        return load_grids(preset), block.reference_lr_paper or None
+    best = best_lr_paper(load_grid("learning_rate", preset.name, block), done)
+    return load_grids(preset, best), best
+
+
+def _runs_done(ctx: AblationContext) -> dict[str, Any]:
+    """How many of the grids' runs have a row in the work file (every worker's), and how many they need (the
+    learning_rate grid's alone while the reference rate is not known)."""
     done = load_rows(ctx.work_dir / "ablation_rows.jsonl", ctx.run_key)
-    return {"done": len(need & set(done)), "needed": len(need)}
+    grids, ref = resolve_grids(ctx.preset, done)
+    need = set(grid_runs(grids))
+    return {"done": len(need & set(done)), "needed": len(need), "reference_lr_paper": ref,
+            "phase": "all grids" if ref is not None else "learning_rate grid (decides the reference rate)"}
 
 
 # ============================================================================== a preset's whole sweep
 def ablation_setup(preset: Preset, work_dir: Path, *, root: Path = RESULTS_ROOT,
-                   progress: bool = True) -> tuple[list[Grid], AblationContext]:
-    """The preset's grids and the context their arms share (the common start, problems, held-out sets)."""
-    grids = load_grids(preset)
+                   progress: bool = True) -> AblationContext:
+    """The context every arm shares (the common start, problems, held-out sets)."""
+    shapes = load_grids(preset, PAPER_SFT_LR)  # which rollouts and pools the grids need (not their rates)
     ctx = AblationContext.build(preset, work_dir, root=root, progress=progress,
-                                max_rollouts=max(a.rollouts for g in grids for a in g.arms))
-    return grids, ctx
+                                max_rollouts=max((a.rollouts for g in shapes for a in g.arms), default=1))
+    ctx.pools_needed = list(dict.fromkeys((a.teacher, a.incorrect) for g in shapes for a in g.arms))
+    return ctx
 
 
-def prepare(ctx: AblationContext, grids: Sequence[Grid]) -> None:
+def prepare(ctx: AblationContext) -> None:
     """Everything the arms share, built once before any arm (or worker) needs it: the start's evaluation, the
     problems' pass rates and every (teacher, incorrect) pool the grids use."""
     ctx.start_eval()
-    for teacher, incorrect in dict.fromkeys((a.teacher, a.incorrect) for g in grids for a in g.arms):
+    for teacher, incorrect in ctx.pools_needed:
         ctx.pool(teacher, incorrect)
 
 
-def _preset_setup(preset_name: str, overrides: dict[str, Any] | None, progress: bool,
-                  root: Path = RESULTS_ROOT) -> tuple[list[Grid], AblationContext]:
+def _run_share(ctx: AblationContext, grids: Sequence[Grid], done: dict, shard: tuple[int, int],
+               deadline: float | None, progress: bool) -> None:
+    i, n = shard
+    only = set(grid_runs(list(grids))[i::n]) if n > 1 else None  # the same split in every worker, whatever is done
+    for g in grids:
+        run_grid(ctx, g, progress=progress, done=done, deadline=deadline, only=only)
+
+
+def run_all(ctx: AblationContext, *, progress: bool = True, deadline: float | None = None,
+            shard: tuple[int, int] = (0, 1), poll_s: float = 5.0) -> tuple[list[Grid], list[dict[str, Any]]]:
+    """Every run of the preset's grids this worker's ``shard`` holds, in two phases when the reference rate comes
+    from the learning_rate grid: that grid first (then wait for the other workers' share of it), the other grids
+    around its best rate after. Returns the grids (resolved, or the learning_rate grid alone when ``deadline``
+    came first) and every row of them in the work file."""
+    work = ctx.work_dir / "ablation_rows.jsonl"
+    done = load_rows(work, ctx.run_key)
+    grids, ref = resolve_grids(ctx.preset, done)
+    if ref is None and grids:
+        _run_share(ctx, grids, done, shard, deadline, progress)
+        while True:
+            done = load_rows(work, ctx.run_key)
+            grids, ref = resolve_grids(ctx.preset, done)
+            if ref is not None or (deadline is not None and time.time() > deadline):
+                break
+            time.sleep(poll_s)  # another worker is finishing its share of the learning_rate grid
+    if ref is not None:
+        _run_share(ctx, grids, done, shard, deadline, progress)
+    done = load_rows(work, ctx.run_key)
+    rows = [{**done[(a.key(), s)], "arm": a.name, "grid": g.name} for g in grids for a, s in g.runs()
+            if (a.key(), s) in done]
+    return grids, rows
+
+
+def _preset_context(preset_name: str, overrides: dict[str, Any] | None, progress: bool,
+                    root: Path = RESULTS_ROOT) -> AblationContext:
     preset = load_preset(preset_name, overrides)
     return ablation_setup(preset, section_dir(preset_name, "02_sft", root) / "_work", root=root, progress=progress)
 
 
 def run_ablations(preset_name: str, overrides: dict[str, Any] | None = None, *, budget_s: float | None = None,
                   progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
-    """Compute the preset's ablation rows into the section's work file, stopping before ``budget_s`` runs out (rows
+    """Compute the preset's ablation rows into the section's work file, starting no run after ``budget_s`` (rows
     are kept; run again to continue). The notebook then renders them without recomputing. ``shard=(i, n)``
-    computes only every n-th missing run starting at i (see :func:`main`'s ``--workers``). Returns how many
-    (arm, seed) runs are done and how many the grids need."""
+    computes only every n-th run from i (see :func:`main`'s ``--workers``). Returns how many (arm, seed) runs are
+    done and how many the grids need."""
     t0 = time.time()
-    grids, ctx = _preset_setup(preset_name, overrides, progress)
-    prepare(ctx, grids)
-    deadline = t0 + budget_s if budget_s else None
-    done = load_rows(ctx.work_dir / "ablation_rows.jsonl", ctx.run_key)
-    i, n = shard
-    missing = [k for k in grid_runs(grids) if k not in done]
-    only = set(missing[i::n]) if n > 1 else None
-    for g in grids:
-        run_grid(ctx, g, progress=progress, done=done, deadline=deadline, only=only)
-    return {**_runs_done(ctx, grids), "wall_s": round(time.time() - t0, 1)}
+    ctx = _preset_context(preset_name, overrides, progress)
+    prepare(ctx)
+    run_all(ctx, progress=progress, deadline=t0 + budget_s if budget_s else None, shard=shard)
+    return {**_runs_done(ctx), "wall_s": round(time.time() - t0, 1)}
 
 
 def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *, workers: int,
@@ -348,8 +391,8 @@ def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *
     import subprocess
 
     t0 = time.time()
-    grids, ctx = _preset_setup(preset_name, overrides, True)
-    prepare(ctx, grids)
+    ctx = _preset_context(preset_name, overrides, True)
+    prepare(ctx)
     extra = [a for k, v in (overrides or {}).items() for a in ("--override", f"{k}={json.dumps(v)}")]
     budget = [] if budget_s is None else ["--budget-s", str(max(1.0, budget_s - (time.time() - t0)))]
     cli = [sys.executable, "-m", "falcon_h1r.sections.sft_ablations", "--preset", preset_name]
@@ -358,21 +401,21 @@ def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *
     bad = [c for c in codes if c not in (0, 3)]
     if bad:
         raise RuntimeError(f"SFT ablation workers exited with codes {codes} (0: all done, 3: budget reached)")
-    return {**_runs_done(ctx, grids), "wall_s": round(time.time() - t0, 1), "workers": workers}
+    return {**_runs_done(ctx), "wall_s": round(time.time() - t0, 1), "workers": workers}
 
 
 def probe(preset_name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Time one reference arm (seed 0, with its curve) before the whole grid: the start, a run's training
     throughput and evaluation time, and what the arm learns by level. Nothing is written to the work file."""
     t0 = time.time()
-    grids, ctx = _preset_setup(preset_name, overrides, True)
+    ctx = _preset_context(preset_name, overrides, True)
     t_setup = time.time() - t0
     start_eval = ctx.start_eval()
     t1 = time.time()
-    row = run_arm(ctx, replace(reference_arm("probe"), curve=True), 0)
-    runs = len(grid_runs(grids))
+    row = run_arm(ctx, replace(reference_arm("probe", ctx.recipe.reference_lr_paper or None), curve=True), 0)
+    runs = len(grid_runs(load_grids(ctx.preset, PAPER_SFT_LR)))
     per_run = row["train_wall_s"] + row["eval_wall_s"]
-    return {"preset": preset_name, "device": str(ctx.device), "setup_s": round(t_setup, 1),
+    return {"preset": preset_name, "device": str(ctx.device), "setup_s": round(t_setup, 1), "lr": row["lr"],
             "start_train_s": ctx.start_info.get("train_wall_s"), "start_acc": start_eval["acc"],
             "probe_wall_s": round(time.time() - t1, 1), "train_wall_s": row["train_wall_s"],
             "train_tokens_per_s": row["train_tokens_per_s"], "eval_wall_s": row["eval_wall_s"],
@@ -428,8 +471,8 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = ["AblationContext", "Arm", "GRIDS", "Grid", "REFERENCE_TEACHER", "ROW_VERSION", "SFTAblations",
            "ablation_setup", "append_row", "grid_runs", "load_ablations", "load_grid", "load_grids", "load_rows",
-           "load_trainer", "main", "prepare", "probe", "reference_arm", "run_ablations", "run_ablations_parallel",
-           "run_arm", "run_grid"]
+           "load_trainer", "main", "prepare", "probe", "reference_arm", "resolve_grids", "run_ablations",
+           "run_ablations_parallel", "run_all", "run_arm", "run_grid"]
 
 
 if __name__ == "__main__":

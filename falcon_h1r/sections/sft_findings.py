@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from falcon_h1r import papers
-from falcon_h1r.sections.sft_ablation_recipes import Grid, SFTAblations, reference_arm
+from falcon_h1r.sections.sft_ablation_recipes import Grid, SFTAblations
 from falcon_h1r.stats import Estimate, arm_mean, paired_difference, summary_keys
 
 Row = Mapping[str, Any]
@@ -185,7 +185,7 @@ def axis_estimates(rows: Sequence[Row], grids: Sequence[Grid], block: SFTAblatio
         n = by["normalization"]
         est["balanced_minus_per_rank_heldout_acc"] = _difference(n["balanced"], n["per-rank"])
         est["balanced_minus_per_rank_curve_acc"] = curve_difference(n["balanced"], n["per-rank"])
-    ref = reference_rows(rows)
+    ref = reference_rows(rows, grids)
     if ref:
         (m,) = outcome_matrix([ref], sorted(ref))
         est["ablation_reference_acc"] = arm_mean(m)
@@ -194,10 +194,10 @@ def axis_estimates(rows: Sequence[Row], grids: Sequence[Grid], block: SFTAblatio
     return {k: v for k, v in est.items() if v is not None}
 
 
-def reference_rows(rows: Sequence[Row]) -> dict[int, Row]:
-    """The reference arm's rows by seed (whichever grid ran it)."""
-    key = reference_arm().key()
-    return {int(r["seed"]): r for r in rows if r["arm_key"] == key}
+def reference_rows(rows: Sequence[Row], grids: Sequence[Grid]) -> dict[int, Row]:
+    """The reference arm's rows by seed (whichever grid ran it; its rate as the grids resolved it)."""
+    keys = {g.reference_key for g in grids if g.name != "learning_rate"}
+    return {int(r["seed"]): r for r in rows if r["arm_key"] in keys}
 
 
 def curve_difference(a: Mapping[int, Row], b: Mapping[int, Row]) -> Estimate | None:
@@ -256,6 +256,10 @@ def ablation_summary(rows: Sequence[Row], grids: Sequence[Grid], block: SFTAblat
     out: dict[str, Any] = summary_keys(est)
     compared = [len(g.seeds[a.name]) for g in grids for a in g.arms if grid_rows(rows, g.name, a.name)]
     run_seeds = [len(grid_rows(rows, g.name, a.name)) for g in grids for a in g.arms]
+    ref = reference_rows(rows, grids)
+    if ref:
+        one = next(iter(ref.values()))
+        out.update(ablation_reference_lr_paper=one["lr_paper"], ablation_reference_lr=one["lr"])
     out.update({"ablation_seeds": min(run_seeds) if run_seeds and min(run_seeds) else 0,
                 "ablation_seeds_planned": min(compared) if compared else 0,
                 "ablation_start": start_text, "ablation_start_acc": start_eval["acc"],

@@ -132,9 +132,11 @@ else:
 # traces, so an arm could only add more of the same (the previous grid measured how much extra fine-tuning hurts,
 # and the teacher axis would favour the style the base was trained on); one from-scratch run per arm would need a
 # base run's tokens for every arm, far past the GPU budget. Each arm then trains `sft_ablations.steps` steps of
-# SFT on its own curated traces (the reference arm: one stepwise teacher, n = 4 rollouts, correct traces only,
-# difficulty weights on, the paper's Fig. 3 mixture, balanced normalization, the paper's 1024e-6 carried to our
-# width by µP) and is evaluated on the same held-out problems at the paper's sampling settings (T 0.6, top-p 0.95).
+# SFT on its own curated traces and is evaluated on the same held-out problems at the paper's sampling settings
+# (T 0.6, top-p 0.95). The reference arm every axis varies: one stepwise teacher, n = 4 rollouts, correct traces
+# only, difficulty weights on, the paper's Fig. 3 mixture, balanced normalization, and the learning rate the
+# learning-rate grid finds best (that grid runs first, as the paper searched its rate first and then fixed it;
+# its rates are the paper's 128e-6 to 1024e-6 carried to our width by µP).
 #
 # **The ablation teacher** slips (one intermediate step wrong, carried to the end) with a chance that grows with
 # the level (`sft_ablations.teacher_slip_by_level`), so its verified pass rate falls with difficulty and its wrong
@@ -166,8 +168,11 @@ if grids:
     writer.summary(tables.summary)
     est = tables.estimates
     lines = [f"- `{k}`: {e.describe()}" for k, e in est.items()]
-    display(Markdown(f"Every axis' estimate ({tables.summary['ablation_seeds']} seeds or more per arm, "
-                     f"{n_heldout} held-out problems):\n" + "\n".join(lines)))
+    summ = tables.summary
+    display(Markdown(f"Reference rate (the learning-rate grid's best): {summ.get('ablation_reference_lr_paper', 0) * 1e6:.0f}e-6 "
+                     f"in the paper's convention, {summ.get('ablation_reference_lr', 0):.4g} at our width. Every "
+                     f"axis' estimate ({summ['ablation_seeds']} seeds or more per arm, {n_heldout} held-out "
+                     "problems):\n" + "\n".join(lines)))
 
 # %% [markdown]
 # ### Each axis beside the paper
