@@ -297,3 +297,14 @@ def test_curves_and_rank_skew():
     assert list(diff["step"]) == [6, 12] and (diff["acc_low"] <= diff["acc"]).all()
     assert rank_skew(rows) == {"mean": 4.5, "p10": 4.0, "median": 4.5, "steps": 12}
     assert rank_skew([r for r in rows if r["grid"] != "normalization"]) is None
+
+
+def test_the_cli_names_bad_input_and_exits_2(capsys):
+    from falcon_h1r.sections.sft_ablations import main
+
+    assert main(["--preset", "tiny", "--override", "sft_ablations.steps=0"]) == 2
+    assert "sft_ablations.steps: must be >= 1" in capsys.readouterr().err
+    for argv in (["--shard", "3/2"], ["--workers", "0"], ["--override", "steps"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--preset", "tiny", *argv])
+        assert e.value.code == 2

@@ -91,8 +91,11 @@ class AblationContext:
         shaping = {k: v for k, v in to_dict(recipe).items()
                    if k not in ("grids", "seeds", "grid_seeds", "cpu_threads", "eval_batch_size", "hard_levels",
                                 "easy_levels")}
-        run_key = recipe_hash(s_key, shaping, preset.train, preset.model, to_dict(gen) | {"batch_size": 0},
-                              trainer, curation_recipe(preset), GENERATOR_VERSION, ROW_VERSION)
+        t = preset.train  # the base run's knobs an arm shares (its steps, batch and rate are the block's)
+        run_key = recipe_hash(s_key, shaping, {"warmup_frac": t.warmup_frac, "weight_decay": t.weight_decay,
+                                               "grad_clip": t.grad_clip, "max_seq_len": t.max_seq_len},
+                              preset.model, to_dict(gen) | {"batch_size": 0}, trainer, curation_recipe(preset),
+                              GENERATOR_VERSION, ROW_VERSION)
         return cls(preset, recipe, trainer, start, info, tok, ablation_problems(preset, recipe, exclude), heldout,
                    curve, gen, s_key, run_key, Path(work_dir), max_rollouts)
 

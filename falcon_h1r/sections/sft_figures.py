@@ -82,8 +82,7 @@ def axis_figure(grid: Grid, arms: pd.DataFrame, rows: Sequence[Row], block: SFTA
         _arms(axes[0], sub, start)
         _grouped(axes[1], group_table(rows, grid, level_groups(block)), start)
         axes[1].set_ylabel("pass@1 by difficulty")
-    axes[0].set_title(grid.question, fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(f"{title}\n{grid.question}", fontsize=9)
     fig.tight_layout()
     return fig
 
