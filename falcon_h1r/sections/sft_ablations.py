@@ -2,9 +2,19 @@
 fine-tunes the common start (:mod:`~falcon_h1r.sections.sft_ablation_data`) for the same number of steps with the
 library's trainer (``falcon_h1r.sft.train_sft``) on its curated traces, then is evaluated on the same held-out
 problems at the paper's sampling settings (``falcon_h1r.evaluation.evaluate_outcomes``; T and top-p from the
-preset's ``generation`` block, paper §4.1). Rows are appended to a JSONL work file as they finish, so an
+preset's ``generation`` block, paper §4.1). Unless ``sft_ablations.reference_lr_paper`` fixes the reference
+arm's rate, the learning-rate grid runs first and its best arm sets the rate every other grid varies around (the
+paper searched its rate first, then fixed it). Rows are appended to a JSONL work file as they finish, so an
 interrupted sweep resumes where it stopped; ``python -m falcon_h1r.sections.sft_ablations`` computes them in
 resumable chunks (``--workers N`` processes may share one GPU; ``--probe`` times one reference arm first).
+
+Sizing the small grid for one H200 (``--probe`` measures what this estimates): 56 distinct runs (16 of the
+learning-rate grid, then 40). A run trains 100 x 32 samples (~1.3M tokens; the committed H100 records of this
+model trained ~63K tokens/s per worker with two workers on one GPU: ~20 s) and evaluates 270 held-out problems
+(at most 1,152 decode steps with the CUDA-graph engine, ~5 s; 90 code programs through the sandbox, ~5 s of CPU;
+the entropy pass): ~30 s; a normalization run adds 4 curve evaluations, ~55 s. About 1,900 worker-seconds; four
+workers fill the GPU's idle time about 2.5x, so ~13 minutes, plus the first Triton compile (~1 min), the common
+start (~0.5 min) and the pools (CPU, ~1-1.5 min on 16 cores): ~16-17 GPU-minutes.
 
 The statistics and the report beside the paper are :mod:`falcon_h1r.sections.sft_findings`.
 """
