@@ -100,6 +100,17 @@ def examples_from_traces(records: Sequence[dict[str, Any]], tokenizer: ChatToken
     return out
 
 
+def examples_from_text(texts: Sequence[str], tokenizer: ChatTokenizer, max_seq_len: int) -> list[Example]:
+    """Plain documents -> language-modelling examples with the loss on every token (no chat turn, EOS
+    appended): what a pretraining stage sees, e.g. the SFT ablations' common start (questions and answers
+    of the task domain, no reasoning trace). Right-trimmed to ``max_seq_len``."""
+    out = []
+    for t in texts:
+        ids = (tokenizer.encode(t) + [tokenizer.eos_id])[:max_seq_len]
+        out.append(Example(ids, [1] * len(ids)))
+    return out
+
+
 # ============================================================================== batches
 def collate(batch: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-padded ids, labels (-100 outside the assistant turn), attention mask, per-token weights,
@@ -262,6 +273,9 @@ class TrainHistory:
     input_tokens: int = 0  # tokens through the model, padding included (all ranks)
     resumed_from: int | None = None
     steps_done: int = 0  # optimizer steps taken, resumed ones included (< cfg.steps when stopped early)
+    # per step, simulated ranks only: the largest over the smallest supervised-token count of a rank (paper
+    # Fig. 4's regime is ranks holding very different token counts in the same step)
+    rank_tokens_max_over_min: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -382,6 +396,7 @@ class StepStats:
     weight_sum: float
     tokens: int  # supervised target tokens, all ranks
     input_tokens: int  # tokens through the model, padding included, all ranks
+    rank_tokens: dict[int, int] = field(default_factory=dict)  # supervised target tokens of each rank in the plan
 
 
 def backward_step(model: Any, plan: dict[int, list[dict[str, torch.Tensor]]], mode: str, world: int, *,
@@ -403,6 +418,7 @@ def backward_step(model: Any, plan: dict[int, list[dict[str, torch.Tensor]]], mo
     if dist is not None and world > 1:
         global_units = all_reduce_sum(global_units, device)
     num, tokens, input_tokens = 0.0, 0, 0
+    rank_tokens = {r: 0 for r in plan}
     for r, bs in plan.items():
         for k, batch in enumerate(bs):
             batch = {key: v.to(device) for key, v in batch.items()}
@@ -418,6 +434,7 @@ def backward_step(model: Any, plan: dict[int, list[dict[str, torch.Tensor]]], mo
                 else:
                     loss.backward()
             num += float((tok_loss.detach() * w).sum())
+            rank_tokens[r] += int((w > 0).sum())
             tokens += int((w > 0).sum())
             input_tokens += int(batch["input_ids"].numel())
     if dist is not None and world > 1:
@@ -425,7 +442,7 @@ def backward_step(model: Any, plan: dict[int, list[dict[str, torch.Tensor]]], mo
         weight_sum = all_reduce_sum(weight_sum, device)
         tokens = int(all_reduce_sum(tokens, device))
         input_tokens = int(all_reduce_sum(input_tokens, device))
-    return StepStats(num / max(weight_sum, 1e-12), weight_sum, tokens, input_tokens)
+    return StepStats(num / max(weight_sum, 1e-12), weight_sum, tokens, input_tokens, rank_tokens)
 
 
 def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainConfig, *, pad_id: int,
@@ -502,6 +519,8 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
             gnorm = float(engine.get_global_grad_norm() or 0.0)
         hist.tokens += st.tokens
         hist.input_tokens += st.input_tokens
+        if len(st.rank_tokens) > 1:
+            hist.rank_tokens_max_over_min.append(max(st.rank_tokens.values()) / max(1, min(st.rank_tokens.values())))
         done = step + 1
         hist.steps_done = done
         if step % cfg.log_every == 0 or done == cfg.steps:
@@ -537,5 +556,5 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
 
 
 __all__ = ["Example", "SFTRecipe", "StepStats", "TrainHistory", "backward_step", "collate", "collate_packed",
-           "examples_from_traces", "latest_checkpoint", "sweep_checkpoint_temps", "linear_warmup_schedule", "make_batch", "pack_rows",
+           "examples_from_text", "examples_from_traces", "latest_checkpoint", "sweep_checkpoint_temps", "linear_warmup_schedule", "make_batch", "pack_rows",
            "per_sample_losses", "plan_step", "save_checkpoint", "token_losses", "train_sft"]

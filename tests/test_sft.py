@@ -292,3 +292,31 @@ def test_bad_training_input_is_one_clear_error():
     with pytest.raises(ValueError, match="loss normalization"):
         train_sft(_model(), _examples(), CFG, pad_id=0, progress=False,
                   recipe=replace(SFTRecipe(), loss_norm="global"))
+
+
+# ----------------------------------------------------------------------------- the §2 ablations' trainer needs
+def test_rank_token_skew_is_recorded_per_step_for_simulated_ranks():
+    """By-length shards put the short samples on rank 0 and the long ones on the last rank: the recorded
+    largest-over-smallest supervised tokens per rank is the ratio of the two shards' supervised tokens."""
+    ex = _examples(lengths=(6, 6, 6, 6, 30, 30, 30, 30))
+    cfg = replace(CFG, steps=2, batch_size=8)
+    hist = train_sft(_model(), ex, cfg, pad_id=0, progress=False,
+                     recipe=SFTRecipe(packing=False, ranks=2, shard="by_length", loss_norm="rank_token"))
+    short, long_ = sum(sum(e.loss_mask) for e in ex[:4]), sum(sum(e.loss_mask) for e in ex[4:])
+    assert hist.rank_tokens_max_over_min == pytest.approx([long_ / short] * 2)
+    one = train_sft(_model(), ex, cfg, pad_id=0, progress=False, recipe=SFTRecipe(packing=False))
+    assert one.rank_tokens_max_over_min == []  # one rank: no ratio
+
+
+def test_text_examples_put_the_loss_on_every_token_and_end_with_eos():
+    from falcon_h1r.sft import examples_from_text
+
+    class Tok:
+        eos_id = 1
+
+        def encode(self, text):
+            return [2 + ord(c) % 50 for c in text]
+
+    ex = examples_from_text(["ab\ncd", "xyz" * 10], Tok(), max_seq_len=12)
+    assert ex[0].input_ids[-1] == 1 and ex[0].loss_mask == [1] * 6
+    assert len(ex[1].input_ids) == 12 and ex[1].input_ids[-1] != 1  # right-trimmed like traces

@@ -1,93 +1,310 @@
-"""The §2 SFT ablations (section 02): the ``sft_ablations:`` block, the recipe grids and their shared reference
-arm, the resumable work file and its worker shards, and the statistics read beside the paper (paired
-differences, finding status)."""
+"""The §2 SFT ablations (section 02): the ``sft_ablations:`` block, the recipe grids and their shared reference arm,
+the ablation teacher's error model and the pools (cache keys, rollout prefixes, the incorrect-trace exception), the
+resumable work file and its worker shards, and the statistics of every axis (the summary keys the claims read)."""
 
-import math
+import random
+import statistics
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
+from falcon_h1r import claims
 from falcon_h1r.config import RecipeError, load_preset
-from falcon_h1r.sections.paired import PairedDifference, mean_ci95, paired_difference, paired_rows
-from falcon_h1r.sections.sft_ablations import GRIDS, append_row, grid_runs, load_ablations, load_grid, load_rows
-from falcon_h1r.sections.sft_findings import finding_status
+from falcon_h1r.curation import CurationRecipe, grade, trace_response
+from falcon_h1r.sections import sft_ablation_data as D
+from falcon_h1r.sections.sft_ablation_recipes import (GRIDS, PAPER_SFT_LR, SFTAblations, grid_runs, load_ablations,
+                                                      load_grid, load_grids, reference_arm)
+from falcon_h1r.sections.sft_ablations import append_row, load_rows
+from falcon_h1r.sections.sft_findings import (ablation_summary, axis_estimates, curves, findings_table, rank_skew)
+from falcon_h1r.stats import paired_difference
+from falcon_h1r.tasks import generate_split
 
 
-def test_presets_parse_their_sft_ablations_block_and_bad_grids_are_named():
+# ============================================================================== the block and the grids
+def test_presets_parse_their_sft_ablations_block_and_bad_values_are_named():
     for name in ("tiny", "small", "paper"):
         load_ablations(load_preset(name))
     assert load_ablations(load_preset("paper")).grids == []
-    with pytest.raises(RecipeError, match="grids are"):
-        load_ablations(load_preset("tiny", {"sft_ablations.grids": ["lr"]}))
-    with pytest.raises(RecipeError, match="sft_ablations.stepz"):
-        load_ablations(load_preset("tiny", {"sft_ablations.stepz": 3}))
-    with pytest.raises(RecipeError, match="teacher_wrong_rate"):
-        load_ablations(load_preset("tiny", {"sft_ablations.teacher_wrong_rate": [0.1]}))
+    bad = {"sft_ablations.grids": ["lr"], "sft_ablations.stepz": 3, "sft_ablations.teacher_slip_by_level": [0.1],
+           "sft_ablations.hard_levels": [1], "sft_ablations.levels": [11], "sft_ablations.seeds": [0, 0],
+           "sft_ablations.grid_seeds": {"lr": [0]}, "sft_ablations.eval_samples": 0}
+    match = {"sft_ablations.grids": "grids are", "sft_ablations.stepz": "sft_ablations.stepz",
+             "sft_ablations.teacher_slip_by_level": "10 rates", "sft_ablations.hard_levels": "overlap",
+             "sft_ablations.levels": "levels from 1 to 10", "sft_ablations.seeds": "no repeats",
+             "sft_ablations.grid_seeds": "not accepted", "sft_ablations.eval_samples": ">= 1"}
+    for key, value in bad.items():
+        with pytest.raises(RecipeError, match=match[key]):
+            load_ablations(load_preset("tiny", {key: value}))
 
 
-def test_every_grid_loads_with_its_comparison_and_grids_share_the_reference_arm():
-    keys = {}
-    for g in GRIDS:
-        for preset in ("tiny", "small"):
-            grid = load_grid(g, preset)
-            assert len(grid.compare) == 2 and len(grid.arms) >= 2
-            keys.setdefault(preset, []).append({a.key() for a in grid.arms})
-    ref = load_grid("rollouts", "tiny").arms[0].key()  # n=4 is the reference arm
-    assert sum(ref in k for k in keys["tiny"]) == 6  # all but the normalization grid reuse it
-    assert len(load_grid("learning_rate", "paper").arms) > len(load_grid("learning_rate", "small").arms)
+def test_every_grid_loads_and_grids_share_the_reference_arm():
+    for preset in ("tiny", "small"):
+        for rate in (PAPER_SFT_LR, 1.28e-4):
+            grids = load_grids(load_preset(preset), rate)
+            assert [g.name for g in grids] == list(GRIDS)
+            ref = reference_arm(lr_paper=rate).key()
+            assert {g.reference_key for g in grids if g.name != "learning_rate"} == {ref}
+            shared = [g.name for g in grids if any(a.key() == ref for a in g.arms)]
+            assert shared == ["learning_rate", "rollouts", "incorrect", "teachers", "weighting", "mixture"]
+        assert [g.name for g in load_grids(load_preset(preset))] == ["learning_rate"]  # the rate is not known yet
+    assert reference_arm().lr_paper == PAPER_SFT_LR
+    assert [g.name for g in load_grids(load_preset("tiny", {"sft_ablations.reference_lr_paper": 2.56e-4}))] == \
+        list(GRIDS)
     with pytest.raises(RecipeError, match="unknown SFT grid"):
         load_grid("lr")
+    with pytest.raises(RecipeError, match="learning_rate grid"):
+        load_ablations(load_preset("tiny", {"sft_ablations.grids": ["rollouts"]}))
 
 
-def test_paired_difference_and_status():
-    a = [{"seed": s, "outcomes": [1, 1, 0, 1], "outcome_levels": [1, 2, 3, 3], "outcome_domains": ["m"] * 4}
-         for s in (0, 1)]
-    b = [{"seed": s, "outcomes": [1, 0, 0, 0], "outcome_levels": [1, 2, 3, 3], "outcome_domains": ["m"] * 4}
-         for s in (0, 1)]
-    d = paired_rows(a, b)
-    assert d.diff == pytest.approx(0.5) and d.n == 8
-    assert paired_rows(a, b, level=3).diff == pytest.approx(0.5)
-    assert finding_status(0.2, 0.1, +1)[0] == "reproduced"
-    assert finding_status(0.05, 0.1, +1)[0] == "partly"
-    assert finding_status(-0.05, 0.1, +1)[0] == "not"
-    assert finding_status(0.0, 0.0, +1) == ("not", "no difference at all between the arms")
-    assert finding_status(0.0, 0.02, +1)[1].startswith("zero mean difference")
+def test_the_learning_rate_grid_runs_first_and_its_best_arm_sets_the_reference_rate(tmp_path, monkeypatch):
+    """Two workers (threads here) split the runs; the second phase starts only when every learning-rate run is
+    in the work file, and every later arm trains at the best rate; no run is computed twice."""
+    import threading
+    from types import SimpleNamespace
+
+    from falcon_h1r.sections import sft_ablations as A
+
+    preset = load_preset("tiny")
+    acc = {1.28e-4: 0.1, 1.024e-3: 0.3}
+    calls = []
+
+    def fake_run_arm(ctx, arm, seed):
+        calls.append((arm.key(), seed))
+        return {"arm": arm.name, "arm_key": arm.key(), "seed": seed, "run_key": "r", "lr_paper": arm.lr_paper,
+                "acc": acc.get(arm.lr_paper, 0.2) + seed / 100}
+
+    monkeypatch.setattr(A, "run_arm", fake_run_arm)
+    ctx = SimpleNamespace(preset=preset, work_dir=tmp_path, run_key="r")
+    out = {}
+    workers = [threading.Thread(target=lambda i=i: out.__setitem__(i, A.run_all(ctx, progress=False, shard=(i, 2),
+                                                                               poll_s=0.05))) for i in (0, 1)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    grids, rows = out[0]
+    assert [g.name for g in grids] == list(GRIDS) and len(calls) == len(set(calls)) == len(grid_runs(grids))
+    lr_keys = {a.key() for a in grids[0].arms}
+    first_other = next(i for i, c in enumerate(calls) if c[0] not in lr_keys)
+    assert all(c[0] in lr_keys for c in calls[:first_other]) and len(calls[:first_other]) == len(grid_runs(grids[:1]))
+    assert {r["lr_paper"] for r in rows if r["grid"] != "learning_rate" and r["grid"] != "normalization"} == {1.024e-3}
+    assert A.best_lr_paper(grids[0], {}) is None
 
 
-def test_paired_rows_pairs_by_seed_and_names_what_is_missing():
-    a = [{"seed": 0, "entropy": 1.0}, {"seed": 1, "entropy": 2.0}, {"seed": 7, "entropy": 9.0}]
-    b = [{"seed": 1, "entropy": 1.5}, {"seed": 0, "entropy": 0.5}]
-    d = paired_rows(a, b, "entropy")  # seed 7 has no partner; the others pair whatever their order
-    assert (d.diff, d.n) == (pytest.approx(0.5), 2) and d.ci95 == pytest.approx(0.0)
-    with pytest.raises(ValueError, match="no seed is shared"):
-        paired_rows(a, [{"seed": 5, "entropy": 0.0}], "entropy")
-    rows = [{"seed": 0, "outcomes": [1], "outcome_levels": [1], "outcome_domains": ["math"]}]
-    with pytest.raises(ValueError, match="no held-out problem at level 3"):
-        paired_rows(rows, rows, level=3)
+def test_small_runs_five_seeds_on_the_lr_and_normalization_ends_and_three_elsewhere():
+    grids = {g.name: g for g in load_grids(load_preset("small"), PAPER_SFT_LR)}
+    lr = grids["learning_rate"]
+    assert [a.lr_paper for a in lr.arms] == [1.28e-4, 2.56e-4, 5.12e-4, 1.024e-3]  # 128e-6 ... the paper's 1024e-6
+    assert lr.seeds["lr 128e-6"] == lr.seeds["lr 1024e-6"] == [0, 1, 2, 3, 4] and lr.seeds["lr 512e-6"] == [0, 1, 2]
+    assert all(len(s) == 5 for s in grids["normalization"].seeds.values())
+    assert all(len(s) == 3 for g in ("rollouts", "teachers", "mixture") for s in grids[g].seeds.values())
+    assert {a.rollouts for a in grids["rollouts"].arms} == {4, 8, 12}
+    assert {a.ranks for a in grids["normalization"].arms} == {4}
 
 
-def test_one_paired_difference_for_problems_and_arms():
-    """The RL section's shape (per-problem rates keyed by id) and the arithmetic both sections share."""
-    after = {"p1": 1.0, "p2": 0.5, "p3": 0.0, "extra": 1.0}
-    before = {"p3": 0.5, "p1": 0.5, "p2": 0.5}
-    d = paired_difference(after, before)
-    assert isinstance(d, PairedDifference) and d.n == 3 and d.diff == pytest.approx(0.0)
-    diff, ci, n = paired_difference(after, before, ["p2", "p1", "missing"])  # unpacks; only shared keys count
-    assert (diff, n) == (pytest.approx(0.25), 2)
-    assert ci == pytest.approx(1.96 * math.sqrt(0.125 / 2))  # sample variance (n - 1), normal approximation
-    assert all(math.isnan(x) for x in paired_difference({"a": 1.0}, {"b": 1.0})[:2])
-    assert mean_ci95([0.3]) == (pytest.approx(0.3), 0.0, 1)
+def test_mup_carries_the_papers_rate_to_our_width():
+    block = SFTAblations()
+    assert block.lr_for(1.024e-3, 256) == pytest.approx(1.024e-3 * 12)  # Falcon-H1-7B width 3072 / 256
+    assert block.lr_for(1.28e-4, 64) == pytest.approx(1.28e-4 * 48)
 
 
 def test_grid_runs_are_distinct_and_shards_partition_them(tmp_path):
     """--workers: the shared reference arm is one run, and the i/n shards cover every run exactly once."""
-    grids = [load_grid(g, "small") for g in GRIDS]
-    runs = grid_runs(grids, [0, 1])
-    assert len(runs) == len(set(runs))
-    n_arms = len({a.key() for g in grids for a in g.arms})
-    assert len(runs) == 2 * n_arms < 2 * sum(len(g.arms) for g in grids)  # the reference arm recurs across grids
+    grids = load_grids(load_preset("small"), PAPER_SFT_LR)
+    runs = grid_runs(grids)
+    assert len(runs) == len(set(runs)) < sum(len(g.runs()) for g in grids)  # the reference arm recurs
     shards = [set(runs[i::3]) for i in range(3)]
     assert set().union(*shards) == set(runs) and sum(map(len, shards)) == len(runs)
     work = tmp_path / "rows.jsonl"
     for k, (key, seed) in enumerate(runs[:3]):
-        append_row(work, {"arm_key": key, "seed": seed, "base_key": "b", "acc": k / 10})
-    assert set(load_rows(work, "b")) == set(runs[:3]) and load_rows(work, "other") == {}
+        append_row(work, {"arm_key": key, "seed": seed, "run_key": "r", "acc": k / 10})
+    assert set(load_rows(work, "r")) == set(runs[:3]) and load_rows(work, "other") == {}
+
+
+# ============================================================================== the teacher and the pools
+def _problems(levels=(1, 6), n=24):
+    return generate_split(["math", "code", "science"], list(levels), n, "sft_ablation", 0)
+
+
+def test_the_ablation_teacher_slips_more_on_harder_levels_and_its_slips_are_wrong():
+    block = SFTAblations(teacher_slip_by_level=[0.05, 0.1, 0.2, 0.35, 0.5, 0.65, 0.7, 0.75, 0.8, 0.85])
+    probs = _problems()
+    pool = D.teacher_pool(probs, "stepwise", 8, block, seed=0)
+    clean = {(r["id"], r["reasoning"]) for r in D.teacher_pool(probs, "stepwise", 1, SFTAblations(
+        teacher_slip_by_level=[0.0] * 10), seed=0)}
+    slipped = [r for r in pool if (r["id"], r["reasoning"]) not in clean]
+    verdicts = grade(slipped, [trace_response(r) for r in slipped], code_workers=2)
+    assert slipped and not any(v.correct for v in verdicts)  # every slip ends in a wrong answer
+    rate = {lv: statistics.fmean((r["id"], r["reasoning"]) not in clean for r in pool if r["difficulty"] == lv)
+            for lv in (1, 6)}
+    assert rate[1] < 0.15 < 0.4 < rate[6]
+
+
+def test_a_problems_first_n_rollouts_do_not_depend_on_how_many_are_drawn():
+    block, probs = SFTAblations(), _problems(n=6)
+    twelve = D.teacher_pool(probs, "mixed", 12, block, seed=0)
+    four = D.teacher_pool(probs, "mixed", 4, block, seed=0)
+    assert [(r["id"], r["final"], r["style"]) for r in twelve if r["rollout"] < 4] == \
+        [(r["id"], r["final"], r["style"]) for r in four]
+    assert {r["style"] for r in twelve} == {"stepwise", "terse"}
+
+
+def test_the_pool_key_holds_every_field_that_shapes_the_pool():
+    preset, block, crec = load_preset("tiny"), SFTAblations(), CurationRecipe()
+    kw = dict(teacher="stepwise", incorrect=False, rollouts=12, held_out=["q"])
+    base = D.pool_key(preset, block, crec, **kw)
+    changed = [D.pool_key(preset, replace(block, problems_per_domain=7), crec, **kw),
+               D.pool_key(preset, replace(block, teacher_slip_by_level=[0.5] * 10), crec, **kw),
+               D.pool_key(preset, replace(block, levels=[1]), crec, **kw),
+               D.pool_key(preset, block, replace(crec, hard_pass_rate_max=0.1), **kw),
+               D.pool_key(load_preset("tiny", {"seed": 3}), block, crec, **kw),
+               D.pool_key(preset, block, crec, **{**kw, "incorrect": True}),
+               D.pool_key(preset, block, crec, **{**kw, "held_out": ["other"]})]
+    assert base not in changed and len(set(changed)) == len(changed)
+    assert D.pool_key(preset, replace(block, steps=1, seeds=[5]), crec, **kw) == base  # training sizes do not
+
+
+def test_incorrect_traces_are_kept_only_for_hard_problems_and_expand_to_their_rollouts():
+    from falcon_h1r.tokenizer import train_tokenizer
+
+    block = SFTAblations(teacher_slip_by_level=[0.05, 0.1, 0.2, 0.35, 0.5, 0.65, 0.7, 0.75, 0.8, 0.85])
+    probs = [p for p in _problems(n=12) if p["domain"] != "code"]  # no sandbox needed
+    pool = D.teacher_pool(probs, "stepwise", 12, block, seed=0)
+    tok = train_tokenizer([r["question"] + r["reasoning"] + r["final"] for r in pool[:200]], 300)
+    crec = CurationRecipe(max_trace_tokens=4096)
+    rates = D.problem_pass_rates(pool, crec)
+    assert statistics.fmean(v for p, v in rates.items() if p in {q["id"] for q in probs if q["difficulty"] == 6}) < \
+        statistics.fmean(v for p, v in rates.items() if p in {q["id"] for q in probs if q["difficulty"] == 1})
+    kept = D.curate_pool(pool, tok, crec, incorrect=True, pass_rates=rates, eval_questions=[], levels=[1, 6])
+    correct = D.curate_pool(pool, tok, crec, incorrect=False, pass_rates=rates, eval_questions=[], levels=[1, 6])
+    wrong = [r for r in D.pool_records(kept, 12) if not r["correct"]]
+    assert wrong and all(rates[r["id"]] <= crec.hard_pass_rate_max for r in wrong)
+    assert all(r["correct"] for r in D.pool_records(correct, 12))
+    four = D.pool_records(correct, 4)
+    assert {r["rollout"] for r in four} <= {0, 1, 2, 3} and len(four) == sum(
+        1 for _, r, i in correct["rollouts"] if i >= 0 and r < 4)
+    # each rollout of a problem is one record, identical correct rollouts included
+    assert len(D.pool_records(correct, 12)) == sum(round(rates[p["id"]] * 12) for p in probs)
+
+
+# ============================================================================== statistics of every axis
+def _row(grid, arm, seed, outcomes, levels, domains, **extra):
+    return {"grid": grid, "arm": arm, "arm_key": extra.pop("arm_key", f"{grid}/{arm}"), "seed": seed,
+            "outcomes": list(outcomes), "outcome_ids": [f"p{i}" for i in range(len(outcomes))],
+            "outcome_levels": list(levels), "outcome_domains": list(domains), "entropy": extra.pop("entropy", 0.5),
+            "lr": 0.01, "data_kept": 100, "data_epochs": 1.0, "train_tokens": 1000, "data_kept_incorrect": 0,
+            "data_distinct_correct_traces": 50, **extra,
+            **{f"acc_{d}": float(np.mean([o for o, dd in zip(outcomes, domains) if dd == d])) for d in set(domains)}}
+
+
+def _fake_rows(seeds=(0, 1, 2, 3, 4), n=60, seed=0):
+    """Rows for every arm of the tiny grids with known effects: arm accuracies set per grid below."""
+    rng = random.Random(seed)
+    levels = [1 + (i % 2) for i in range(n)]
+    domains = [("math", "code", "science")[i % 3] for i in range(n)]
+    p = {"lr 128e-6": 0.2, "lr 1024e-6": 0.5, "n=4": 0.5, "n=12": 0.6, "correct only": 0.5,
+         "with incorrect (hard)": 0.5, "single (stepwise)": 0.5, "single (terse)": 0.4, "mixed": 0.3,
+         "weighting on": 0.5, "weighting off": 0.45, "math-heavy": 0.5, "balanced": 0.4, "code-heavy": 0.3,
+         "math only": 0.3, "code only": 0.3, "balanced-norm": 0.6, "per-rank": 0.4}
+    rows, ref, shared = [], reference_arm().key(), {}
+    for g in load_grids(load_preset("tiny"), PAPER_SFT_LR):
+        for a in g.arms:
+            for s in seeds:
+                prob = p["balanced-norm" if (g.name, a.name) == ("normalization", "balanced") else a.name]
+                outs = [int(rng.random() < prob) for _ in range(n)]
+                if a.key() == ref:  # one run, whichever grids show it
+                    outs = shared.setdefault(s, outs)
+                curve = [{"step": st, "acc": prob, "outcomes": [int(rng.random() < (prob if st else 0.0))
+                                                                 for _ in range(n)]} for st in (0, 6, 12)]
+                rows.append(_row(g.name, a.name, s, outs, levels, domains, arm_key=a.key() if a.key() == ref else
+                                 f"{g.name}/{a.name}", lr_paper=a.lr_paper, entropy=1.0 if a.name == "mixed" else 0.6,
+                                 curve=curve if a.curve else [],
+                                 rank_tokens_max_over_min=[4.0, 5.0] if g.name == "normalization" else [],
+                                 data_kept_incorrect=30 if a.incorrect else 0))
+    return rows
+
+
+def test_every_axis_estimate_is_the_protocols_paired_difference_and_names_its_claim_key():
+    rows = _fake_rows()
+    grids = load_grids(load_preset("tiny", {"sft_ablations.grid_seeds": {g: [0, 1, 2, 3, 4] for g in GRIDS}}),
+                       PAPER_SFT_LR)
+    block = SFTAblations(hard_levels=[2], easy_levels=[1])
+    start = {"acc": 0.0, "acc_code": 0.1, "acc_math": 0.0, "outcomes": [0] * 60}
+    est = axis_estimates(rows, grids, block, start)
+
+    def mat(grid, arm, keep=None):
+        rs = sorted((r for r in rows if r["grid"] == grid and r["arm"] == arm), key=lambda r: r["seed"])
+        return np.array([[o for o, lv in zip(r["outcomes"], r["outcome_levels"]) if keep is None or keep(lv)]
+                         for r in rs], dtype=float)
+
+    assert est["larger_minus_smaller_lr_acc"].mean == pytest.approx(
+        paired_difference(mat("learning_rate", "lr 1024e-6"), mat("learning_rate", "lr 128e-6")).mean)
+    assert est["larger_minus_smaller_lr_acc"].mean > 0.15 and est["larger_minus_smaller_lr_acc"].excludes_zero()
+    hard = est["with_minus_without_incorrect_acc_hard"]
+    assert hard.n_problems == 30 and hard.mean == pytest.approx(
+        (mat("incorrect", "with incorrect (hard)", lambda lv: lv == 2)
+         - mat("incorrect", "correct only", lambda lv: lv == 2)).mean())
+    singles = (mat("teachers", "single (stepwise)") + mat("teachers", "single (terse)")) / 2
+    assert est["single_minus_multi_teacher_acc"].mean == pytest.approx((singles - mat("teachers", "mixed")).mean())
+    assert est["multi_minus_single_teacher_entropy"].mean == pytest.approx(0.4)
+    assert est["multi_minus_single_teacher_entropy"].n_problems is None  # one entropy per seed
+    to_code = [r["acc_code"] - 0.1 for r in rows if r["arm"] == "math only"]
+    to_math = [r["acc_math"] - 0.0 for r in rows if r["arm"] == "code only"]
+    assert est["math_to_code_minus_code_to_math_transfer"].mean == pytest.approx(np.mean(to_code) - np.mean(to_math))
+    gain = est["n12_minus_n4_gain_hard_minus_easy"]
+    d = mat("rollouts", "n=12") - mat("rollouts", "n=4")
+    lv = np.array(rows[0]["outcome_levels"])
+    assert gain.mean == pytest.approx((d[:, lv == 2].mean(1) - d[:, lv == 1].mean(1)).mean())
+    curve = est["balanced_minus_per_rank_curve_acc"]
+    assert curve.n_problems == 120 and curve.mean > 0.1  # two steps after the start x 60 problems
+    assert est["ablation_reference_acc"].mean == pytest.approx(mat("rollouts", "n=4").mean())
+
+
+def test_the_summary_holds_every_key_the_02_claims_read_and_the_protocols_companions():
+    rows = _fake_rows(seeds=(0, 1, 2))
+    preset = load_preset("tiny", {"sft_ablations.seeds": [0, 1, 2]})
+    grids, block = load_grids(preset, PAPER_SFT_LR), load_ablations(preset)
+    start = {"acc": 0.0, "acc_code": 0.0, "acc_math": 0.0, "outcomes": [0] * 60}
+    summary, est = ablation_summary(rows, grids, block, start, "qa_pretrain: test")
+    needed = set()
+    for c in claims.load_claims():
+        if c.section == "02_sft" and c.topic == "sft" and "liger" not in c.id:
+            for keys in c.needed_keys().values():
+                needed |= keys
+    assert needed - set(summary) == set()
+    for k in est:
+        assert {f"{k}_ci95", f"{k}_informative", f"{k}_n_seeds"} <= set(summary)
+    assert summary["ablation_seeds"] == 3 and summary["ablation_start"] == "qa_pretrain: test"
+    assert summary["ablation_reference_lr_paper"] == PAPER_SFT_LR
+    assert summary["dp_tokens_per_rank_max_over_min"] == pytest.approx(4.5)  # the median step of [4, 5, 4, 5, ...]
+    assert summary["rollouts_distinct_correct_traces_n12_over_n4"] == pytest.approx(1.0)
+    assert summary["ablation_incorrect_traces_kept"] == 30
+    # the scoreboard reads them: the mechanism precondition fails (no new traces), the rest has a status
+    rows_ = claims.evaluate(claims.load_claims(), {"02_sft": summary})
+    by = {r["id"]: r for r in rows_}
+    assert by["sft_more_rollouts_better"]["status"] == "not_testable"
+    assert by["sft_larger_lr_better"]["status"] in ("reproduced", "partly")
+    beside = findings_table(__import__("pandas").DataFrame(rows_), grids)
+    assert set(beside["axis"]) == set(GRIDS) and beside["status"].notna().all()
+
+
+def test_curves_and_rank_skew():
+    rows = _fake_rows(seeds=(0, 1, 2))
+    c = curves(rows)
+    assert list(c[c.arm == "balanced"]["step"]) == [0, 6, 12]
+    diff = c[c.arm == "balanced minus per-rank"]
+    assert list(diff["step"]) == [6, 12] and (diff["acc_low"] <= diff["acc"]).all()
+    assert rank_skew(rows) == {"mean": 4.5, "p10": 4.0, "median": 4.5, "steps": 12}
+    assert rank_skew([r for r in rows if r["grid"] != "normalization"]) is None
+
+
+def test_the_cli_names_bad_input_and_exits_2(capsys):
+    from falcon_h1r.sections.sft_ablations import main
+
+    assert main(["--preset", "tiny", "--override", "sft_ablations.steps=0"]) == 2
+    assert "sft_ablations.steps: must be >= 1" in capsys.readouterr().err
+    for argv in (["--shard", "3/2"], ["--workers", "0"], ["--override", "steps"]):
+        with pytest.raises(SystemExit) as e:
+            main(["--preset", "tiny", *argv])
+        assert e.value.code == 2

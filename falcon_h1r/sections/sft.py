@@ -10,8 +10,10 @@ renders from the committed records.
 - :func:`trainer_checks`: the trainer's two guarantees measured on the base model (packing without
   cross-contamination: ``falcon_h1r.sft.per_sample_losses``; balanced DP normalization:
   ``falcon_h1r.distributed.shard_indices``);
-- :func:`ablations` and :func:`ablation_tables`: the §2 grids (:mod:`~falcon_h1r.sections.sft_ablations`) and their
-  statistics beside the paper (:mod:`~falcon_h1r.sections.sft_findings`);
+- :func:`ablations`, :func:`ablation_tables`, :func:`axis_findings` and :func:`curves`: the §2 grids from their common
+  start (:mod:`~falcon_h1r.sections.sft_ablations`, :mod:`~falcon_h1r.sections.sft_ablation_data`), their statistics
+  (:mod:`~falcon_h1r.sections.sft_findings`, through :mod:`falcon_h1r.stats`) and the claims scoreboard's
+  statuses beside the paper's findings;
 - :func:`gpu_record`: the committed GPU records of ``bench/train_throughput.py`` and ``scripts/sft_ddp.py``.
 """
 
@@ -23,15 +25,19 @@ from typing import Any
 
 import pandas as pd
 
-from falcon_h1r.config import Preset, load_preset
+from falcon_h1r.config import Preset
 from falcon_h1r.distributed import shard_indices
 from falcon_h1r.evaluation import wilson_interval
 from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json
-from falcon_h1r.sections.common import BaseModel, get_base_models, model_device, run_mode
-from falcon_h1r.sections.sft_ablations import Grid, SFTAblations, ablation_setup, load_ablations, load_grid, run_grid
-from falcon_h1r.sections.sft_findings import ablation_report, normalization_curves
+from falcon_h1r.sections.common import BaseModel, get_base_models, model_device
+from falcon_h1r.sections.common import open_section as common_open_section
+from falcon_h1r.sections.sft_ablation_data import describe_start
+from falcon_h1r.sections.sft_ablations import (Grid, SFTAblations, ablation_setup, load_ablations, prepare,
+                                               resolve_grids, run_all)
+from falcon_h1r.sections.sft_findings import ablation_summary, arm_table, findings_table
+from falcon_h1r.sections.sft_findings import curves as normalization_curves
 from falcon_h1r.sft import SFTRecipe, collate_packed, examples_from_traces, per_sample_losses
-from falcon_h1r.stats import arm_mean
+from falcon_h1r.stats import Estimate, arm_mean
 from falcon_h1r.tasks import teacher_records
 
 SECTION = "02_sft"
@@ -55,11 +61,10 @@ class Section:
 
 
 def open_section(preset: str, overrides: dict[str, Any] | None = None) -> Section:
-    cfg = load_preset(preset, overrides)
-    mode = run_mode(cfg)
-    writer = SectionWriter(preset, SECTION, params=cfg.to_dict(), seed=cfg.seed,
-                           mode="computed" if mode == "compute" else "rendered")
-    return Section(cfg, load_recipe(cfg), load_ablations(cfg), mode, writer)
+    """Check the notebook's parameters and every block of the preset (``sections.common.open_section``), then
+    read this section's two blocks."""
+    run = common_open_section(preset, SECTION, overrides)
+    return Section(run.cfg, load_recipe(run.cfg), load_ablations(run.cfg), run.mode, run.writer)
 
 
 # ============================================================================== the base model
@@ -217,58 +222,73 @@ def trainer_checks(sec: Section, base: BaseModel | None) -> dict[str, Any] | Non
 class Ablations:
     grids: list[Grid]  # the grids shown (empty when none ran at this preset)
     rows: list[dict[str, Any]]  # one per (grid, arm, seed)
-    base_eval: dict[str, Any] | None  # the base model on the ablations' held-out set (step 0 of the curves)
+    start: dict[str, Any] | None  # the common start: how it was trained, and its held-out evaluation ("eval")
     note: str | None = None  # why nothing is shown, when nothing is
 
 
-def ablations(sec: Section, base: BaseModel | None) -> Ablations:
-    """Run every grid of ``sft_ablations.grids`` (compute; rows kept in ``_work/`` so a run resumes) or read the
-    committed ``ablation_rows.jsonl`` (render)."""
+def ablations(sec: Section) -> Ablations:
+    """Run every grid of ``sft_ablations.grids`` from the common start (compute: the learning_rate grid first when
+    its best arm sets the reference rate; rows kept in ``_work/`` so a run resumes) or read the committed
+    ``ablation_rows.jsonl`` and ``ablation_start.json`` (render)."""
     preset, writer = sec.cfg.name, sec.writer
-    grids = [load_grid(g, preset) for g in sec.ablations.grids]
-    if not grids:
+    if not sec.ablations.grids:
         return Ablations([], [], None, f"No ablation grid runs at the {preset} preset (`sft_ablations.grids` is "
                                        "empty).")
     if sec.mode == "compute":
-        grids, ctx = ablation_setup(sec.cfg, base, writer.dir / "_work")
-        base_eval = ctx.base_eval()
-        rows = [row for g in grids for row in run_grid(ctx, g)]
+        ctx = ablation_setup(sec.cfg, writer.dir / "_work")
+        prepare(ctx)
+        grids, rows = run_all(ctx)
+        start = {**{k: v for k, v in ctx.start_info.items() if k != "recipe"}, "eval": ctx.start_eval()}
         writer.records("ablation_rows", rows)
-        writer.json("ablation_base_eval", {k: v for k, v in base_eval.items() if not k.startswith("outcome")})
-        return Ablations(grids, rows, base_eval)
-    if (writer.dir / "ablation_rows.jsonl").exists():
+        writer.json("ablation_start", start)
+        return Ablations(grids, rows, start)
+    if (writer.dir / "ablation_rows.jsonl").exists() and (writer.dir / "ablation_start.json").exists():
         rows = [json.loads(line) for line in (writer.dir / "ablation_rows.jsonl").read_text().splitlines()]
-        return Ablations(grids, rows, read_json(writer.dir / "ablation_base_eval.json"))
+        grids, _ = resolve_grids(sec.cfg, {(r["arm_key"], int(r["seed"])): r for r in rows})
+        return Ablations(grids, rows, read_json(writer.dir / "ablation_start.json"))
     return Ablations([], [], None, f"The ablation grid has not been run at the {preset} preset yet (no committed "
-                                   f"`ablation_rows.jsonl`): `python -m falcon_h1r.sections.sft_ablations --preset "
-                                   f"{preset}` on a GPU computes it.")
+                                   f"`ablation_rows.jsonl` from the common start): `python -m "
+                                   f"falcon_h1r.sections.sft_ablations --preset {preset}` on a GPU computes it.")
 
 
 @dataclass
 class AblationTables:
-    report: dict[str, Any]  # sft_findings.ablation_report: arms, findings beside the paper, summary figures
-    arms: pd.DataFrame  # one row per (grid, arm): accuracy over seeds with its interval, entropy, lr
+    arms: pd.DataFrame  # one row per (grid, arm): accuracy over seeds and problems with its interval, entropy, lr
+    summary: dict[str, Any]  # the summary.json keys (every axis' estimate, seeds, start, DP token skew)
+    estimates: dict[str, Estimate]  # the axis estimates behind the summary
     n_heldout: int  # held-out problems each arm is evaluated on
 
 
 def ablation_tables(sec: Section, abl: Ablations) -> AblationTables:
-    """The per-arm table and each grid's result beside the paper's finding (``sft_findings.ablation_report``)."""
-    r = sec.ablations
-    n_heldout = len(abl.rows[0]["outcomes"])
-    report = ablation_report(abl.rows, abl.grids, ablation_lr=r.lr,
-                             context=f"{sec.cfg.name} preset: {r.steps}-step fine-tunes of the base model, "
-                                     f"{len(r.seeds)} seeds x {n_heldout} held-out problems")
-    return AblationTables(report, pd.DataFrame(report["arms"]), n_heldout)
+    """Per-arm table and every axis' estimate (``sft_findings``), with the summary keys the 02_sft claims read."""
+    summary, est = ablation_summary(abl.rows, abl.grids, sec.ablations, abl.start["eval"],
+                                    describe_start(abl.start))
+    return AblationTables(arm_table(abl.rows, abl.grids), summary, est, len(abl.start["eval"]["outcomes"]))
+
+
+def claim_rows(sec: Section) -> pd.DataFrame:
+    """This section's claims with the statuses ``falcon_h1r.claims`` computes from the summary this run has just
+    written (read from the section's own folder, which is a staging copy under ``falcon-h1r reproduce``), the
+    other sections' summaries as the scoreboard reads them."""
+    from falcon_h1r import claims as claims_lib
+    from falcon_h1r.sections.scoreboard import SECTION_COLUMNS, load_summaries
+
+    summaries = load_summaries(sec.cfg.name)
+    path = sec.writer.dir / "summary.json"
+    summaries[SECTION] = read_json(path) if path.exists() else {}
+    rows = [r for r in claims_lib.evaluate(claims_lib.load_claims(), summaries) if r["section"] == SECTION]
+    return pd.DataFrame([{c: r[c] for c in SECTION_COLUMNS} for r in rows], columns=list(SECTION_COLUMNS))
+
+
+def axis_findings(sec: Section, abl: Ablations) -> pd.DataFrame:
+    """Per axis, the paper's finding beside each of its claims with our value, interval and the status the claims
+    scoreboard's rules compute from the summary just written (:func:`claim_rows`)."""
+    return findings_table(claim_rows(sec), abl.grids)
 
 
 def curves(abl: Ablations) -> pd.DataFrame:
-    """Held-out accuracy over fine-tuning steps of each normalization arm and seed (``sft_findings``)."""
-    return pd.DataFrame(normalization_curves(abl.rows, abl.base_eval["acc"]))
-
-
-def mixture_transfer(arms: pd.DataFrame, domains: list[str]) -> pd.DataFrame:
-    """Held-out accuracy by domain for each arm of the mixture grid (indexed by arm)."""
-    return arms[arms.grid == "mixture"][["arm"] + [f"acc_{d}" for d in domains]].set_index("arm")
+    """The Fig. 4 analog (``sft_findings.curves``): both normalization arms over steps, and their difference."""
+    return normalization_curves(abl.rows)
 
 
 # ============================================================================== committed GPU records
@@ -282,5 +302,5 @@ def gpu_record(name: str) -> dict[str, Any] | None:
 
 
 __all__ = ["AblationTables", "Ablations", "BaseAccuracy", "GPU_RECORDS_DIR", "SECTION", "Section", "ablation_tables",
-           "ablations", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary", "base_training", "curves", "gpu_record", "load_recipe",
-           "mixture_transfer", "open_section", "trainer_checks"]
+           "ablations", "axis_findings", "claim_rows", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
+           "base_training", "curves", "gpu_record", "load_recipe", "open_section", "trainer_checks"]

@@ -1,85 +1,55 @@
-"""Section 02's §2 ablations: each recipe grid in ``recipes/sft/*.yaml`` fine-tunes the preset's SFT base model
-once per arm and seed with the library's trainer (``falcon_h1r.sft.train_sft``) on traces curated by the
-library's curation (``falcon_h1r.curation.curate_sft_records``), then evaluates it on held-out problems
-(``falcon_h1r.evaluation.evaluate_outcomes``). Rows are appended to a JSONL work file as they finish, so an
+"""Section 02's §2 ablation runs: every arm of every grid (:mod:`~falcon_h1r.sections.sft_ablation_recipes`)
+fine-tunes the common start (:mod:`~falcon_h1r.sections.sft_ablation_data`) for the same number of steps with the
+library's trainer (``falcon_h1r.sft.train_sft``) on its curated traces, then is evaluated on the same held-out
+problems at the paper's sampling settings (``falcon_h1r.evaluation.evaluate_outcomes``; T and top-p from the
+preset's ``generation`` block, paper §4.1). Unless ``sft_ablations.reference_lr_paper`` fixes the reference
+arm's rate, the learning-rate grid runs first and its best arm sets the rate every other grid varies around (the
+paper searched its rate first, then fixed it). Rows are appended to a JSONL work file as they finish, so an
 interrupted sweep resumes where it stopped; ``python -m falcon_h1r.sections.sft_ablations`` computes them in
-resumable chunks (several workers may share one device).
+resumable chunks (``--workers N`` processes may share one GPU; ``--probe`` times one reference arm first).
 
-How large the ablations are at a preset is the ``sft_ablations:`` block (:class:`SFTAblations`); how the
-trainer runs is the ``sft:`` block (``falcon_h1r.sft.SFTRecipe``). The statistics and the report beside the
-paper are :mod:`falcon_h1r.sections.sft_findings`.
+Sizing the small grid for one H200 (``--probe`` measures what this estimates): 56 distinct runs (16 of the
+learning-rate grid, then 40). A run trains 100 x 32 samples (~1.3M tokens; the committed H100 records of this
+model trained ~63K tokens/s per worker with two workers on one GPU: ~20 s) and evaluates 270 held-out problems
+(at most 1,152 decode steps with the CUDA-graph engine, ~5 s; 90 code programs through the sandbox, ~5 s of CPU;
+the entropy pass): ~30 s; a normalization run adds 4 curve evaluations, ~55 s. About 1,900 worker-seconds; four
+workers fill the GPU's idle time about 2.5x, so ~13 minutes, plus the first Triton compile (~1 min), the common
+start (~0.5 min) and the pools (CPU, ~1-1.5 min on 16 cores): ~16-17 GPU-minutes.
+
+The statistics and the report beside the paper are :mod:`falcon_h1r.sections.sft_findings`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
-from falcon_h1r.config import GenerationConfig, Preset, RecipeError, load_preset, load_recipe_grid, parse
-from falcon_h1r.curation import curate_sft_records, mixture_sample
+from falcon_h1r.config import GenerationConfig, Preset, RecipeError, load_preset, to_dict
+from falcon_h1r.curation import mixture_sample
 from falcon_h1r.env import seed_everything
 from falcon_h1r.evaluation import evaluate_outcomes
-from falcon_h1r.inference import greedy
 from falcon_h1r.results import RESULTS_ROOT, section_dir
-from falcon_h1r.sections.common import BaseModel, cached_json, first_per_domain, get_base_model, torch_threads
-from falcon_h1r.sections.curation import load_recipe as curation_recipe
+from falcon_h1r.sections.common import cached_json, get_tokenizer, recipe_hash, task_sets, torch_threads
+from falcon_h1r.sections.sft_ablation_data import (ablation_problems, curate_pool, curation_recipe, get_start,
+                                                   held_out_problems, pool_key, pool_records, problem_pass_rates,
+                                                   start_key, teacher_pool)
+from falcon_h1r.sections.sft_ablation_recipes import (GRIDS, PAPER_SFT_LR, Arm, Grid, SFTAblations, best_lr_paper,
+                                                      grid_runs, load_ablations, load_grid, load_grids, reference_arm)
 from falcon_h1r.sft import SFTRecipe, examples_from_traces, train_sft
-from falcon_h1r.tasks import TeacherNoise, generate_split, teacher_records
+from falcon_h1r.tasks import GENERATOR_VERSION
 from falcon_h1r.tokenizer import ChatTokenizer
 
-GRIDS = ("learning_rate", "rollouts", "incorrect", "teachers", "weighting", "mixture", "normalization")
-
-
-# ============================================================================== the experiment's recipe
-@dataclass
-class SFTAblations:
-    """The ``sft_ablations:`` block: how large the §2 ablations are at a preset. The paper prints no grid
-    sizes (its ablations are full SFT runs, the learning rate searched on a 10 % subset, paper §2); every
-    size here is ours, chosen so the grids fit the preset's machine."""
-
-    grids: list[str] = field(default_factory=lambda: list(GRIDS))  # recipes/sft/<grid>.yaml to run (paper §2 axes)
-    seeds: list[int] = field(default_factory=lambda: [0, 1])  # seeds per arm (intervals pair by seed and problem)
-    steps: int = 30  # fine-tuning steps per arm, from the base model
-    batch_size: int = 16  # samples per step (paper Table 1: 512 for the full SFT)
-    lr: float = 1e-3  # the reference arm's learning rate; the LR grid scales it (paper's best: 1024e-6, µP)
-    problems_per_domain: int = 40  # fresh problems (not the base model's) the arms fine-tune on
-    eval_per_domain: int = 10  # held-out problems per domain each arm is evaluated on (greedy)
-    max_new_tokens: int = 0  # 0: generation.max_new_tokens
-    eval_every: int = 10  # the normalization curve's evaluation interval (paper Fig. 4: over 3,750 steps)
-    # wrong-answer rate of the ablation teacher at difficulty 1, 2, 3 (ours: makes pass rates fall with difficulty)
-    teacher_wrong_rate: list[float] = field(default_factory=lambda: [0.05, 0.2, 0.5])
-    cpu_threads: int = 0  # torch threads for the runs on CPU (0: leave as is); tiny models run best on 1
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "problems_per_domain", "eval_per_domain"):
-            if getattr(self, name) < 1:
-                raise RecipeError(f"sft_ablations.{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("max_new_tokens", "eval_every", "cpu_threads"):
-            if getattr(self, name) < 0:
-                raise RecipeError(f"sft_ablations.{name}: must be >= 0, got {getattr(self, name)}")
-        bad = [g for g in self.grids if g not in GRIDS]
-        if bad:
-            raise RecipeError(f"sft_ablations.grids: {bad[0]!r} not accepted; grids are {', '.join(GRIDS)}")
-        if len(self.teacher_wrong_rate) != 3 or not all(0 <= r <= 1 for r in self.teacher_wrong_rate):
-            raise RecipeError(f"sft_ablations.teacher_wrong_rate: three rates in [0, 1] (difficulty 1, 2, 3), "
-                              f"got {self.teacher_wrong_rate}")
-        if not self.seeds:
-            raise RecipeError("sft_ablations.seeds: at least one seed")
-
-
-def load_ablations(preset: Preset) -> SFTAblations:
-    """The preset's ``sft_ablations:`` block."""
-    return preset.section("sft_ablations", SFTAblations)
+ROW_VERSION = 2  # bump when a row's meaning changes (2: the common start, sampled evaluation)
+REFERENCE_TEACHER = "stepwise"  # whose verified pass rate measures a problem's difficulty
 
 
 def load_trainer(preset: Preset) -> SFTRecipe:
@@ -87,178 +57,154 @@ def load_trainer(preset: Preset) -> SFTRecipe:
     return preset.section("sft", SFTRecipe)
 
 
-# ============================================================================== arms and grids
-@dataclass
-class Arm:
-    """One fine-tuning configuration of an ablation grid (fields not set take the reference values)."""
-
-    name: str = "reference"
-    lr_scale: float = 1.0
-    rollouts: int = 4  # teacher rollouts per problem (paper: n in {4, 8, 12})
-    incorrect: bool = False  # keep wrong traces of the hardest problems (paper §2.1)
-    teacher: Literal["stepwise", "terse", "mixed"] = "stepwise"  # one teacher style, or both mixed
-    weighting: bool = True  # difficulty-aware weights (hard x1.25-1.75, easy x0.5) vs all 1
-    mixture: dict[str, float] = field(default_factory=lambda: {"math": 1.0, "code": 1.0, "science": 1.0})
-    loss_norm: Literal["sequence", "rank_token", "balanced"] = "balanced"
-    ranks: int = 1
-    shard: Literal["contiguous", "by_length", "random"] = "contiguous"
-    curve: bool = False  # evaluate every sft_ablations.eval_every steps (the normalization curve)
-
-    def key(self) -> str:
-        """Identifies the training run (the name is a label only), so grids share identical arms."""
-        d = asdict(self)
-        d.pop("name")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-@dataclass
-class Grid:
-    name: str
-    axis: str  # row of papers/sft_ablation_findings.csv
-    question: str
-    arms: list[Arm]
-    compare: list[str] = field(default_factory=list)  # [arm A, arm B]: the headline difference is A - B
-
-
-def load_grid(name: str, preset_name: str = "tiny") -> Grid:
-    """``recipes/sft/<name>.yaml``: arms over the reference arm (``recipes/sft/reference.yaml``, plus
-    the grid's own ``reference:`` overrides); an arm may list the ``presets`` it runs at."""
-    if name not in GRIDS:
-        raise RecipeError(f"unknown SFT grid {name!r}; grids are {', '.join(GRIDS)}")
-    raw = load_recipe_grid(f"sft/{name}.yaml")
-    unknown = sorted(set(raw) - {"axis", "question", "reference", "arms", "compare"})
-    if unknown:
-        raise RecipeError(f"sft/{name}.yaml: unknown key {unknown[0]!r}; accepted: axis, question, reference, "
-                          "arms, compare")
-    ref = {**load_recipe_grid("sft/reference.yaml"), **raw.get("reference", {})}
-    arms = []
-    for i, a in enumerate(raw.get("arms", [])):
-        a = dict(a)
-        presets = a.pop("presets", None)
-        if presets is not None and preset_name not in presets:
-            continue
-        arms.append(parse(Arm, {**ref, **a}, f"sft/{name}.yaml arms[{i}]"))
-    if not arms:
-        raise RecipeError(f"sft/{name}.yaml: no arm runs at preset {preset_name!r}")
-    names = [a.name for a in arms]
-    for c in raw.get("compare", []):
-        if c not in names:
-            raise RecipeError(f"sft/{name}.yaml: compare names {c!r}, which is not an arm at preset "
-                              f"{preset_name!r} ({', '.join(names)})")
-    return Grid(name, raw.get("axis", name), raw.get("question", ""), arms, list(raw.get("compare", [])))
-
-
-# ============================================================================== the arms' data
-def ablation_problems(preset: Preset, recipe: SFTAblations, test_questions: Sequence[str]) -> list[dict[str, Any]]:
-    """Fresh problems for the ablation fine-tunes (split "sft_ablation"), never a test question."""
-    t = preset.tasks
-    return generate_split(t.domains, t.difficulties, recipe.problems_per_domain, "sft_ablation",
-                          preset.seed, exclude_questions=set(test_questions))
-
-
-def ablation_pool(problems: Sequence[dict[str, Any]], recipe: SFTAblations, teacher: str, rollouts: int,
-                  seed: int) -> list[dict[str, Any]]:
-    """``rollouts`` teacher traces per problem from a teacher whose wrong-answer rate grows with the
-    problem's difficulty (``sft_ablations.teacher_wrong_rate``), so pass rates fall with difficulty."""
-    out = []
-    for level, rate in zip((1, 2, 3), recipe.teacher_wrong_rate):
-        probs = [p for p in problems if p["difficulty"] == level]
-        if probs:
-            out += teacher_records(probs, teacher, seed * 31 + level, rollouts=rollouts,
-                                   noise=TeacherNoise(wrong_answer=rate))
-    return out
-
-
-def curate_arm(pool: Sequence[dict[str, Any]], tokenizer: ChatTokenizer, preset: Preset, arm: Arm,
-               eval_questions: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Filter, verify and weight an arm's pool with ``falcon_h1r.curation`` (incorrect traces of the
-    hardest problems kept when the arm says so; weights set to 1 when weighting is off)."""
-    crec = replace(curation_recipe(preset), keep_incorrect_hard=arm.incorrect)
-    cur = curate_sft_records(pool, tokenizer, crec, eval_questions=eval_questions,
-                             levels=preset.tasks.all_levels())
-    records = cur.records
-    if not arm.weighting:
-        records = [{**r, "weight": 1.0} for r in records]
-    stats = {"pool": len(pool), "kept": len(records), "kept_incorrect": sum(not r.get("correct", True) for r in records),
-             "dropped": dict(cur.dropped_by_rule())}
-    return records, stats
-
-
+# ============================================================================== what every arm shares
 @dataclass
 class AblationContext:
-    """What every arm shares: the base model, tokenizer, problems, held-out set and sizes."""
+    """The common start, tokenizer, problems, held-out sets and sizes every arm shares."""
 
     preset: Preset
     recipe: SFTAblations
     trainer: SFTRecipe
-    base: torch.nn.Module
+    start: torch.nn.Module
+    start_info: dict[str, Any]
     tokenizer: ChatTokenizer
     problems: list[dict[str, Any]]
     heldout: list[dict[str, Any]]
+    curve_heldout: list[dict[str, Any]]
     gen_cfg: GenerationConfig
-    base_key: str
+    start_key: str
+    run_key: str  # what shapes a row (the work file keeps rows of this key only)
     work_dir: Path
     max_rollouts: int = 12
-    _pools: dict[Any, Any] = field(default_factory=dict)
+    pools_needed: list[tuple[str, bool]] = field(default_factory=list)  # (teacher, incorrect) of the grids' arms
+    _cache: dict[Any, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, preset: Preset, base: BaseModel, work_dir: str | Path, max_rollouts: int = 12) -> "AblationContext":
-        recipe = load_ablations(preset)
-        heldout = first_per_domain(base.sets["test"], recipe.eval_per_domain)
-        gen = greedy(replace(preset.generation, max_new_tokens=recipe.max_new_tokens
-                             or preset.generation.max_new_tokens))
-        key = str(base.info.get("recipe_hash", "")) or hashlib.sha256(str(base.path).encode()).hexdigest()[:12]
-        test_q = [p["question"] for p in base.sets["test"]]
-        return cls(preset, recipe, load_trainer(preset), base.model, base.tokenizer,
-                   ablation_problems(preset, recipe, test_q), heldout, gen, key, Path(work_dir), max_rollouts)
+    def build(cls, preset: Preset, work_dir: str | Path, *, root: Path = RESULTS_ROOT, max_rollouts: int = 12,
+              progress: bool = True) -> "AblationContext":
+        recipe, trainer = load_ablations(preset), load_trainer(preset)
+        sets = task_sets(preset)
+        tok = get_tokenizer(preset, sets, root)
+        start, info = get_start(preset, recipe, trainer, tok, sets["train"], root=root, progress=progress)
+        heldout = held_out_problems(sets["test"], preset, recipe, recipe.eval_per_domain)
+        curve = held_out_problems(sets["test"], preset, recipe, recipe.curve_eval_per_domain or recipe.eval_per_domain)
+        levels = {int(p["difficulty"]) for p in heldout}
+        for name in ("hard_levels", "easy_levels"):
+            if not levels & set(getattr(recipe, name)):
+                raise RecipeError(f"sft_ablations.{name}: {getattr(recipe, name)} holds no held-out level of this "
+                                  f"preset ({sorted(levels)})")
+        g = preset.generation
+        gen = replace(g, max_new_tokens=recipe.max_new_tokens or g.max_new_tokens,
+                      batch_size=recipe.eval_batch_size or g.batch_size)
+        exclude = {p["question"] for p in sets["test"]} | {p["question"] for p in sets["train"]}
+        s_key = start_key(preset, recipe, trainer)
+        shaping = {k: v for k, v in to_dict(recipe).items()
+                   if k not in ("grids", "seeds", "grid_seeds", "cpu_threads", "eval_batch_size", "hard_levels",
+                                "easy_levels")}
+        t = preset.train  # the base run's knobs an arm shares (its steps, batch and rate are the block's)
+        run_key = recipe_hash(s_key, shaping, {"warmup_frac": t.warmup_frac, "weight_decay": t.weight_decay,
+                                               "grad_clip": t.grad_clip, "max_seq_len": t.max_seq_len},
+                              preset.model, to_dict(gen) | {"batch_size": 0}, trainer, curation_recipe(preset),
+                              GENERATOR_VERSION, ROW_VERSION)
+        return cls(preset, recipe, trainer, start, info, tok, ablation_problems(preset, recipe, exclude), heldout,
+                   curve, gen, s_key, run_key, Path(work_dir), max_rollouts)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.start.parameters()).device
 
     def threads(self) -> contextlib.AbstractContextManager[None]:
-        """The recipe's torch thread count, when the base model is on the CPU."""
-        return torch_threads(self.recipe.cpu_threads, next(self.base.parameters()).device)
+        """The recipe's torch thread count, when the runs are on the CPU."""
+        return torch_threads(self.recipe.cpu_threads, self.device)
 
-    def base_eval(self) -> dict[str, Any]:
-        """The base model on the held-out set (step 0 of every curve), computed once."""
-        if "base" not in self._pools:
-            with self.threads():
-                self._pools["base"] = evaluate_outcomes(self.base, self.tokenizer, self.heldout, self.gen_cfg, 0)
-        return self._pools["base"]
+    # ---------------------------------------------------------------------------------------- evaluation
+    def evaluate(self, model: torch.nn.Module, problems: Sequence[dict[str, Any]], seed: int) -> dict[str, Any]:
+        """``eval_samples`` sampled responses per problem (``evaluation.evaluate_outcomes``): accuracy overall, by
+        domain and by level, each problem's outcome (its fraction of correct samples, the unit the paired
+        statistics pair on), and the output entropy over the generated tokens."""
+        k = self.recipe.eval_samples
+        t0 = time.time()
+        res = evaluate_outcomes(model, self.tokenizer, [p for p in problems for _ in range(k)], self.gen_cfg, seed)
+        raw = res["outcomes"]
+        outcomes = [sum(raw[i * k:(i + 1) * k]) / k for i in range(len(problems))]
+        out: dict[str, Any] = {"acc": sum(outcomes) / len(outcomes), "entropy": res["entropy"],
+                               "mean_response_tokens": res["mean_response_tokens"], "outcomes": outcomes,
+                               "outcome_ids": [p["id"] for p in problems],
+                               "outcome_levels": [int(p["difficulty"]) for p in problems],
+                               "outcome_domains": [p["domain"] for p in problems]}
+        for key, values in (("domain", out["outcome_domains"]), ("level", out["outcome_levels"])):
+            for v in sorted(set(values)):
+                sel = [o for o, x in zip(outcomes, values) if x == v]
+                out[f"acc_{v}" if key == "domain" else f"acc_level{v}"] = sum(sel) / len(sel)
+        out["eval_wall_s"] = round(time.time() - t0, 3)
+        return out
 
-    def curated_pool(self, arm: Arm) -> list[dict[str, Any]]:
-        """The curated pool of the arm's (teacher, incorrect), cached in the work folder: verifying thousands
-        of code traces costs minutes of CPU, and parallel workers (``--workers``) would each redo it."""
-        path = self.work_dir / f"pool-{arm.teacher}-{'incorrect' if arm.incorrect else 'correct'}-n{self.max_rollouts}" \
-                               f"-{self.base_key}-s{self.preset.seed}.json"
+    def start_eval(self) -> dict[str, Any]:
+        """The common start on the held-out set (every curve's step 0; the transfer axis' reference), computed
+        once and kept in the work folder for every worker."""
+        if "start_eval" not in self._cache:
+            def compute() -> dict[str, Any]:
+                with self.threads():
+                    full = self.evaluate(self.start, self.heldout, 0)
+                    curve = full if self.curve_heldout == self.heldout else self.evaluate(self.start,
+                                                                                         self.curve_heldout, 0)
+                return {**full, "curve": {"step": 0, **curve}}
+            self._cache["start_eval"] = cached_json(self.work_dir / f"start_eval-{self.run_key}.json", compute)
+        return self._cache["start_eval"]
 
-        def compute() -> list[dict[str, Any]]:
-            pool = ablation_pool(self.problems, self.recipe, arm.teacher, self.max_rollouts, self.preset.seed)
-            return curate_arm(pool, self.tokenizer, self.preset, replace(arm, weighting=True),
-                              [p["question"] for p in self.heldout])[0]
+    # ---------------------------------------------------------------------------------------- data
+    def pass_rates(self) -> dict[str, float]:
+        """Each ablation problem's verified pass rate under the reference teacher (cached in the work folder)."""
+        if "pass_rates" not in self._cache:
+            crec = curation_recipe(self.preset)
+            key = pool_key(self.preset, self.recipe, crec, teacher=REFERENCE_TEACHER, incorrect=True,
+                           rollouts=self.max_rollouts, held_out=[])
 
-        return cached_json(path, compute)
+            def compute() -> dict[str, float]:
+                pool = teacher_pool(self.problems, REFERENCE_TEACHER, self.max_rollouts, self.recipe, self.preset.seed)
+                return problem_pass_rates(pool, crec)
+            self._cache["pass_rates"] = cached_json(self.work_dir / f"pass_rates-{key}.json", compute)
+        return self._cache["pass_rates"]
+
+    def pool(self, teacher: str, incorrect: bool) -> dict[str, Any]:
+        """The curated pool of one (teacher, incorrect) at the largest n any grid uses, cached in the work folder
+        under a key of everything that shapes it (parallel workers read it instead of re-verifying)."""
+        if (teacher, incorrect) not in self._cache:
+            crec = curation_recipe(self.preset)
+            questions = [p["question"] for p in self.heldout]
+            key = pool_key(self.preset, self.recipe, crec, teacher=teacher, incorrect=incorrect,
+                           rollouts=self.max_rollouts, held_out=questions)
+
+            def compute() -> dict[str, Any]:
+                pool = teacher_pool(self.problems, teacher, self.max_rollouts, self.recipe, self.preset.seed)
+                return curate_pool(pool, self.tokenizer, crec, incorrect=incorrect, pass_rates=self.pass_rates(),
+                                   eval_questions=questions, levels=self.preset.tasks.all_levels())
+            self._cache[(teacher, incorrect)] = cached_json(
+                self.work_dir / f"pool-{teacher}-{'incorrect' if incorrect else 'correct'}-{key}.json", compute)
+        return self._cache[(teacher, incorrect)]
 
     def records(self, arm: Arm, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The arm's curated training records, drawn to the arm's domain mixture.
-
-        One pool per (teacher, incorrect) is generated at the largest n any grid uses and curated
-        once; an arm with n rollouts keeps each problem's first n of them (the same distribution as
-        drawing n), and weighting off sets every weight to 1.
-        """
-        k = (arm.teacher, arm.incorrect)
-        if k not in self._pools:
-            self._pools[k] = self.curated_pool(arm)
-        records = [r for r in self._pools[k] if r["rollout"] < arm.rollouts]
+        """The arm's training samples: its pool's first ``arm.rollouts`` rollouts per problem (weights set to 1
+        when weighting is off), ``steps x batch_size`` of them drawn to the arm's domain mixture (cycling when
+        the pool is smaller, so every arm trains on the same number of samples)."""
+        records = pool_records(self.pool(arm.teacher, arm.incorrect), arm.rollouts)
         if not arm.weighting:
             records = [{**r, "weight": 1.0} for r in records]
+        mixture = {d: v for d, v in arm.mixture.items() if v > 0}
+        records = [r for r in records if r["domain"] in mixture]
+        n = self.recipe.steps * self.recipe.batch_size
         stats = {"kept": len(records), "kept_incorrect": sum(not r.get("correct", True) for r in records),
                  "problems_covered": len({r["id"] for r in records}),
-                 "pool": len(self.problems) * arm.rollouts}
-        n = self.recipe.steps * self.recipe.batch_size
-        return mixture_sample(records, arm.mixture, min(n, len(records)), seed), stats
+                 "distinct_correct_traces": len({(r["id"], r["reasoning"], r["final"]) for r in records
+                                                 if r.get("correct", True)}),
+                 "hard_problems_covered": len({r["id"] for r in records if r.get("tier") == "hard"}),
+                 "epochs": round(n / max(1, len(records)), 3)}
+        return mixture_sample(records, mixture, n, seed), stats
 
 
 # ============================================================================== one arm, one grid
 def run_arm(ctx: AblationContext, arm: Arm, seed: int) -> dict[str, Any]:
-    """Fine-tune a copy of the base model as ``arm`` says, then evaluate it; one result row."""
+    """Fine-tune a copy of the common start as ``arm`` says, then evaluate it; one result row."""
     with ctx.threads():
         return _run_arm(ctx, arm, seed)
 
@@ -268,43 +214,55 @@ def _run_arm(ctx: AblationContext, arm: Arm, seed: int) -> dict[str, Any]:
     records, stats = ctx.records(arm, seed)
     examples = examples_from_traces(records, ctx.tokenizer, ctx.preset.train.max_seq_len)
     seed_everything(seed)
-    model = copy.deepcopy(ctx.base).float()
-    cfg = replace(ctx.preset.train, steps=r.steps, batch_size=r.batch_size, lr=r.lr * arm.lr_scale,
-                  eval_every=r.eval_every if arm.curve else 0, log_every=max(1, r.steps // 10))
+    model = copy.deepcopy(ctx.start)
+    lr = r.lr_for(arm.lr_paper, ctx.preset.model.hidden_size)
+    cfg = replace(ctx.preset.train, steps=r.steps, batch_size=r.batch_size, lr=lr,
+                  eval_every=r.eval_every if arm.curve else 0, log_every=1)
     trainer = replace(ctx.trainer, loss_norm=arm.loss_norm, ranks=arm.ranks, shard=arm.shard, save_every=0)
+    same_sets = ctx.curve_heldout == ctx.heldout
 
     def curve_point(step: int) -> dict[str, Any]:
-        if step == cfg.steps:
-            return {"acc": None}  # filled from the final evaluation below
-        return {"acc": evaluate_outcomes(model, ctx.tokenizer, ctx.heldout, ctx.gen_cfg, seed)["acc"]}
+        if step == cfg.steps and same_sets:
+            return {}  # the final evaluation below is this point
+        return ctx.evaluate(model, ctx.curve_heldout, seed)
 
     hist = train_sft(model, examples, cfg, pad_id=ctx.tokenizer.pad_id, seed=seed,
-                     eval_fn=curve_point if arm.curve else None, progress=False,
-                     recipe=trainer)
-    res = evaluate_outcomes(model, ctx.tokenizer, ctx.heldout, ctx.gen_cfg, seed)
-    for e in hist.evals:
-        if e["acc"] is None:
-            e["acc"] = res["acc"]
-    return {"arm": arm.name, "arm_key": arm.key(), "seed": seed, "base_key": ctx.base_key, **asdict(arm),
-            **res, "train_loss_final": hist.loss[-1], "train_wall_s": round(hist.wall_s, 3),
-            "train_tokens": hist.tokens, "n_records": len(records), **{f"data_{k}": v for k, v in stats.items()},
-            "curve": hist.evals, "loss_curve": {"step": hist.steps, "loss": hist.loss}}
+                     eval_fn=curve_point if arm.curve else None, progress=False, recipe=trainer)
+    res = ctx.evaluate(model, ctx.heldout, seed)
+    curve = []
+    if arm.curve:
+        points = [e if len(e) > 1 else {"step": e["step"], **res} for e in hist.evals]
+        if not points or points[-1]["step"] != cfg.steps:  # the end of training is always a point
+            points.append({"step": cfg.steps, **(res if same_sets else ctx.evaluate(model, ctx.curve_heldout, seed))})
+        curve = [ctx.start_eval()["curve"]] + points
+        curve = [{k: v for k, v in p.items() if k in ("step", "acc", "outcomes", "outcome_ids", "outcome_levels")}
+                 for p in curve]
+    skew = hist.rank_tokens_max_over_min
+    if model.device.type == "cuda":
+        from falcon_h1r.inference.engine_pool import free_engines
+        free_engines(model)
+    return {"arm": arm.name, "arm_key": arm.key(), "seed": seed, "run_key": ctx.run_key, "start_key": ctx.start_key,
+            **asdict(arm), "lr": lr, **res, "train_loss_first": hist.loss[0], "train_loss_final": hist.loss[-1],
+            "train_wall_s": round(hist.wall_s, 3), "train_tokens": hist.tokens, "input_tokens": hist.input_tokens,
+            "train_tokens_per_s": round(hist.input_tokens / max(hist.wall_s, 1e-9), 1), "n_records": len(records),
+            **{f"data_{k}": v for k, v in stats.items()}, "curve": curve,
+            "loss_curve": {"step": hist.steps, "loss": hist.loss},
+            "rank_tokens_max_over_min": [round(x, 4) for x in skew]}
 
 
 def run_grid(ctx: AblationContext, grid: Grid, *, progress: bool = True,
              done: dict[tuple[str, int], dict[str, Any]] | None = None,
              deadline: float | None = None, only: set[tuple[str, int]] | None = None) -> list[dict[str, Any]]:
-    """Every arm of ``grid`` at every seed; rows already in the work file (same arm, seed and base) are
-    reused, new rows are appended to it as soon as they exist. Past ``deadline`` (a ``time.time()``)
-    no new arm starts, and only the rows that exist are returned. With ``only`` (a set of
-    ``(arm.key(), seed)``), runs outside it are not computed here (another worker's share)."""
+    """Every (arm, seed) of ``grid``; rows already in the work file (same arm, seed and run key) are reused, new
+    rows are appended to it as soon as they exist. Past ``deadline`` (a ``time.time()``) no new arm starts, and
+    only the rows that exist are returned. With ``only`` (a set of ``(arm.key(), seed)``), runs outside it are not
+    computed here (another worker's share)."""
     from tqdm.auto import tqdm
 
     work = ctx.work_dir / "ablation_rows.jsonl"
-    done = done if done is not None else load_rows(work, ctx.base_key)
-    todo = [(a, s) for a in grid.arms for s in ctx.recipe.seeds]
+    done = done if done is not None else load_rows(work, ctx.run_key)
     rows = []
-    bar = tqdm(todo, desc=f"SFT grid {grid.name}", disable=not progress, leave=False)
+    bar = tqdm(grid.runs(), desc=f"SFT grid {grid.name}", disable=not progress, leave=False)
     try:
         for arm, seed in bar:
             key = (arm.key(), seed)
@@ -332,81 +290,122 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def load_rows(path: str | Path, base_key: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
-    """The work file's rows by ``(arm key, seed)``, only those of the base model ``base_key`` when given."""
+def load_rows(path: str | Path, run_key: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
+    """The work file's rows by ``(arm key, seed)``, only those of ``run_key`` when given."""
     path = Path(path)
     out = {}
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
-                if base_key is None or row.get("base_key") == base_key:
+                if run_key is None or row.get("run_key") == run_key:
                     out[(row["arm_key"], int(row["seed"]))] = row
     return out
 
 
-def grid_runs(grids: Sequence[Grid], seeds: Sequence[int]) -> list[tuple[str, int]]:
-    """Every distinct ``(arm.key(), seed)`` the grids need, in a fixed order (the reference arm that several
-    grids share is one run)."""
-    return list(dict.fromkeys((a.key(), s) for g in grids for a in g.arms for s in seeds))
+def resolve_grids(preset: Preset, done: Mapping[tuple[str, int], dict[str, Any]]) -> tuple[list[Grid], float | None]:
+    """The preset's grids around the reference rate, and that rate (paper convention): ``sft_ablations.
+    reference_lr_paper``, or the learning_rate grid's best arm once every one of its runs is in ``done``; until
+    then only the learning_rate grid and None."""
+    block = load_ablations(preset)
+    if block.reference_lr_paper or not block.grids:
+        return load_grids(preset), block.reference_lr_paper or None
+    best = best_lr_paper(load_grid("learning_rate", preset.name, block), done)
+    return load_grids(preset, best), best
 
 
-def _runs_done(ctx: AblationContext, grids: Sequence[Grid], seeds: Sequence[int]) -> dict[str, int]:
-    """How many of the grids' runs have a row in the work file (every worker's), and how many they need."""
-    need = set(grid_runs(grids, seeds))
-    done = load_rows(ctx.work_dir / "ablation_rows.jsonl", ctx.base_key)
-    return {"done": len(need & set(done)), "needed": len(need)}
+def _runs_done(ctx: AblationContext) -> dict[str, Any]:
+    """How many of the grids' runs have a row in the work file (every worker's), and how many they need (the
+    learning_rate grid's alone while the reference rate is not known)."""
+    done = load_rows(ctx.work_dir / "ablation_rows.jsonl", ctx.run_key)
+    grids, ref = resolve_grids(ctx.preset, done)
+    need = set(grid_runs(grids))
+    return {"done": len(need & set(done)), "needed": len(need), "reference_lr_paper": ref,
+            "phase": "all grids" if ref is not None else "learning_rate grid (decides the reference rate)"}
 
 
 # ============================================================================== a preset's whole sweep
-def ablation_setup(preset: Preset, base: BaseModel, work_dir: Path) -> tuple[list[Grid], AblationContext]:
-    """The preset's grids and the context their arms share (base model, problems, held-out set)."""
-    grids = [load_grid(g, preset.name) for g in load_ablations(preset).grids]
-    ctx = AblationContext.build(preset, base, work_dir,
-                                max_rollouts=max((a.rollouts for g in grids for a in g.arms), default=1))
-    return grids, ctx
+def ablation_setup(preset: Preset, work_dir: Path, *, root: Path = RESULTS_ROOT,
+                   progress: bool = True) -> AblationContext:
+    """The context every arm shares (the common start, problems, held-out sets)."""
+    shapes = load_grids(preset, PAPER_SFT_LR)  # which rollouts and pools the grids need (not their rates)
+    ctx = AblationContext.build(preset, work_dir, root=root, progress=progress,
+                                max_rollouts=max((a.rollouts for g in shapes for a in g.arms), default=1))
+    ctx.pools_needed = list(dict.fromkeys((a.teacher, a.incorrect) for g in shapes for a in g.arms))
+    return ctx
 
 
-def _preset_setup(preset_name: str, overrides: dict[str, Any] | None, progress: bool,
-                  root: Path = RESULTS_ROOT) -> tuple[SFTAblations, list[Grid], AblationContext]:
+def prepare(ctx: AblationContext) -> None:
+    """Everything the arms share, built once before any arm (or worker) needs it: the start's evaluation, the
+    problems' pass rates and every (teacher, incorrect) pool the grids use."""
+    ctx.start_eval()
+    for teacher, incorrect in ctx.pools_needed:
+        ctx.pool(teacher, incorrect)
+
+
+def _run_share(ctx: AblationContext, grids: Sequence[Grid], done: dict, shard: tuple[int, int],
+               deadline: float | None, progress: bool) -> None:
+    i, n = shard
+    only = set(grid_runs(list(grids))[i::n]) if n > 1 else None  # the same split in every worker, whatever is done
+    for g in grids:
+        run_grid(ctx, g, progress=progress, done=done, deadline=deadline, only=only)
+
+
+def run_all(ctx: AblationContext, *, progress: bool = True, deadline: float | None = None,
+            shard: tuple[int, int] = (0, 1), poll_s: float = 5.0) -> tuple[list[Grid], list[dict[str, Any]]]:
+    """Every run of the preset's grids this worker's ``shard`` holds, in two phases when the reference rate comes
+    from the learning_rate grid: that grid first (then wait for the other workers' share of it), the other grids
+    around its best rate after. Returns the grids (resolved, or the learning_rate grid alone when ``deadline``
+    came first) and every row of them in the work file."""
+    work = ctx.work_dir / "ablation_rows.jsonl"
+    done = load_rows(work, ctx.run_key)
+    grids, ref = resolve_grids(ctx.preset, done)
+    if ref is None and grids:
+        _run_share(ctx, grids, done, shard, deadline, progress)
+        while True:
+            done = load_rows(work, ctx.run_key)
+            grids, ref = resolve_grids(ctx.preset, done)
+            if ref is not None or (deadline is not None and time.time() > deadline):
+                break
+            time.sleep(poll_s)  # another worker is finishing its share of the learning_rate grid
+    if ref is not None:
+        _run_share(ctx, grids, done, shard, deadline, progress)
+    done = load_rows(work, ctx.run_key)
+    rows = [{**done[(a.key(), s)], "arm": a.name, "grid": g.name} for g in grids for a, s in g.runs()
+            if (a.key(), s) in done]
+    return grids, rows
+
+
+def _preset_context(preset_name: str, overrides: dict[str, Any] | None, progress: bool,
+                    root: Path = RESULTS_ROOT) -> AblationContext:
     preset = load_preset(preset_name, overrides)
-    base = get_base_model(preset, root=root, progress=progress)
-    grids, ctx = ablation_setup(preset, base, section_dir(preset_name, "02_sft", root) / "_work")
-    return ctx.recipe, grids, ctx
+    return ablation_setup(preset, section_dir(preset_name, "02_sft", root) / "_work", root=root, progress=progress)
 
 
 def run_ablations(preset_name: str, overrides: dict[str, Any] | None = None, *, budget_s: float | None = None,
-                  progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict[str, int]:
-    """Compute the preset's ablation rows into the section's work file, stopping before ``budget_s`` runs
-    out (rows are kept; run again to continue). The notebook then renders them without recomputing.
-    ``shard=(i, n)`` computes only every n-th missing run starting at i (see :func:`main`'s ``--workers``).
-    Returns how many (arm, seed) runs are done and how many the grids need."""
+                  progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
+    """Compute the preset's ablation rows into the section's work file, starting no run after ``budget_s`` (rows
+    are kept; run again to continue). The notebook then renders them without recomputing. ``shard=(i, n)``
+    computes only every n-th run from i (see :func:`main`'s ``--workers``). Returns how many (arm, seed) runs are
+    done and how many the grids need."""
     t0 = time.time()
-    recipe, grids, ctx = _preset_setup(preset_name, overrides, progress)
-    deadline = t0 + budget_s if budget_s else None
-    work = ctx.work_dir / "ablation_rows.jsonl"
-    done = load_rows(work, ctx.base_key)
-    i, n = shard
-    missing = [k for k in grid_runs(grids, recipe.seeds) if k not in done]
-    only = set(missing[i::n]) if n > 1 else None
-    for g in grids:
-        run_grid(ctx, g, progress=progress, done=done, deadline=deadline, only=only)
-    return {**_runs_done(ctx, grids, recipe.seeds), "wall_s": round(time.time() - t0, 1)}
+    ctx = _preset_context(preset_name, overrides, progress)
+    prepare(ctx)
+    run_all(ctx, progress=progress, deadline=t0 + budget_s if budget_s else None, shard=shard)
+    return {**_runs_done(ctx), "wall_s": round(time.time() - t0, 1)}
 
 
 def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *, workers: int,
-                           budget_s: float | None) -> dict[str, int]:
-    """The grid split over ``workers`` processes that time-share one device. A ~6M-parameter model's step
-    is mostly Python and kernel-launch time, so a second process fills the GPU's idle gaps (on an H100,
-    2 workers ran 20 runs in 535 s beside an RL job; 4 workers beside RL and the engine check were slower
-    per run). The base model is trained (or read from its cache) and the curated pools are built here
-    first; each worker then computes its share (``--shard i/n``) into the shared work file."""
+                           budget_s: float | None) -> dict[str, Any]:
+    """The grid split over ``workers`` processes that time-share one device: a ~6M-parameter model's step leaves
+    much of a GPU idle (launches, Python, the sandbox grading the held-out code), which another process fills.
+    The common start, its evaluation and the curated pools are built here first; each worker then computes its
+    share (``--shard i/n``) into the shared work file."""
     import subprocess
 
     t0 = time.time()
-    recipe, grids, ctx = _preset_setup(preset_name, overrides, True)
-    for arm in {(a.teacher, a.incorrect): a for g in grids for a in g.arms}.values():
-        ctx.curated_pool(arm)  # once, here, before the workers read it
+    ctx = _preset_context(preset_name, overrides, True)
+    prepare(ctx)
     extra = [a for k, v in (overrides or {}).items() for a in ("--override", f"{k}={json.dumps(v)}")]
     budget = [] if budget_s is None else ["--budget-s", str(max(1.0, budget_s - (time.time() - t0)))]
     cli = [sys.executable, "-m", "falcon_h1r.sections.sft_ablations", "--preset", preset_name]
@@ -415,14 +414,33 @@ def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *
     bad = [c for c in codes if c not in (0, 3)]
     if bad:
         raise RuntimeError(f"SFT ablation workers exited with codes {codes} (0: all done, 3: budget reached)")
-    # Count the workers' rows; no run is started here (a worker that stopped on its budget leaves runs missing).
-    return {**_runs_done(ctx, grids, recipe.seeds), "wall_s": round(time.time() - t0, 1), "workers": workers}
+    return {**_runs_done(ctx), "wall_s": round(time.time() - t0, 1), "workers": workers}
+
+
+def probe(preset_name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Time one reference arm (seed 0, with its curve) before the whole grid: the start, a run's training
+    throughput and evaluation time, and what the arm learns by level. Nothing is written to the work file."""
+    t0 = time.time()
+    ctx = _preset_context(preset_name, overrides, True)
+    t_setup = time.time() - t0
+    start_eval = ctx.start_eval()
+    t1 = time.time()
+    row = run_arm(ctx, replace(reference_arm("probe", ctx.recipe.reference_lr_paper or None), curve=True), 0)
+    runs = len(grid_runs(load_grids(ctx.preset, PAPER_SFT_LR)))
+    per_run = row["train_wall_s"] + row["eval_wall_s"]
+    return {"preset": preset_name, "device": str(ctx.device), "setup_s": round(t_setup, 1), "lr": row["lr"],
+            "start_train_s": ctx.start_info.get("train_wall_s"), "start_acc": start_eval["acc"],
+            "probe_wall_s": round(time.time() - t1, 1), "train_wall_s": row["train_wall_s"],
+            "train_tokens_per_s": row["train_tokens_per_s"], "eval_wall_s": row["eval_wall_s"],
+            "acc": row["acc"], **{k: v for k, v in row.items() if k.startswith("acc_")},
+            "curve": [(p["step"], round(p["acc"], 3)) for p in row["curve"]],
+            "runs_needed": runs, "one_worker_grid_estimate_s": round(runs * per_run)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m falcon_h1r.sections.sft_ablations --preset small --budget-s 540``: compute ablation rows in
-    resumable chunks (each call stops before its budget; run it until it reports all rows done, then run the
-    notebook)."""
+    """``python -m falcon_h1r.sections.sft_ablations --preset small --workers 3 --budget-s 540``: compute ablation rows
+    in resumable chunks (each call stops starting runs after its budget; run it until it reports all rows done,
+    then run the notebook). ``--probe`` times one reference arm first."""
     import argparse
 
     import yaml
@@ -434,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="processes sharing the device, each taking a share of "
                     "the runs (a small model leaves a GPU mostly idle)")
     ap.add_argument("--shard", default="0/1", help="i/n: compute only every n-th missing run from i (set by --workers)")
+    ap.add_argument("--probe", action="store_true", help="time one reference arm (seed 0) and print what it learnt")
     args = ap.parse_args(argv)
     try:
         shard = tuple(int(x) for x in args.shard.split("/"))
@@ -443,18 +462,30 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--shard {args.shard!r}: expected i/n with 0 <= i < n, e.g. 0/4")
     if args.workers < 1:
         ap.error(f"--workers {args.workers}: expected a count of 1 or more")
+    bad = [o for o in args.override if "=" not in o]
+    if bad:
+        ap.error(f"--override {bad[0]!r}: expected key=value, e.g. sft_ablations.steps=60")
     overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
-    if args.workers > 1:
-        res = run_ablations_parallel(args.preset, overrides, workers=args.workers, budget_s=args.budget_s)
-    else:
-        res = run_ablations(args.preset, overrides, budget_s=args.budget_s, shard=shard)
+    try:
+        load_grids(load_preset(args.preset, overrides))  # the preset, its blocks and grids, before any work
+        if args.probe:
+            print(json.dumps(probe(args.preset, overrides)))
+            return 0
+        if args.workers > 1:
+            res = run_ablations_parallel(args.preset, overrides, workers=args.workers, budget_s=args.budget_s)
+        else:
+            res = run_ablations(args.preset, overrides, budget_s=args.budget_s, shard=shard)
+    except RecipeError as exc:
+        print(f"sft_ablations: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({"preset": args.preset, **res}))
     return 0 if res["done"] == res["needed"] else 3
 
 
-__all__ = ["AblationContext", "Arm", "GRIDS", "Grid", "SFTAblations", "ablation_pool", "ablation_problems",
-           "ablation_setup", "append_row", "curate_arm", "grid_runs", "load_ablations", "load_grid", "load_rows",
-           "load_trainer", "main", "run_ablations", "run_ablations_parallel", "run_arm", "run_grid"]
+__all__ = ["AblationContext", "Arm", "GRIDS", "Grid", "REFERENCE_TEACHER", "ROW_VERSION", "SFTAblations",
+           "ablation_setup", "append_row", "grid_runs", "load_ablations", "load_grid", "load_grids", "load_rows",
+           "load_trainer", "main", "prepare", "probe", "reference_arm", "resolve_grids", "run_ablations",
+           "run_ablations_parallel", "run_all", "run_arm", "run_grid"]
 
 
 if __name__ == "__main__":
