@@ -165,11 +165,7 @@ def test_benchmark_results_run_the_checkpoint_with_each_protocol(overrides, tmp_
 
 
 # ============================================================================== every notebook at --preset paper
-SECTIONS = ["01_data_curation",
-            pytest.param("02_sft", marks=pytest.mark.xfail(
-                strict=True, raises=Exception,
-                reason="section 02 (another helper's module) reads training fields a loaded checkpoint does not have "
-                       "(info['checkpoint'] is true); it must show common.benchmark_results at a checkpoint preset")),
+SECTIONS = ["01_data_curation", "02_sft",
             "03_rl", "04_throughput", "05_deepconf", "06_safety"]
 
 

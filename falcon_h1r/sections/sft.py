@@ -80,6 +80,44 @@ def base_training(sec: Section) -> tuple[list[BaseModel], list[dict[str, Any]]]:
     return [], record["bases"] if "bases" in record else [record]
 
 
+def is_checkpoint(info: dict[str, Any]) -> bool:
+    """A loaded checkpoint (paper preset): it has no training record of ours, only its benchmark results."""
+    return bool(info.get("checkpoint"))
+
+
+# the paper's tables that hold each benchmark's column (papers/), for the checkpoint view
+PAPER_BENCHMARK_TABLES = ("table4_math", "table5_code", "table6_general")
+
+
+def checkpoint_benchmarks(sec: Section, base: BaseModel | None) -> pd.DataFrame:
+    """A loaded checkpoint's pass@1 on each of ``eval.benchmarks`` with the paper's protocol
+    (``sections.common.benchmark_results``; computed, or read back in render mode), beside the paper's own
+    Falcon-H1R-7B row of Tables 4-6. Written to ``checkpoint_benchmarks`` and into summary.json
+    (``benchmark_pass1_<name>``)."""
+    from falcon_h1r import papers
+    from falcon_h1r.sections.common import benchmark_results
+
+    if sec.mode == "compute":
+        records = benchmark_results(sec.cfg, base)
+        sec.writer.json("checkpoint_benchmarks", records)
+    else:
+        records = read_json(sec.writer.dir / "checkpoint_benchmarks.json")
+    paper: dict[str, float] = {}
+    for name in PAPER_BENCHMARK_TABLES:
+        table = papers.load(name)
+        row = table[table["model"].str.startswith("Falcon-H1R")]
+        if len(row):
+            paper.update({c: row.iloc[0][c] for c in table.columns if c != "model"})
+    rows = [{"benchmark": b, "pass1_pct": 100 * r["pass1"], "n_problems": r["n_problems"], "n_samples": r["n_samples"],
+             "protocol_n_samples": r["protocol_n_samples"], "max_new_tokens": r["max_new_tokens"],
+             "capped": r["capped"], "paper_falcon_h1r_7b_pct": paper.get(b)} for b, r in records.items()]
+    table = pd.DataFrame(rows)
+    sec.writer.table("checkpoint_benchmarks", table, caption=f"Ours ({sec.cfg.name} preset: the checkpoint "
+                     f"{sec.cfg.model.checkpoint}), pass@1 % per benchmark, beside the paper's Falcon-H1R-7B")
+    sec.writer.summary({f"benchmark_pass1_{b}": r["pass1"] for b, r in records.items()})
+    return table
+
+
 def base_pass1_estimates(infos: list[dict[str, Any]]) -> dict[str, Any]:
     """Sampled pass@1 (the paper's T 0.6, top-p 0.95) per domain: the mean over bases, with a 95 % interval
     over bases and problems (``falcon_h1r.stats.arm_mean``, ``unit="bases"``). Empty for records made before
@@ -185,6 +223,8 @@ def base_accuracy(info: dict[str, Any]) -> BaseAccuracy:
 def trainer_checks(sec: Section, base: BaseModel | None) -> dict[str, Any] | None:
     """Packing without cross-contamination and the per-token weights of the DP normalizations, measured on
     the base model (compute; written to ``trainer_checks.json``) or read back (render; None when no record)."""
+    if base is not None and is_checkpoint(base.info):
+        return None  # the checks are about our trainer on our base; a loaded checkpoint was not trained here
     if sec.mode != "compute":
         path = sec.writer.dir / "trainer_checks.json"
         return read_json(path) if path.exists() else None
@@ -302,5 +342,5 @@ def gpu_record(name: str) -> dict[str, Any] | None:
 
 
 __all__ = ["AblationTables", "Ablations", "BaseAccuracy", "GPU_RECORDS_DIR", "SECTION", "Section", "ablation_tables",
-           "ablations", "axis_findings", "claim_rows", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
+           "ablations", "axis_findings", "checkpoint_benchmarks", "claim_rows", "is_checkpoint", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
            "base_training", "curves", "gpu_record", "load_recipe", "open_section", "trainer_checks"]

@@ -54,49 +54,53 @@ display(papers.load("sft_ablation_findings"))
 # %%
 bases, infos = S.base_training(sec)
 base, info = (bases[0] if bases else None), infos[0]
-writer.summary(S.base_summary(infos))
-pass1 = S.base_pass1_estimates(infos)
-if pass1:
-    per_base = S.base_pass1_table(infos)
-    writer.table("base_pass1_sampled", per_base, caption=f"Ours ({preset} preset, synthetic tasks): sampled pass@1 "
-                 "per base, domain and difficulty level (T 0.6, top-p 0.95)")
-    display(per_base)
-    by_level = S.base_pass1_by_level(infos, cfg)
-    writer.table("base_pass1_by_level", by_level.reset_index(), caption=f"Ours ({preset} preset, synthetic tasks): "
-                 "sampled pass@1 per domain and difficulty level, mean over the bases")
-    display(by_level.round(2))
-    lines = [f"- **{d}**: {est.describe()}" for d, est in pass1.items()]
-    inside = [d for d, est in pass1.items() if 0.2 <= est.mean <= 0.8]
-    display(Markdown(f"Sampled pass@1 over {len(infos)} base(s):\n" + "\n".join(lines) + "\n\n"
-                     + f"Inside the 20-80 % band the testbed aims for: {', '.join(inside) if inside else 'none'}"
-                     + (f"; outside: {', '.join(d for d in pass1 if d not in inside)}." if len(inside) < len(pass1)
-                        else ".")))
-if "trace_tokens" in info:
-    tt = info["trace_tokens"]
-    display(Markdown(f"Teacher traces the bases were trained on: p10 {tt['p10']:.0f}, median {tt['median']:.0f}, "
-                     f"p90 {tt['p90']:.0f}, max {tt['max']:.0f} tokens ({tt['n']:,} traces)."))
-accuracy = S.base_accuracy(info)
-acc, math_row, above = accuracy.table, accuracy.math_row, accuracy.above_baseline
-if accuracy.summary:
-    writer.summary(accuracy.summary)
-writer.table("base_accuracy", acc, caption=f"Ours ({preset} preset, synthetic tasks): held-out greedy accuracy "
-             f"before/after SFT of a {info['params']:,}-parameter Falcon-H1 hybrid, {info['eval_problems']} problems")
-display(acc)
-display(Markdown(f"Training: {info['steps']} steps in {info['train_wall_s']:.0f} s; "
-                 f"majority-answer baseline {info['majority_answer_baseline']:.3f}."
-                 + ("" if math_row is None else
-                    f" Held-out math: {math_row['after_correct']}/{math_row['n']} correct after training (95 % Wilson "
-                    f"interval {math_row['after_ci95_low']:.3f}-{math_row['after_ci95_high']:.3f}), "
-                    + ("**above** the majority-answer baseline (the interval excludes it)." if above else
-                       "**not clearly above** the majority-answer baseline (the interval reaches it)."))))
+if S.is_checkpoint(info):  # the paper preset: a loaded checkpoint, no training of ours to report
+    display(Markdown(f"A loaded checkpoint (`{cfg.model.checkpoint}`): its pass@1 on the paper's benchmarks with "
+                     "the paper's per-benchmark protocol, beside the paper's own numbers."))
+    display(S.checkpoint_benchmarks(sec, base))
+else:
+    writer.summary(S.base_summary(infos))
+    pass1 = S.base_pass1_estimates(infos)
+    if pass1:
+        per_base = S.base_pass1_table(infos)
+        writer.table("base_pass1_sampled", per_base, caption=f"Ours ({preset} preset, synthetic tasks): sampled pass@1 "
+                     "per base, domain and difficulty level (T 0.6, top-p 0.95)")
+        display(per_base)
+        by_level = S.base_pass1_by_level(infos, cfg)
+        writer.table("base_pass1_by_level", by_level.reset_index(), caption=f"Ours ({preset} preset, synthetic tasks): "
+                     "sampled pass@1 per domain and difficulty level, mean over the bases")
+        display(by_level.round(2))
+        lines = [f"- **{d}**: {est.describe()}" for d, est in pass1.items()]
+        inside = [d for d, est in pass1.items() if 0.2 <= est.mean <= 0.8]
+        display(Markdown(f"Sampled pass@1 over {len(infos)} base(s):\n" + "\n".join(lines) + "\n\n"
+                         + f"Inside the 20-80 % band the testbed aims for: {', '.join(inside) if inside else 'none'}"
+                         + (f"; outside: {', '.join(d for d in pass1 if d not in inside)}." if len(inside) < len(pass1)
+                            else ".")))
+    if "trace_tokens" in info:
+        tt = info["trace_tokens"]
+        display(Markdown(f"Teacher traces the bases were trained on: p10 {tt['p10']:.0f}, median {tt['median']:.0f}, "
+                         f"p90 {tt['p90']:.0f}, max {tt['max']:.0f} tokens ({tt['n']:,} traces)."))
+    accuracy = S.base_accuracy(info)
+    acc, math_row, above = accuracy.table, accuracy.math_row, accuracy.above_baseline
+    if accuracy.summary:
+        writer.summary(accuracy.summary)
+    writer.table("base_accuracy", acc, caption=f"Ours ({preset} preset, synthetic tasks): held-out greedy accuracy "
+                 f"before/after SFT of a {info['params']:,}-parameter Falcon-H1 hybrid, {info['eval_problems']} problems")
+    display(acc)
+    display(Markdown(f"Training: {info['steps']} steps in {info['train_wall_s']:.0f} s; "
+                     f"majority-answer baseline {info['majority_answer_baseline']:.3f}."
+                     + ("" if math_row is None else
+                        f" Held-out math: {math_row['after_correct']}/{math_row['n']} correct after training (95 % Wilson "
+                        f"interval {math_row['after_ci95_low']:.3f}-{math_row['after_ci95_high']:.3f}), "
+                        + ("**above** the majority-answer baseline (the interval excludes it)." if above else
+                           "**not clearly above** the majority-answer baseline (the interval reaches it)."))))
 
-# %%
-fig, ax = plt.subplots(figsize=(5, 3))
-sns.lineplot(x=info["loss_curve"]["step"], y=info["loss_curve"]["loss"], ax=ax)
-ax.set(xlabel="step", ylabel="train loss (assistant tokens)",
-       title=f"Ours: base SFT loss, {preset} preset (synthetic tasks)")
-writer.figure("base_loss", fig)
-plt.show()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    sns.lineplot(x=info["loss_curve"]["step"], y=info["loss_curve"]["loss"], ax=ax)
+    ax.set(xlabel="step", ylabel="train loss (assistant tokens)",
+           title=f"Ours: base SFT loss, {preset} preset (synthetic tasks)")
+    writer.figure("base_loss", fig)
+    plt.show()
 
 # %% [markdown]
 # ## The trainer's two guarantees, measured on the base model
@@ -112,7 +116,9 @@ plt.show()
 # %%
 checks = S.trainer_checks(sec, base)
 if checks is None:
-    display(Markdown(f"No committed trainer-check record for the {preset} preset yet: run this notebook where "
+    display(Markdown("Not measured for a loaded checkpoint (the checks are about our trainer on our base)."
+                     if S.is_checkpoint(info) else
+                     f"No committed trainer-check record for the {preset} preset yet: run this notebook where "
                      "the preset computes (see README)."))
 else:
     packing_check, norm_check = checks["packing"], checks["normalization"]
@@ -248,6 +254,18 @@ else:
         writer.summary({"hybrid_train_mfu": bench["summary"]["hybrid_train_mfu"],
                         "baseline_train_mfu": bench["summary"]["baseline_train_mfu"],
                         "hybrid_train_tok_s": bench["summary"]["hybrid_train_tok_s"]})
+fig7 = S.gpu_record("liger_fig7")  # bench/train_throughput.py --fig7: Liger on vs off (paper Fig. 7)
+if fig7 is None:
+    display(Markdown("No committed Fig. 7 record yet: `python bench/train_throughput.py --fig7 --out "
+                     "results/small/02_sft/train_throughput.json` on a GPU."))
+else:
+    display(Markdown(fig7["note"]))
+    if preset == "small":
+        writer.summary(fig7["summary"])
+zero3 = S.gpu_record("zero3_checkpoint_sft")  # scripts/sft_ddp.py worker --from-checkpoint ... --zero 3
+if zero3 is not None:
+    display(pd.DataFrame([{k: v for k, v in zero3.items() if not isinstance(v, (dict, list))}]).T.rename(
+        columns={0: "ZeRO-3 SFT from a checkpoint (one GPU)"}))
 gpu_checks = S.gpu_record("gpu_checks")
 if gpu_checks is not None:
     pk = gpu_checks["packing"]
