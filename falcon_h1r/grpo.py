@@ -410,8 +410,9 @@ class RunResult:
     evals: list[dict[str, Any]]  # {"step", "pass1", "pass1_<domain>", "pass1_ci95", ...}
     sampler: dict[str, float]  # BatchFiller.summary()
     wall_s: float
-    steps: int
+    steps: int  # steps done (fewer than asked when a deadline stopped the run: see ``complete``)
     resumed_from: int = 0
+    complete: bool = True  # False when ``deadline`` stopped the run early; its state is saved, call again to resume
 
 
 def make_optimizer(model: torch.nn.Module, recipe: RLRecipe) -> tuple[torch.optim.Optimizer, Any]:
@@ -468,7 +469,7 @@ def train_grpo(model: torch.nn.Module, tok: Any, pool: Sequence[dict[str, Any]],
                eval_fn: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
                run_dir: str | Path | None = None, resume: bool = True,
                on_step_end: Callable[[int, dict[str, Any]], None] | None = None,
-               progress: bool = True, desc: str = "grpo") -> RunResult:
+               progress: bool = True, desc: str = "grpo", deadline: float | None = None) -> RunResult:
     """GRPO on ``pool`` for ``steps`` steps with the recipe's online-sampling strategy.
 
     ``run_dir`` holds ``state.pt`` (model, optimizer, scheduler, sampler cache, prompt stream, history,
@@ -476,6 +477,8 @@ def train_grpo(model: torch.nn.Module, tok: Any, pool: Sequence[dict[str, Any]],
     run picks up from it and ends with the same metrics and weights as an uninterrupted run.
     ``eval_fn(model, step)`` runs every ``recipe.eval_every`` steps and after the last one.
     ``score_fn`` replaces the reward pool (tests use it to make rewards independent of skill).
+    ``deadline`` (a ``time.time()`` value): past it, the run saves its state after the current step and returns
+    with ``complete`` False (a time-limited piece of a longer run; the next call with ``resume`` continues).
     """
     from tqdm.auto import tqdm
 
@@ -551,6 +554,12 @@ def train_grpo(model: torch.nn.Module, tok: Any, pool: Sequence[dict[str, Any]],
             save(step + 1, wall_before + time.time() - t0)
         if on_step_end is not None:
             on_step_end(step + 1, row)
+        if deadline is not None and step + 1 < steps and time.time() > deadline:
+            save(step + 1, wall_before + time.time() - t0)
+            bar.close()
+            model.eval()
+            return RunResult(history, evals, filler.summary(), wall_before + time.time() - t0, step + 1,
+                             resumed_from=start, complete=False)
     bar.close()
     model.eval()
     return RunResult(history, evals, filler.summary(), wall_before + time.time() - t0, steps, resumed_from=start)
