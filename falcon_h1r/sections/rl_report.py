@@ -174,7 +174,10 @@ def dynamics_estimates(records: RLRecords, curriculum: str = "math_only") -> tup
     h = records.history
     if h.empty or curriculum not in set(h["curriculum"]):
         return {}, {}
-    h = h[(h["curriculum"] == curriculum) & (h["stage"] == 1)]
+    h = h[(h["curriculum"] == curriculum) & (h["stage"] == 1)].copy()
+    for col in ("entropy", "clip_frac", "is_ratio_max"):  # absent when no step had a group to train on
+        if col not in h.columns:
+            h[col] = np.nan
     first, last = {}, {}
     for col in ("reward_mean", "entropy", "response_len_mean"):
         pairs = [_window_means(h[h["base"] == b], col) for b in records.bases if (h["base"] == b).any()]
@@ -186,10 +189,10 @@ def dynamics_estimates(records: RLRecords, curriculum: str = "math_only") -> tup
                arm_mean(last["response_len_mean"] - first["response_len_mean"], unit="bases"),
            "math_only_response_tokens_last": arm_mean(last["response_len_mean"], unit="bases")}
     gen = h[h["gen_calls"] > 0]
-    plain = {"math_only_clip_fraction_max": float(h["clip_frac"].max()),
+    plain = {"math_only_clip_fraction_max": _finite(float(h["clip_frac"].max())),
              "rl_response_cap_hit_fraction": float((gen["truncated_frac"] * gen["rollouts_generated"]).sum()
                                                    / max(1.0, gen["rollouts_generated"].sum())),
-             "math_only_is_ratio_max": float(h["is_ratio_max"].max()), "math_only_steps": int(h["step"].max())}
+             "math_only_is_ratio_max": _finite(float(h["is_ratio_max"].max())), "math_only_steps": int(h["step"].max())}
     return est, plain
 
 

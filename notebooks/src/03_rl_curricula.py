@@ -241,7 +241,7 @@ paper_trend = {"math_only_reward_last_minus_first": f"rising ({fig6['mean_reward
                "math_only_response_tokens_last": f"about {fig6['mean_response_length_k_settled']}K tokens"}
 dyn_table = pd.DataFrame([{"figure": k, "paper": paper_trend[k], "ours": pm(e.mean, e.ci95),
                            "informative": e.informative, "reason": e.reason} for k, e in dyn.items()]
-                         + [{"figure": k, "paper": "< 1 %" if "clip" in k else "", "ours": f"{v:.4g}",
+                         + [{"figure": k, "paper": "< 1 %" if "clip" in k else "", "ours": "n/a" if v is None else f"{v:.4g}",
                              "informative": None, "reason": "a measurement (no interval)"}
                             for k, v in dyn_plain.items()])
 writer.table("dynamics_vs_paper", dyn_table, caption=f"Fig. 6 trends: the paper's beside ours (last tenth of the "
