@@ -69,6 +69,24 @@ def test_experiment_blocks_of_every_preset_parse_and_bad_values_are_named():
     assert strategy_recipe(RLRecipe(), "reject").strategy == "reject"
 
 
+def test_resumable_state_is_keyed_by_what_shapes_it():
+    from dataclasses import replace
+
+    from falcon_h1r.sections.rl import measure_dir, work_dir
+
+    preset = load_preset("small")
+    rl, exp = load_recipes(preset)
+    seeds = list(preset.eval.base_seeds)
+    longer, faster = replace(exp, steps=exp.steps + 2), replace(rl, lr=rl.lr * 2)
+    # the runs' state changes with the steps or the trainer; what was measured of the bases does not
+    assert work_dir(preset, rl, longer, seeds) != work_dir(preset, rl, exp, seeds) != work_dir(preset, faster, exp, seeds)
+    assert measure_dir(preset, rl, longer, seeds) == measure_dir(preset, faster, exp, seeds) == measure_dir(preset, rl, exp, seeds)
+    assert measure_dir(preset, rl, replace(exp, pool_per_domain=300), seeds) != measure_dir(preset, rl, exp, seeds)
+    # the time budget and the thread count shape nothing
+    assert work_dir(preset, rl, replace(exp, budget_s=60.0, cpu_threads=4), seeds) == work_dir(preset, rl, exp, seeds)
+    assert work_dir(preset, rl, exp, seeds[:1]) != work_dir(preset, rl, exp, seeds)
+
+
 def test_pool_builder_applies_curations_rules_and_falls_back_below_one_batch(setup):
     preset, sets, tok, model = setup
     preset = load_preset("tiny", {"tasks.train_per_domain": 30, "tasks.test_per_domain": 6,

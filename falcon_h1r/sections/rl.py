@@ -123,12 +123,23 @@ def ours_label(preset_name: str) -> str:
 def work_dir(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, bases: Sequence[int]) -> Path:
     """Where a resumable run keeps its state: the preset's cache (never committed), keyed by everything that
     shapes the results (the time budget and the thread count aside)."""
+    return cache_dir(preset) / f"rl-{recipe_hash(rl, replace(exp, budget_s=0.0, cpu_threads=0), _shared_key(preset, bases))}"
+
+
+def measure_dir(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, bases: Sequence[int]) -> Path:
+    """Where a resumable run keeps what it measured of the SFT bases (pools, held-out pass@1), keyed by only what
+    shapes those measurements: a change of steps, learning rate or strategies keeps them."""
+    parts = (exp.pool_per_domain, exp.eval_problems_per_domain, exp.eval_samples, exp.measure_batch_rows,
+             rl.batch_prompts, rl.rewards, sorted({d for c in exp.curricula for st in CURRICULA[c] for d in st}))
+    return cache_dir(preset) / f"rl-measure-{recipe_hash(*parts, _shared_key(preset, bases))}"
+
+
+def _shared_key(preset: Preset, bases: Sequence[int]) -> str:
     from falcon_h1r.tasks import GENERATOR_VERSION
 
-    key = recipe_hash(rl, replace(exp, budget_s=0.0, cpu_threads=0), preset.model, preset.tasks, preset.train,
-                      preset.generation, preset.eval, preset.seed, list(bases), preset.sections.get("curation", {}),
-                      preset.sections.get("sft", {}), preset.tokenizer, GENERATOR_VERSION, RECORDS_VERSION)
-    return cache_dir(preset) / f"rl-{key}"
+    return recipe_hash(preset.model, preset.tasks, preset.train, preset.generation, preset.eval, preset.seed,
+                       list(bases), preset.sections.get("curation", {}), preset.sections.get("sft", {}),
+                       preset.tokenizer, GENERATOR_VERSION, RECORDS_VERSION)
 
 
 # ============================================================================== measuring a checkpoint
@@ -424,6 +435,7 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
     device = pick_device(preset.device)
     seeds = base_seeds(preset)
     work = work_dir(preset, rl, exp, seeds) if exp.resumable else None
+    measured_root = measure_dir(preset, rl, exp, seeds) if exp.resumable else None
 
     def check_time(what: str) -> None:
         if work is not None:  # what each unit of this piece took, kept beside the state (pieces on a GPU machine)
@@ -451,16 +463,17 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
         for base in tqdm(bases, desc="RL bases", disable=not progress):
             b = base.seed
             root = work / f"base{b}" if work is not None else None
+            mroot = measured_root / f"base{b}" if measured_root is not None else None
             t0 = time.time()
             check_time(f"base {b}'s pools")
             builder = PoolBuilder(preset, sets, rl, exp, seed=b, frozen=frozen, progress=progress)
-            measured = cached_json(root / "pools.json" if root else None,
+            measured = cached_json(mroot / "pools.json" if mroot else None,
                                    lambda: builder.from_base(base.model, tok, needed))
             pool_rows += [{"base": b, **r} for r in measured["reports"]]
             check_time(f"base {b}'s SFT evaluation")
             ctx = RunContext(b, base.model, tok, measured["pools"], builder, measurer, reward_pool, rollout_cfg,
                              device, run_root=root, deadline=deadline, progress=progress)
-            sft = cached_json(root / "sft_eval.json" if root else None, lambda: measurer(base.model, seed=ctx.eval_seed))
+            sft = cached_json(mroot / "sft_eval.json" if mroot else None, lambda: measurer(base.model, seed=ctx.eval_seed))
             per_base[b] = {**sft, "pre_sft_greedy": base.info.get("greedy_acc_before_by_domain", {}),
                            "pool_sizes": {d: len(v) for d, v in measured["pools"].items()}}
             timings[f"base{b}_pools_sft_s"] = time.time() - t0
@@ -528,5 +541,5 @@ def _run_order(curricula: Sequence[str]) -> list[str]:
 
 __all__ = ["CURRICULA", "DOMAINS", "FrozenCopy", "Measurer", "PAPER_TABLE3_ROW", "PoolBuilder", "RLExperimentRecipe",
            "RunContext", "SECTION", "STRATEGIES_COMPARED", "compute_records", "eval_record", "heldout_problems",
-           "heldout_report", "load_recipes", "ours_label", "per_problem_rates", "run_curriculum", "strategy_recipe",
-           "work_dir"]
+           "heldout_report", "load_recipes", "measure_dir", "ours_label", "per_problem_rates", "run_curriculum",
+           "strategy_recipe", "work_dir"]
