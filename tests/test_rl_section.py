@@ -322,3 +322,61 @@ def test_the_summary_holds_every_key_the_sections_claims_read_and_its_headlines_
     assert summary["math_only_minus_sft_math_unit"] == "bases"
     rows = R.claim_rows("tiny", "03_rl", summary)
     assert len(rows) and set(rows["status"]) <= {"reproduced", "partly", "not_reproduced", "not_testable"}
+
+
+RESUME_SCRIPT = r'''
+import json, sys
+from pathlib import Path
+from falcon_h1r.config import load_preset
+from falcon_h1r.results import SectionWriter
+from falcon_h1r.sections import common, rl as RL
+from falcon_h1r.sections.common import StageIncomplete
+
+over = json.loads(sys.argv[1])
+cfg = load_preset("tiny", over)
+rl, exp = RL.load_recipes(cfg)
+loads = []
+real = common.get_base_model
+def counted(*a, **k):
+    loads.append(k.get("seed"))
+    return real(*a, **k)
+common.get_base_model = counted
+w = SectionWriter("tiny", RL.SECTION, params=cfg.to_dict(), seed=0, root=Path(sys.argv[2]), mode="computed")
+try:
+    RL.compute_records(cfg, rl, exp, w, progress=False)
+    print(json.dumps({"complete": True, "loads": loads}))
+except StageIncomplete as exc:
+    print(json.dumps({"complete": False, "loads": loads, "why": str(exc)}))
+'''
+
+
+@pytest.mark.slow
+def test_compute_records_in_pieces_loads_only_the_bases_it_still_needs(tmp_path):
+    """A resumable run stopped by its budget continues on the next call; once every unit of every base is kept,
+    no base model is loaded at all (a GPU piece on another machine needs only the bases it still works on)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    over = {"tasks.train_per_domain": 60, "tasks.test_per_domain": 10, "train.steps": 4, "train.batch_size": 8,
+            "eval.problems_per_domain": 3, "generation.max_new_tokens": 8, "tokenizer.vocab_size": 300,
+            "rl_experiments.steps": 2, "rl_experiments.strategy_steps": 2, "rl_experiments.strategy_seeds": 2,
+            "rl.group_size": 2, "rl.batch_prompts": 2, "rl.gen_prompts_per_call": 2, "rl.max_gen_calls_per_step": 2,
+            "rl.max_new_tokens": 8, "rl_experiments.eval_problems_per_domain": 3, "rl_experiments.eval_samples": 1,
+            "rl_experiments.pool_per_domain": 4, "rl_experiments.attack_suite": False, "curation.pass_rate_k": 2,
+            "curation.majority_drop_at_least": 2, "rl_experiments.resumable": True, "rl_experiments.budget_s": 1e-3}
+    env = {**os.environ, "FALCON_H1R_RESULTS": str(tmp_path / "results")}
+
+    def run(o):
+        out = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, json.dumps(o), str(tmp_path / "out")], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    pieces = []
+    while not (pieces and pieces[-1]["complete"]) and len(pieces) < 40:  # every piece makes progress
+        pieces.append(run(over))
+    assert pieces[-1]["complete"] and len(pieces) > 1 and "run again" in pieces[0]["why"]
+    assert run(over) == {"complete": True, "loads": []}  # every unit kept: no base is loaded at all
+    assert (tmp_path / "out" / "tiny" / "03_rl" / "curricula_evals.jsonl").exists()

@@ -296,11 +296,11 @@ class RunContext:
     """What every curriculum run of one base shares."""
 
     base_seed: int
-    base_model: torch.nn.Module
+    base_model: torch.nn.Module | None  # None when every unit of this base is already kept (never loaded)
     tok: Any
     pools: dict[str, list[dict[str, Any]]]  # the domains' pools measured against this SFT base
     builder: PoolBuilder
-    measurer: Measurer
+    measurer: Measurer | None
     reward_pool: RewardPool
     gen_cfg: GenerationConfig  # the rollout sampler's settings
     device: Any
@@ -426,7 +426,7 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
 
     from falcon_h1r.env import pick_device
     from falcon_h1r.rewards import load_llm_judge
-    from falcon_h1r.sections.common import base_seeds, get_base_models
+    from falcon_h1r.sections.common import base_seeds, get_base_model, get_tokenizer, task_sets
     from falcon_h1r.sections.rl_strategies import compare_strategies
 
     timings: dict[str, Any] = {}
@@ -437,56 +437,76 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
     work = work_dir(preset, rl, exp, seeds) if exp.resumable else None
     measured_root = measure_dir(preset, rl, exp, seeds) if exp.resumable else None
 
-    def check_time(what: str) -> None:
+    computed: list[str] = []  # units computed by this piece (a piece always makes progress before it stops)
+
+    def unit(path: Path | None, what: str, compute: Callable[[], Any]) -> Any:
+        """One unit of work: read back when kept, else computed (after a time check) and kept at ``path``."""
+        if path is not None and path.exists():
+            return cached_json(path, compute)
         if work is not None:  # what each unit of this piece took, kept beside the state (pieces on a GPU machine)
             write_json(work / f"timings_piece_{int(t_all)}.json", {**timings, "before": what, "at_s": time.time() - t_all})
-        if deadline is not None and time.time() > deadline:
+        if deadline is not None and computed and time.time() > deadline:
             raise StageIncomplete(f"RL stopped before {what} on rl_experiments.budget_s ({exp.budget_s:.0f} s); every "
                                   f"finished unit is kept in {work}: run again to continue")
+        computed.append(what)
+        return cached_json(path, compute)
 
     with torch_threads(exp.cpu_threads, device):
-        bases = get_base_models(preset, progress=progress, budget_s=exp.budget_s or None)  # section 02's stage
-        tok, sets = bases[0].tokenizer, bases[0].sets
+        sets = task_sets(preset)
+        tok = get_tokenizer(preset, sets)
         judge = load_llm_judge(rl.rewards.science_judge_model) if rl.rewards.science_judge == "llm" else None
         reward_pool = RewardPool(rl.rewards, judge=judge)
         eval_grader = RewardPool(replace(rl.rewards, code_tests_sampled=0), judge=judge).score  # every test
         heldout = heldout_problems(sets, exp)
-        frozen = FrozenCopy(bases[0].model, torch_dtype(preset), device)
         eval_cfg = replace(preset.generation, batch_size=exp.measure_batch_rows or preset.generation.batch_size)
-        measurer = Measurer(frozen, tok, heldout, eval_cfg, rl, exp.eval_samples, eval_grader, progress=progress)
         # one generation call of the rollout sampler = one engine batch (a batch runs as long as its longest row)
         rollout_cfg = replace(rl.sampling(preset.generation), batch_size=rl.gen_prompts_per_call * rl.group_size)
         needed = sorted({d for c in exp.curricula for stage in CURRICULA[c] for d in stage} | {"math"})
-        timings["setup_s"] = time.time() - t_all
+        order = _run_order(exp.curricula)
+        loaded: dict[str, Any] = {}  # the frozen copy and its measurer, made with the first base loaded
 
+        def load_base(b: int) -> Any:
+            """Base ``b`` (a base whose every unit is already kept is never loaded: a GPU piece needs only the
+            bases it still works on), and the measurer on first use."""
+            base = get_base_model(preset, seed=b, progress=progress, budget_s=exp.budget_s or None)  # section 02's
+            if "measurer" not in loaded:
+                frozen = FrozenCopy(base.model, torch_dtype(preset), device)
+                loaded["measurer"] = Measurer(frozen, tok, heldout, eval_cfg, rl, exp.eval_samples, eval_grader,
+                                              progress=progress)
+            loaded["last"] = base
+            return base
+
+        timings["setup_s"] = time.time() - t_all
         per_base, runs, pool_rows = {}, [], []
-        for base in tqdm(bases, desc="RL bases", disable=not progress):
-            b = base.seed
+        for b in tqdm(seeds, desc="RL bases", disable=not progress):
             root = work / f"base{b}" if work is not None else None
             mroot = measured_root / f"base{b}" if measured_root is not None else None
+            kept = [mroot / "pools.json", mroot / "sft_eval.json"] + [root / n / "result.json" for n in order] \
+                if root is not None else []
+            base = None if kept and all(f.exists() for f in kept) else load_base(b)
+            measurer = loaded.get("measurer")
             t0 = time.time()
-            check_time(f"base {b}'s pools")
-            builder = PoolBuilder(preset, sets, rl, exp, seed=b, frozen=frozen, progress=progress)
-            measured = cached_json(mroot / "pools.json" if mroot else None,
-                                   lambda: builder.from_base(base.model, tok, needed))
+            builder = PoolBuilder(preset, sets, rl, exp, seed=b, frozen=measurer.frozen if measurer else None,
+                                  progress=progress)
+            measured = unit(mroot / "pools.json" if mroot else None, f"base {b}'s pools",
+                            lambda: builder.from_base(base.model, tok, needed))
             pool_rows += [{"base": b, **r} for r in measured["reports"]]
-            check_time(f"base {b}'s SFT evaluation")
-            ctx = RunContext(b, base.model, tok, measured["pools"], builder, measurer, reward_pool, rollout_cfg,
-                             device, run_root=root, deadline=deadline, progress=progress)
-            sft = cached_json(mroot / "sft_eval.json" if mroot else None, lambda: measurer(base.model, seed=ctx.eval_seed))
-            per_base[b] = {**sft, "pre_sft_greedy": base.info.get("greedy_acc_before_by_domain", {}),
-                           "pool_sizes": {d: len(v) for d, v in measured["pools"].items()}}
+            ctx = RunContext(b, base.model if base else None, tok, measured["pools"], builder, measurer, reward_pool,
+                             rollout_cfg, device, run_root=root, deadline=deadline, progress=progress)
+            sft = unit(mroot / "sft_eval.json" if mroot else None, f"base {b}'s SFT evaluation", lambda: {
+                **measurer(base.model, seed=ctx.eval_seed),
+                "pre_sft_greedy": base.info.get("greedy_acc_before_by_domain", {})})
+            per_base[b] = {**sft, "pool_sizes": {d: len(v) for d, v in measured["pools"].items()}}
             timings[f"base{b}_pools_sft_s"] = time.time() - t0
-            for name in _run_order(exp.curricula):
+            for name in order:
                 t0 = time.time()
-                check_time(f"base {b}'s {name} run")
-                run = cached_json(root / name / "result.json" if root else None,
-                                  lambda: run_curriculum(name, ctx, rl, exp))
+                run = unit(root / name / "result.json" if root else None, f"base {b}'s {name} run",
+                           lambda: run_curriculum(name, ctx, rl, exp))
                 runs.append(run)
                 pool_rows += [{"base": b, **r} for s in run["stages"] for r in s["pool_reports"]
                               if not s.get("reused_from")]
                 timings[f"base{b}_{name}_s"] = time.time() - t0
-            del ctx
+            del ctx, base
 
         sft_record = {"bases": seeds, "n_problems": len(heldout), "n_samples": exp.eval_samples,
                       "heldout_ids": {d: [p["id"] for p in heldout if p["domain"] == d] for d in DOMAINS},
@@ -508,10 +528,12 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
             from falcon_h1r.sandbox import isolation_report
             from falcon_h1r.sections.rl_attacks import attack_training_step
 
-            check_time("the attack suite")
-            attacks = cached_json(work / "attacks.json" if work else None, lambda: {
-                **attack_training_step(fresh_copy(bases[0].model, rl.trainer_dtype).to(device), tok, rl,
-                                       device=device), "isolation": isolation_report()})
+            def attack() -> dict[str, Any]:  # on the last base loaded (the first one when none was needed)
+                base = loaded.get("last") or load_base(seeds[0])
+                return {**attack_training_step(fresh_copy(base.model, rl.trainer_dtype).to(device), tok, rl,
+                                               device=device), "isolation": isolation_report(), "base": base.seed}
+
+            attacks = unit(work / "attacks.json" if work else None, "the attack suite", attack)
             writer.records("attacks", attacks["rows"])
             writer.json("attacks_summary", {k: v for k, v in attacks.items() if k != "rows"})
         timings["attacks_s"] = time.time() - t0
