@@ -10,17 +10,17 @@
 # rl_experiments.steps=8 or 'rl_experiments.curricula=[math_only]'.
 #
 # Steps:
-#  1. Unpack what earlier pieces brought back and the caller carried in .carry/: the SFT bases
-#     (base_PRESET_<seed>.tgz, one per base: each fits the 16 MiB a file may bring back) and the RL run's finished
-#     units (rl_state_PRESET.tgz: pools, evaluations and finished runs as JSON; the model states of a run in
-#     progress are too big to carry, so a unit cut off on another machine restarts).
-#  2. The preset's bases (eval.base_seeds) from results/PRESET/_cache, trained here when missing (section 02's
-#     stage; in pieces too), each bundled into $OUT when it was trained here.
+#  1. Unpack what earlier pieces brought back and the caller carried in .carry/: SFT bases (base_PRESET_*.tgz, one
+#     per base: each fits the 16 MiB a file may bring back) and the RL run's finished units (rl_state_PRESET.tgz:
+#     pools, evaluations and finished runs as JSON; the model states of a run in progress are too big to carry, so
+#     a unit cut off on another machine restarts). Carry only the bases the next piece works on (the notebook loads
+#     a base only while one of its units is unfinished): two small bases and the wheels fit the 64 MiB carry.
+#  2. (A base the notebook needs and does not find is trained by it, section 02's stage, on the same budget.)
 #  3. Notebook 03 with the overrides. The preset's rl_experiments.budget_s stops it at a step boundary (small:
 #     420 s), and `timeout` RL_PROBE_BUDGET_S (default 570 s from the start) is the backstop under the device
 #     command's 600 s. An incomplete run exits 3: run the same command again (on this machine it continues from
 #     the saved state; on a fresh one carry the bundles back in .carry/ first).
-#  4. Bundle the RL state (JSON only) into $OUT/rl_state_PRESET.tgz and, when the notebook finished, the
+#  4. Bundle any base trained here, the RL state (JSON only) into $OUT/rl_state_PRESET.tgz and, when done, the
 #     section folder (records, tables, figures, the executed notebook) into $OUT/rl_NAME.tgz; print the
 #     headline and the per-unit timings.
 # Without $OUT (a CPU check) the bundles go to RL_PROBE_OUT (default: the probe root).
@@ -44,42 +44,11 @@ for f in .carry/base_"$PRESET"*.tgz .carry/rl_state_"$PRESET".tgz; do
   [ -f "$f" ] && tar -xzf "$f" -C "$CACHE" && echo "gpu_rl_probe: unpacked $f into $CACHE"
 done
 
-# ---- 2. the SFT bases (trained here when missing, on the time left)
+# ---- 2. the overrides (the SFT bases are loaded by the notebook, and only those it still works on)
 ARGS=()
 for kv in "$@"; do ARGS+=(--override "$kv"); done
-BASES=$(FALCON_H1R_RESULTS="$REPO/results" timeout -k 10 "$(left)" "$PY" - "$PRESET" "$(left)" "$@" <<'EOF'
-import sys, time
-from falcon_h1r.cli import parse_overrides
-from falcon_h1r.config import load_preset
-from falcon_h1r.sections.common import StageIncomplete, base_seeds, get_base_model
-
-cfg = load_preset(sys.argv[1], parse_overrides(sys.argv[3:]))
-deadline = time.time() + float(sys.argv[2]) - 120  # leave the notebook a piece of its own
-for seed in base_seeds(cfg):
-    t = time.time()
-    try:
-        base = get_base_model(cfg, seed=seed, progress=False, budget_s=max(30.0, deadline - time.time()))
-    except StageIncomplete as exc:
-        print(f"gpu_rl_probe: {exc}", file=sys.stderr)
-        sys.exit(3)
-    print(f"gpu_rl_probe: base {seed} {base.path.name}: sampled pass@1 "
-          f"{base.info.get('sampled', {}).get('pass1_by_domain')} ({time.time() - t:.0f} s here)", file=sys.stderr)
-    print(f"{seed}:{base.path.name}")
-EOF
-)
-rc=$?
-for entry in $BASES; do
-  seed=${entry%%:*}; dir=${entry#*:}
-  out="$BUNDLES/base_${PRESET}_$seed.tgz"
-  if [ ! -f ".carry/base_${PRESET}_$seed.tgz" ]; then
-    TOKS=$(cd "$CACHE" && ls -d tokenizer-* 2>/dev/null)
-    tar -czf "$out" -C "$CACHE" "$dir" $TOKS && echo "gpu_rl_probe: base bundle $out ($(du -h "$out" | cut -f1))"
-  fi
-done
-if [ $rc -ne 0 ]; then
-  echo "gpu_rl_probe: the SFT bases are not all built yet (rc $rc); run the same command again" >&2
-  exit 3
-fi
+CARRIED=$(cd "$CACHE" && ls -d base-* 2>/dev/null | grep -v '\.' | tr '\n' ' ')
+echo "gpu_rl_probe: SFT bases here before the run: ${CARRIED:-none}"
 
 # ---- 3. notebook 03, under its own results root unless NAME is main
 if [ "$NAME" = main ]; then ROOT="$REPO/results"; else
@@ -90,6 +59,12 @@ FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$(left)" "$PY" -m falcon_h1r reproduce
 rc=$?
 
 # ---- 4. bundles and the headline
+for dir in $(cd "$CACHE" && ls -d base-* 2>/dev/null | grep -v '\.'); do   # a base trained by this piece
+  case " $CARRIED " in *" $dir "*) continue;; esac
+  TOKS=$(cd "$CACHE" && ls -d tokenizer-* 2>/dev/null)
+  tar -czf "$BUNDLES/base_${PRESET}_$dir.tgz" -C "$CACHE" "$dir" $TOKS \
+    && echo "gpu_rl_probe: base bundle $BUNDLES/base_${PRESET}_$dir.tgz ($(du -h "$BUNDLES/base_${PRESET}_$dir.tgz" | cut -f1))"
+done
 STATE=$(cd "$CACHE" && ls -d rl-* 2>/dev/null)
 if [ -n "$STATE" ]; then
   tar -czf "$BUNDLES/rl_state_$PRESET.tgz" -C "$CACHE" --exclude='*.pt' --exclude='*.tmp' $STATE \
