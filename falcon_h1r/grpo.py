@@ -43,6 +43,7 @@ from falcon_h1r.config import GenerationConfig, RecipeError
 # the rollout engine: the decode engine on GPU, transformers' loop on CPU (falcon_h1r.inference.generate)
 from falcon_h1r.inference import Completion, generate
 from falcon_h1r.packed_mamba import enable_packed_mamba
+from falcon_h1r.prompts import as_prompt_builder
 from falcon_h1r.rewards import RewardPool, RewardRecipe, RewardResult
 from falcon_h1r.rollout_buffer import STRATEGIES, BatchFiller, Group, PromptStream, group_advantages
 
@@ -390,13 +391,19 @@ def make_sample_fn(model: torch.nn.Module, tok: Any, recipe: RLRecipe, gen_cfg: 
     G = recipe.group_size
     seen: set[str] = state.setdefault("seen_ids", set())
 
+    # the one prompt builder (a checkpoint's own chat template at the paper preset, stage "rl"); rewards read
+    # whole assistant turns, the thinking the prompt opened put back in front
+    builder = as_prompt_builder(tok)
+    full = builder.full_response if builder is not None else "<think>\n".__add__
+
     def sample_fn(problems: list[dict[str, Any]]) -> list[Group]:
-        prompts = [tok.prompt(p["question"]) for p in problems for _ in range(G)]
+        prompts = (builder.prompts(problems, G, stage="rl") if builder is not None
+                   else [tok.prompt(p["question"]) for p in problems for _ in range(G)])
         call = state["gen_calls"]
         state["gen_calls"] = call + 1
         comps = generate(model, tok, prompts, gen_cfg, seed=seed * 1_000_003 + call, progress=False)
         flat = [p for p in problems for _ in range(G)]
-        results = score(flat, ["<think>\n" + c.text for c in comps])
+        results = score(flat, [full(c.text) for c in comps])
         groups = []
         for i, p in enumerate(problems):
             rs = results[i * G:(i + 1) * G]
@@ -429,8 +436,9 @@ class RunResult:
     evals: list[dict[str, Any]]  # {"step", "pass1", "pass1_<domain>", "pass1_ci95", ...}
     sampler: dict[str, float]  # BatchFiller.summary()
     wall_s: float
-    steps: int
+    steps: int  # steps done (fewer than asked when a deadline stopped the run: see ``complete``)
     resumed_from: int = 0
+    complete: bool = True  # False when ``deadline`` stopped the run early; its state is saved, call again to resume
 
 
 def make_optimizer(model: torch.nn.Module, recipe: RLRecipe) -> tuple[torch.optim.Optimizer, Any]:
@@ -487,7 +495,7 @@ def train_grpo(model: torch.nn.Module, tok: Any, pool: Sequence[dict[str, Any]],
                eval_fn: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
                run_dir: str | Path | None = None, resume: bool = True,
                on_step_end: Callable[[int, dict[str, Any]], None] | None = None,
-               progress: bool = True, desc: str = "grpo") -> RunResult:
+               progress: bool = True, desc: str = "grpo", deadline: float | None = None) -> RunResult:
     """GRPO on ``pool`` for ``steps`` steps with the recipe's online-sampling strategy.
 
     ``run_dir`` holds ``state.pt`` (model, optimizer, scheduler, sampler cache, prompt stream, history,
@@ -495,6 +503,8 @@ def train_grpo(model: torch.nn.Module, tok: Any, pool: Sequence[dict[str, Any]],
     run picks up from it and ends with the same metrics and weights as an uninterrupted run.
     ``eval_fn(model, step)`` runs every ``recipe.eval_every`` steps and after the last one.
     ``score_fn`` replaces the reward pool (tests use it to make rewards independent of skill).
+    ``deadline`` (a ``time.time()`` value): past it, the run saves its state after the current step and returns
+    with ``complete`` False (a time-limited piece of a longer run; the next call with ``resume`` continues).
     """
     from tqdm.auto import tqdm
 
@@ -570,6 +580,12 @@ def train_grpo(model: torch.nn.Module, tok: Any, pool: Sequence[dict[str, Any]],
             save(step + 1, wall_before + time.time() - t0)
         if on_step_end is not None:
             on_step_end(step + 1, row)
+        if deadline is not None and step + 1 < steps and time.time() > deadline:
+            save(step + 1, wall_before + time.time() - t0)
+            bar.close()
+            model.eval()
+            return RunResult(history, evals, filler.summary(), wall_before + time.time() - t0, step + 1,
+                             resumed_from=start, complete=False)
     bar.close()
     model.eval()
     return RunResult(history, evals, filler.summary(), wall_before + time.time() - t0, steps, resumed_from=start)

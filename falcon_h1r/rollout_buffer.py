@@ -10,19 +10,26 @@ advantage everywhere and gives no policy gradient. Three ways to keep the batch 
   keeps samples near on-policy), and when the cache is full the oldest group is evicted.
   ``cache_size = 0`` is backfill without a cache (DAPO's dynamic sampling: the overflow is wasted).
 - ``reject``: one generation call per step; zero-advantage groups are dropped and the batch is
-  whatever is left (variable size).
+  whatever is left (variable size), at most ``batch_prompts`` groups.
 - ``duplicate``: one generation call per step; when fewer than ``batch_prompts`` groups are
-  informative, the batch is topped up with copies of positive-advantage rollouts of the same call.
+  informative, the batch is topped up with copies of positive-advantage rollouts of the same call
+  (at most ``batch_prompts`` unique groups, as for reject).
 
-Every strategy generates ``gen_prompts_per_call`` prompts per call, so a call costs the same in each.
+Every strategy generates ``gen_prompts_per_call`` prompts per call, so a call costs the same in each, and
+no strategy trains on more than ``batch_prompts`` groups a step (equal trained groups per step): the
+informative groups reject and duplicate get beyond the batch are dropped (``overflow_dropped``).
 
 Bookkeeping, per strategy: generation calls, prompts and rollouts generated, informative groups
-used (each counted once), groups wasted (zero advantage, evicted, expired). The comparable figure is
-**generation calls per filled batch** = calls x ``batch_prompts`` / unique informative groups used:
-what it costs to feed the trainer one batch's worth of gradient-carrying groups.
+used (each counted once), groups wasted (zero advantage, evicted, expired, dropped over the cap). The
+comparable figure is **generation calls per filled batch** = calls / (unique informative groups used /
+``batch_prompts``): what it costs to feed the trainer one batch's worth of gradient-carrying groups. It is
+defined for every strategy; a run that used no informative group filled no batch and says so
+(``filled_batches`` 0, the cost None), never an infinite cost.
 
 The module knows nothing of models: groups come from a ``sample_fn(problems) -> list[Group]`` that
-the trainer supplies (one call = one generation call of the rollout engine).
+the trainer supplies (one call = one generation call of the rollout engine), or from
+:class:`ReplaySampler`, which replays measured per-problem success rates so the strategies can be compared
+over many seeds without a model (:func:`simulate_strategy`).
 """
 
 from __future__ import annotations
@@ -145,6 +152,7 @@ class FillStats:
     evicted: int = 0  # informative groups pushed out of a full cache (wasted)
     expired: int = 0  # cached groups dropped as too old (wasted)
     duplicated: int = 0  # rollouts copied in (strategy "duplicate")
+    overflow_dropped: int = 0  # informative groups over the batch cap (reject, duplicate): wasted
     groups_used: int = 0  # unique informative groups in the batch
     underfilled: bool = False  # backfill hit max_gen_calls before the batch was full
     cache_len: int = 0
@@ -182,9 +190,11 @@ class BatchFiller:
         st = FillStats()
         if self.strategy == "backfill":
             batch = self._backfill(stream, sample_fn, step, st)
-        else:  # one generation call of the same size as backfill's
+        else:  # one generation call of the same size as backfill's, at most batch_prompts groups trained
             groups = self._generate(stream, sample_fn, self.gen_prompts_per_call, st)
             batch = [g for g in groups if g.informative]
+            st.overflow_dropped = max(0, len(batch) - self.batch_prompts)
+            batch = batch[: self.batch_prompts]
             if self.strategy == "duplicate":
                 batch = batch + self._duplicates(batch, self.batch_prompts - len(batch), st)
         st.groups_used = sum(1 for g in batch if g.duplicate_of is None)
@@ -262,7 +272,7 @@ class BatchFiller:
             elif k not in ("cache_len", "mean_staleness"):
                 t[k] = t.get(k, 0) + v
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, Any]:
         """Totals and the comparable cost: generation calls per filled batch (see the module doc)."""
         return summarize(self.totals, self.batch_prompts)
 
@@ -276,12 +286,18 @@ class BatchFiller:
         self.totals = dict(state["totals"])
 
 
-def summarize(totals: dict[str, float], batch_prompts: int) -> dict[str, float]:
-    """Totals (summed :class:`FillStats` plus ``steps``) and the per-filled-batch costs derived from them."""
-    t = dict(totals)
+def summarize(totals: dict[str, float], batch_prompts: int) -> dict[str, Any]:
+    """Totals (summed :class:`FillStats` plus ``steps``) and the per-filled-batch costs derived from them.
+
+    ``filled_batches`` = unique informative groups used / ``batch_prompts``; the costs per filled batch are
+    None (and ``filled_no_batch`` True) when no informative group was used: such a run filled no batch, which
+    is reported as such rather than as an infinite cost."""
+    t: dict[str, Any] = dict(totals)
     used = t.get("groups_used", 0)
-    t["gen_calls_per_filled_batch"] = (t.get("gen_calls", 0) * batch_prompts / used) if used else float("inf")
-    t["rollouts_per_filled_batch"] = (t.get("rollouts_generated", 0) * batch_prompts / used) if used else float("inf")
+    t["filled_batches"] = used / batch_prompts
+    t["filled_no_batch"] = not used
+    t["gen_calls_per_filled_batch"] = t.get("gen_calls", 0) / t["filled_batches"] if used else None
+    t["rollouts_per_filled_batch"] = t.get("rollouts_generated", 0) / t["filled_batches"] if used else None
     gen = t.get("prompts_generated", 0)
     t["informative_frac"] = t.get("informative_new", 0) / gen if gen else 0.0
     return t
@@ -296,5 +312,69 @@ def totals_from_rows(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     return t
 
 
-__all__ = ["BatchFiller", "FillStats", "Group", "PromptStream", "STRATEGIES", "group_advantages", "summarize",
-           "totals_from_rows"]
+# ============================================================================== replayed outcomes
+class ReplaySampler:
+    """A ``sample_fn`` without a model: each rollout of problem ``p`` is correct with probability ``rates[p["id"]]``
+    (a measured success rate, e.g. c/k from k rollouts of a checkpoint), reward 1 or 0.
+
+    Why: the strategies differ only in what they do with the groups a call returns, so their cost can be
+    measured on the groups a policy would produce, over many seeds, at no generation cost. The policy is
+    frozen at the checkpoint whose rates are replayed (it does not improve during the replay).
+    Draws come from a generator keyed by (seed, problem id, how many times this sampler has generated that
+    problem), so every strategy run with the same seed sees the same group the n-th time it generates the
+    same prompt: the strategies are compared on common random numbers (paired).
+    """
+
+    def __init__(self, rates: dict[str, float], group_size: int, seed: int = 0, advantage_eps: float = 1e-6):
+        bad = {k: v for k, v in rates.items() if not 0.0 <= float(v) <= 1.0}
+        if bad:
+            raise ValueError(f"success rates must lie in [0, 1]; got {dict(list(bad.items())[:3])}")
+        if group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (a group of one has no advantage), got {group_size}")
+        self.rates = {str(k): float(v) for k, v in rates.items()}
+        self.group_size, self.seed, self.eps = group_size, seed, advantage_eps
+        self.step = 0  # the policy version stamped on new groups (the caller sets it each step)
+        self.visits: dict[str, int] = {}
+
+    def __call__(self, problems: list[dict[str, Any]]) -> list[Group]:
+        out = []
+        for p in problems:
+            pid = str(p["id"])
+            if pid not in self.rates:
+                raise KeyError(f"no measured success rate for problem {pid!r}: replay only problems whose rates were measured")
+            visit = self.visits.get(pid, 0)
+            self.visits[pid] = visit + 1
+            rng = random.Random(f"{self.seed}-{pid}-{visit}")
+            rewards = [1.0 if rng.random() < self.rates[pid] else 0.0 for _ in range(self.group_size)]
+            out.append(Group(problem=p, rollouts=[f"{pid}#{visit}/{k}" for k in range(self.group_size)],
+                             rewards=rewards, correct=[r > 0 for r in rewards],
+                             advantages=group_advantages(rewards, self.eps), born_step=self.step))
+        return out
+
+
+def informative_probability(rate: float, group_size: int) -> float:
+    """P(a group of ``group_size`` rollouts, each right with probability ``rate``, is not all equal)."""
+    return 1.0 - rate ** group_size - (1.0 - rate) ** group_size
+
+
+def simulate_strategy(strategy: str, pool: Sequence[dict[str, Any]], rates: dict[str, float], *, group_size: int,
+                      batch_prompts: int, gen_prompts_per_call: int, steps: int, cache_size: int = 0,
+                      cache_max_age: int = 0, max_gen_calls: int = 8, seed: int = 0) -> dict[str, Any]:
+    """``steps`` batches of one strategy on replayed outcomes (:class:`ReplaySampler`): its :func:`summarize`
+    figures, plus the mean and smallest batch. The same ``seed`` gives every strategy the same prompt order and
+    the same groups (paired)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    sampler = ReplaySampler(rates, group_size, seed)
+    stream = PromptStream(pool, seed=seed)
+    filler = BatchFiller(strategy, batch_prompts, gen_prompts_per_call, cache_size, cache_max_age, max_gen_calls)
+    sizes = []
+    for step in range(steps):
+        sampler.step = step
+        batch, _ = filler.fill(stream, sampler, step)
+        sizes.append(len(batch))
+    return {**filler.summary(), "batch_groups_mean": sum(sizes) / len(sizes), "batch_groups_min": min(sizes)}
+
+
+__all__ = ["BatchFiller", "FillStats", "Group", "PromptStream", "ReplaySampler", "STRATEGIES", "group_advantages",
+           "informative_probability", "simulate_strategy", "summarize", "totals_from_rows"]

@@ -1,88 +1,91 @@
 #!/usr/bin/env bash
-# One RL probe: notebook 03 at a preset with recipe overrides, written to a results root of its own
-# so the committed results/<preset>/03_rl stay as they are, then bundled into $OUT.
+# Notebook 03 (RL) on a GPU machine in time-limited, resumable pieces, with what a later piece on another
+# machine needs bundled into $OUT.
 #
 #   . scripts/gpu_prelude.sh && bash scripts/gpu_rl_probe.sh PRESET NAME [KEY=VALUE ...]
-#   . scripts/gpu_prelude.sh && RL_PROBE_BASE_ONLY=1 bash scripts/gpu_rl_probe.sh PRESET
 #
-# KEY=VALUE are `falcon-h1r reproduce --override` values, e.g. 'rl_experiments.curricula=[math_only]'
-# rl_experiments.steps=200 (the experiment's block) or rl.lr=5e-5 (the trainer's).
+# NAME "main" writes the section's records to results/PRESET/03_rl (what gets committed); any other NAME writes
+# under a probe root of its own ($FALCON_H1R_PROBE_ROOT/NAME, default /tmp/falcon_h1r_probe/NAME) so the
+# committed records stay as they are. KEY=VALUE are `falcon-h1r reproduce --override` values, e.g.
+# rl_experiments.steps=8 or 'rl_experiments.curricula=[math_only]'.
+#
 # Steps:
-#  1. The SFT base in results/PRESET/_cache (git-ignored). If .carry/base_PRESET.tgz exists (a bundle an
-#     earlier run brought back and sent along to the GPU machine), it is unpacked there first;
-#     otherwise the base is trained here (small: about 5 minutes on an H100). The base and its tokenizer
-#     are then bundled into $OUT/base_PRESET.tgz at once, so a later run can carry them.
-#  2. With RL_PROBE_BASE_ONLY=1, stop there. Otherwise run notebook 03 with the overrides under
-#     FALCON_H1R_RESULTS=$FALCON_H1R_PROBE_ROOT/NAME (default /tmp/falcon_h1r_probe/NAME), sharing the
-#     base cache through a link, inside `timeout RL_PROBE_BUDGET_S` (default 540 s) so the device
-#     command's own 600 s limit never cuts off step 3. With rl_experiments.resumable (the small preset's) the run
-#     state stays in that root; the same command again on the same machine continues the run.
-#  3. Bundle the section folder (records, tables, figures, the executed notebook; not _work) into
-#     $OUT/rl_NAME.tgz and print summary.json and the math-only trajectory.
+#  1. Unpack what earlier pieces brought back and the caller carried in .carry/: SFT bases (base_PRESET_*.tgz, one
+#     per base: each fits the 16 MiB a file may bring back) and the RL run's finished units (rl_state_PRESET.tgz:
+#     pools, evaluations and finished runs as JSON; the model states of a run in progress are too big to carry, so
+#     a unit cut off on another machine restarts). Carry only the bases the next piece works on (the notebook loads
+#     a base only while one of its units is unfinished): two small bases and the wheels fit the 64 MiB carry.
+#  2. (A base the notebook needs and does not find is trained by it, section 02's stage, on the same budget.)
+#  3. Notebook 03 with the overrides. The preset's rl_experiments.budget_s stops it at a step boundary (small:
+#     420 s), and `timeout` RL_PROBE_BUDGET_S (default 570 s from the start) is the backstop under the device
+#     command's 600 s. An incomplete run exits 3: run the same command again (on this machine it continues from
+#     the saved state; on a fresh one carry the bundles back in .carry/ first).
+#  4. Bundle any base trained here, the RL state (JSON only) into $OUT/rl_state_PRESET.tgz and, when done, the
+#     section folder (records, tables, figures, the executed notebook) into $OUT/rl_NAME.tgz; print the
+#     headline and the per-unit timings.
 # Without $OUT (a CPU check) the bundles go to RL_PROBE_OUT (default: the probe root).
 # PYTHON picks the interpreter (default python3, as on the GPU image; here: PYTHON=.venv/bin/python).
 set -u -o pipefail
-[ $# -ge 1 ] || { echo "usage: $0 PRESET NAME [KEY=VALUE ...]   |   RL_PROBE_BASE_ONLY=1 $0 PRESET" >&2; exit 2; }
-PRESET=$1; shift
-NAME=""
-if [ -z "${RL_PROBE_BASE_ONLY:-}" ]; then
-  [ $# -ge 1 ] || { echo "gpu_rl_probe: name the probe: $0 $PRESET NAME [KEY=VALUE ...]" >&2; exit 2; }
-  NAME=$1; shift
-  case "$NAME" in *[!A-Za-z0-9._-]*|"") echo "gpu_rl_probe: NAME may use letters, digits, . _ - only" >&2; exit 2;; esac
-fi
+[ $# -ge 2 ] || { echo "usage: $0 PRESET NAME [KEY=VALUE ...]   (NAME 'main' writes results/PRESET/03_rl)" >&2; exit 2; }
+PRESET=$1; NAME=$2; shift 2
+case "$NAME" in *[!A-Za-z0-9._-]*|"") echo "gpu_rl_probe: NAME may use letters, digits, . _ - only" >&2; exit 2;; esac
 PY=${PYTHON:-python3}
 REPO=$(pwd)
 CACHE="$REPO/results/$PRESET/_cache"
-BUNDLES=${OUT:-${RL_PROBE_OUT:-${FALCON_H1R_PROBE_ROOT:-/tmp/falcon_h1r_probe}}}
+PROBES=${FALCON_H1R_PROBE_ROOT:-/tmp/falcon_h1r_probe}
+BUNDLES=${OUT:-${RL_PROBE_OUT:-$PROBES}}
+BUDGET=${RL_PROBE_BUDGET_S:-570}
 mkdir -p "$CACHE" "$BUNDLES"
 t0=$(date +%s)
+left() { echo $(( BUDGET - ($(date +%s) - t0) )); }
 
-# ---- 1. the SFT base (unpacked from a carried bundle, or trained), bundled at once
-if [ -f ".carry/base_$PRESET.tgz" ]; then
-  tar -xzf ".carry/base_$PRESET.tgz" -C "$CACHE" && echo "gpu_rl_probe: unpacked .carry/base_$PRESET.tgz into $CACHE"
-fi
-BASE=$(FALCON_H1R_RESULTS="$REPO/results" "$PY" - "$PRESET" "$@" <<'EOF'
-import sys
-from falcon_h1r.cli import parse_overrides
-from falcon_h1r.config import load_preset
-from falcon_h1r.sections.common import get_base_model
+# ---- 1. what earlier pieces brought back
+for f in .carry/base_"$PRESET"*.tgz .carry/rl_state_"$PRESET".tgz; do
+  [ -f "$f" ] && tar -xzf "$f" -C "$CACHE" && echo "gpu_rl_probe: unpacked $f into $CACHE"
+done
 
-cfg = load_preset(sys.argv[1], parse_overrides(sys.argv[2:]))
-base = get_base_model(cfg, progress=False)
-print(f"gpu_rl_probe: SFT base {base.path.name}: held-out greedy accuracy {base.info.get('greedy_acc_after')}, "
-      f"trained in {base.info.get('train_wall_s')} s", file=sys.stderr)
-print(base.path.name)
-EOF
-) || { echo "gpu_rl_probe: the SFT base could not be built or loaded" >&2; exit 1; }
-TOKS=$(cd "$CACHE" && ls -d tokenizer-* 2>/dev/null)
-tar -czf "$BUNDLES/base_$PRESET.tgz" -C "$CACHE" "$BASE" $TOKS \
-  && echo "gpu_rl_probe: base bundle $BUNDLES/base_$PRESET.tgz ($(du -h "$BUNDLES/base_$PRESET.tgz" | cut -f1)), $(( $(date +%s) - t0 )) s in"
-if [ "$(stat -c %s "$BUNDLES/base_$PRESET.tgz" 2>/dev/null || echo 0)" -gt 16000000 ]; then
-  echo "gpu_rl_probe: the base bundle is over 16 MB: too big to bring back from the GPU machine" >&2
-fi
-[ -n "${RL_PROBE_BASE_ONLY:-}" ] && exit 0
-
-# ---- 2. notebook 03 with the overrides, under its own results root
-ROOT=${FALCON_H1R_PROBE_ROOT:-/tmp/falcon_h1r_probe}/$NAME
-mkdir -p "$ROOT/$PRESET"
-ln -sfn "$CACHE" "$ROOT/$PRESET/_cache"
+# ---- 2. the overrides (the SFT bases are loaded by the notebook, and only those it still works on)
 ARGS=()
 for kv in "$@"; do ARGS+=(--override "$kv"); done
-BUDGET=${RL_PROBE_BUDGET_S:-540}
-LEFT=$(( BUDGET - ($(date +%s) - t0) ))
-[ "$LEFT" -gt 30 ] || { echo "gpu_rl_probe: no time left for the notebook in RL_PROBE_BUDGET_S=$BUDGET; run again" >&2; exit 124; }
-echo "gpu_rl_probe: notebook 03 at $PRESET, ${LEFT}s left, records in $ROOT/$PRESET/03_rl"
-FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$LEFT" "$PY" -m falcon_h1r reproduce --preset "$PRESET" --sections 03 "${ARGS[@]}"
-rc=$?
-[ $rc -eq 124 ] && echo "gpu_rl_probe: the notebook hit the budget; with rl_experiments.resumable the same command continues it" >&2
+CARRIED=$(cd "$CACHE" && ls -d base-* 2>/dev/null | grep -v '\.' | tr '\n' ' ')
+echo "gpu_rl_probe: SFT bases here before the run: ${CARRIED:-none}"
 
-# ---- 3. bundle the records and show the headline
+# ---- 3. notebook 03, under its own results root unless NAME is main
+if [ "$NAME" = main ]; then ROOT="$REPO/results"; else
+  ROOT="$PROBES/$NAME"; mkdir -p "$ROOT/$PRESET"; ln -sfn "$CACHE" "$ROOT/$PRESET/_cache"; fi
+[ "$(left)" -gt 60 ] || { echo "gpu_rl_probe: under a minute left in RL_PROBE_BUDGET_S=$BUDGET; run again" >&2; exit 3; }
+echo "gpu_rl_probe: notebook 03 at $PRESET, $(left) s left, records in $ROOT/$PRESET/03_rl"
+FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$(left)" "$PY" -m falcon_h1r reproduce --preset "$PRESET" --sections 03 "${ARGS[@]}"
+rc=$?
+
+# ---- 4. bundles and the headline
+for dir in $(cd "$CACHE" && ls -d base-* 2>/dev/null | grep -v '\.'); do   # a base trained by this piece
+  case " $CARRIED " in *" $dir "*) continue;; esac
+  TOKS=$(cd "$CACHE" && ls -d tokenizer-* 2>/dev/null)
+  tar -czf "$BUNDLES/base_${PRESET}_$dir.tgz" -C "$CACHE" "$dir" $TOKS \
+    && echo "gpu_rl_probe: base bundle $BUNDLES/base_${PRESET}_$dir.tgz ($(du -h "$BUNDLES/base_${PRESET}_$dir.tgz" | cut -f1))"
+done
+STATE=$(cd "$CACHE" && ls -d rl-* 2>/dev/null)
+if [ -n "$STATE" ]; then
+  tar -czf "$BUNDLES/rl_state_$PRESET.tgz" -C "$CACHE" --exclude='*.pt' --exclude='*.tmp' $STATE \
+    && echo "gpu_rl_probe: RL state bundle $BUNDLES/rl_state_$PRESET.tgz ($(du -h "$BUNDLES/rl_state_$PRESET.tgz" | cut -f1))"
+fi
 SEC="$ROOT/$PRESET/03_rl"
-if [ -d "$SEC" ]; then
+if [ $rc -eq 0 ] && [ -d "$SEC" ]; then
   tar -czf "$BUNDLES/rl_$NAME.tgz" -C "$ROOT/$PRESET" --exclude=_work 03_rl \
     && echo "gpu_rl_probe: records bundle $BUNDLES/rl_$NAME.tgz ($(du -h "$BUNDLES/rl_$NAME.tgz" | cut -f1))"
-  [ -f "$SEC/summary.json" ] && cat "$SEC/summary.json"
-  [ -f "$SEC/math_only_trajectory.md" ] && cat "$SEC/math_only_trajectory.md"
+  "$PY" - "$SEC" <<'EOF'
+import json, sys
+s = json.load(open(f"{sys.argv[1]}/summary.json"))
+t = json.load(open(f"{sys.argv[1]}/timings.json"))
+keys = ["rl_seeds", "math_only_minus_sft_math", "math_only_minus_sft_math_ci95", "rl_pool_pass_rate_inside_fraction_code",
+        "backfill_gen_call_saving_vs_nocache", "backfill_gen_call_saving_vs_nocache_ci95",
+        "backfill_gen_call_saving_vs_reject", "backfill_gen_call_saving_vs_reject_ci95"]
+print(json.dumps({k: s.get(k) for k in keys}, indent=1))
+print(json.dumps({k: round(v) for k, v in t.items() if k.endswith("_s")}, indent=1))
+EOF
+  echo "gpu_rl_probe: done, $(( $(date +%s) - t0 )) s"
+  exit 0
 fi
-echo "gpu_rl_probe: rc $rc, $(( $(date +%s) - t0 )) s in all"
-exit $rc
+echo "gpu_rl_probe: the RL run is not finished (rc $rc, $(( $(date +%s) - t0 )) s); run the same command again" >&2
+exit 3

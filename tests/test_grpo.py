@@ -154,6 +154,27 @@ def test_kill_and_resume_gives_the_same_final_metrics_and_weights(setup, tmp_pat
     assert any(r["updated"] for r in full.history) and full.sampler["gen_calls"] >= 5
 
 
+def test_a_deadline_stops_after_a_step_saves_and_the_rerun_ends_like_an_uninterrupted_run(setup, tmp_path):
+    import copy
+
+    preset, sets, tok, base = setup
+    gen = RECIPE.sampling(preset.generation)
+    pool = sets["train"][:12]
+    kw = dict(gen_cfg=gen, steps=5, seed=3, score_fn=_length_score, progress=False)
+    m_full = copy.deepcopy(base)
+    full = train_grpo(m_full, tok, pool, RECIPE, run_dir=tmp_path / "full", **kw)
+    assert full.complete and full.steps == 5
+    # a deadline already past: the run stops after its first step (not on a save_every step) with its state saved
+    piece = train_grpo(copy.deepcopy(base), tok, pool, RECIPE, run_dir=tmp_path / "piece", deadline=0.0, **kw)
+    assert not piece.complete and piece.steps == 1 and len(piece.history) == 1
+    m_b = copy.deepcopy(base)
+    rest = train_grpo(m_b, tok, pool, RECIPE, run_dir=tmp_path / "piece", **kw)
+    assert rest.complete and rest.resumed_from == 1
+    assert _strip_times(rest.history) == _strip_times(full.history) and rest.sampler == full.sampler
+    for a, b in zip(m_full.parameters(), m_b.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_reward_on_first_seen_prompts_is_logged_and_survives_a_resume(setup, tmp_path):
     import copy
 

@@ -34,7 +34,7 @@ FAST_SECTION = {
     "02_sft": {"sft_ablations.steps": 2, "sft_ablations.batch_size": 4, "sft_ablations.seeds": [0],
                "sft_ablations.problems_per_domain": 3, "sft_ablations.eval_per_domain": 3, "sft_ablations.eval_every": 1,
                "sft_ablations.start_steps": 2, "sft_ablations.start_batch_size": 4},
-    "03_rl": {"rl_experiments.steps": 1, "rl_experiments.strategy_steps": 1, "rl.group_size": 2, "rl.batch_prompts": 2, "rl.gen_prompts_per_call": 2, "rl.max_gen_calls_per_step": 2, "rl.max_new_tokens": 8, "rl_experiments.eval_problems_per_domain": 3, "rl_experiments.eval_samples": 1, "rl_experiments.pool_per_domain": 4, "rl_experiments.attack_suite": False, "curation.pass_rate_k": 2, "curation.majority_drop_at_least": 2},
+    "03_rl": {"rl_experiments.steps": 1, "rl_experiments.strategy_steps": 1, "rl_experiments.strategy_seeds": 2, "rl_experiments.trajectory_eval_every": 0, "rl.group_size": 2, "rl.batch_prompts": 2, "rl.gen_prompts_per_call": 2, "rl.max_gen_calls_per_step": 2, "rl.max_new_tokens": 8, "rl_experiments.eval_problems_per_domain": 3, "rl_experiments.eval_samples": 1, "rl_experiments.pool_per_domain": 4, "rl_experiments.attack_suite": False, "curation.pass_rate_k": 2, "curation.majority_drop_at_least": 2},
     "04_throughput": {"throughput.check_prompts": 4, "throughput.check_new_tokens": 8},
     "05_deepconf": {"deepconf.n_init": 8, "deepconf.budget": 16, "deepconf.window": 4, "deepconf.tail_tokens": 4,
                     "deepconf.online_batch_size": 8, "deepconf_experiments.candidates": 2,

@@ -2,7 +2,8 @@
 
 import pytest
 
-from falcon_h1r.rollout_buffer import BatchFiller, Group, PromptStream, group_advantages, summarize, totals_from_rows
+from falcon_h1r.rollout_buffer import (BatchFiller, Group, PromptStream, ReplaySampler, group_advantages,
+                                      informative_probability, simulate_strategy, summarize, totals_from_rows)
 
 
 def test_group_advantages_hand_computed():
@@ -186,11 +187,75 @@ def test_totals_from_per_step_rows_equal_the_fillers_own():
     assert summarize(totals_from_rows(rows), 3) == f.summary()
 
 
-def test_reject_and_duplicate_generate_calls_of_the_same_size_as_backfill():
+def test_reject_and_duplicate_generate_calls_of_the_same_size_as_backfill_and_train_at_most_a_batch():
     pool, fake = _setup("iiwi" "iwww")
     f = BatchFiller("reject", batch_prompts=2, gen_prompts_per_call=8)
     batch, st = f.fill(_unshuffled(pool), fake, step=0)
-    assert st.prompts_generated == 8 and len(batch) == 4  # a variable batch, here larger than batch_prompts
+    # 4 informative groups in the call: 2 trained (the cap), 2 dropped (wasted), as many as backfill would train
+    assert st.prompts_generated == 8 and len(batch) == 2 and st.groups_used == 2 and st.overflow_dropped == 2
+    assert [g.problem["id"] for g in batch] == ["p0", "p1"]
+    d = BatchFiller("duplicate", batch_prompts=3, gen_prompts_per_call=8)
+    batch, st = d.fill(_unshuffled(pool), fake, step=0)
+    assert len(batch) == 3 and st.groups_used == 3 and st.overflow_dropped == 1 and st.duplicated == 0
     g = BatchFiller("duplicate", batch_prompts=6, gen_prompts_per_call=8)
     batch, st = g.fill(_unshuffled(pool), fake, step=0)
     assert st.prompts_generated == 8 and len(batch) == 6 and st.groups_used == 4 and st.duplicated == 2 * 2
+    assert st.overflow_dropped == 0
+
+
+def test_a_run_that_fills_no_batch_says_so_and_never_reports_an_infinite_cost():
+    pool, fake = _setup("cwcw")
+    f = BatchFiller("reject", batch_prompts=2, gen_prompts_per_call=4)
+    for step in range(3):
+        f.fill(_unshuffled(pool), fake, step=step)
+    s = f.summary()
+    assert s["gen_calls"] == 3 and s["groups_used"] == 0
+    assert s["filled_batches"] == 0 and s["filled_no_batch"] is True
+    assert s["gen_calls_per_filled_batch"] is None and s["rollouts_per_filled_batch"] is None
+    assert summarize({"gen_calls": 3, "groups_used": 3, "rollouts_generated": 24}, 2)["gen_calls_per_filled_batch"] == 2.0
+
+
+def test_replay_sampler_is_keyed_by_seed_problem_and_visit():
+    rates = {"a": 0.5, "b": 0.0, "c": 1.0}
+    pool = [{"id": i, "domain": "math"} for i in rates]
+    s1, s2 = ReplaySampler(rates, 8, seed=4), ReplaySampler(rates, 8, seed=4)
+    g1, g2 = s1(pool), s2(pool)
+    assert [g.rewards for g in g1] == [g.rewards for g in g2]  # same seed, same visit: the same group
+    assert g1[1].rewards == [0.0] * 8 and g1[2].rewards == [1.0] * 8  # 0/k and k/k replay all wrong / all right
+    assert not g1[1].informative and not g1[2].informative and g1[2].all_correct
+    again = s1([pool[0]])[0]
+    assert s2([pool[0]])[0].rewards == again.rewards  # the second visit is the same in both samplers...
+    assert len({tuple(ReplaySampler(rates, 8, seed=k)(pool)[0].rewards) for k in range(8)}) > 1  # ...seeds differ
+    assert all(a == pytest.approx(x) for a, x in zip(g1[0].advantages, group_advantages(g1[0].rewards, 1e-6)))
+    with pytest.raises(KeyError, match="no measured success rate"):
+        s1([{"id": "z", "domain": "math"}])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ReplaySampler({"a": 1.5}, 4)
+
+
+def test_replayed_informative_share_matches_its_probability():
+    # 400 groups of 4 at p = 0.25: P(informative) = 1 - 0.25^4 - 0.75^4 = 0.68
+    rates = {f"p{i}": 0.25 for i in range(400)}
+    groups = ReplaySampler(rates, 4, seed=0)([{"id": i, "domain": "math"} for i in rates])
+    share = sum(g.informative for g in groups) / len(groups)
+    assert informative_probability(0.25, 4) == pytest.approx(1 - 0.25 ** 4 - 0.75 ** 4)
+    assert share == pytest.approx(informative_probability(0.25, 4), abs=0.07)  # 3 binomial standard errors
+
+
+def test_simulated_strategies_on_a_plentiful_pool_cost_what_the_bookkeeping_says():
+    # p = 0.5 and groups of 8: 1 - 2/256 of the groups are informative. A call of 2 batches' worth of prompts
+    # overfills the batch: backfill without a cache spends one call a batch and wastes the rest; with a cache
+    # every informative group is used once, so it needs about half a call a batch; reject (capped) one call.
+    pool = [{"id": f"p{i}", "domain": "math"} for i in range(50)]
+    rates = {p["id"]: 0.5 for p in pool}
+    kw = dict(group_size=8, batch_prompts=4, gen_prompts_per_call=8, steps=40, seed=1)
+    cache = simulate_strategy("backfill", pool, rates, cache_size=16, **kw)
+    nocache = simulate_strategy("backfill", pool, rates, cache_size=0, **kw)
+    reject = simulate_strategy("reject", pool, rates, **kw)
+    assert nocache["gen_calls"] == 40 and nocache["gen_calls_per_filled_batch"] == pytest.approx(1.0)
+    assert nocache["evicted"] > 100  # the overflow of every call is thrown away
+    assert cache["gen_calls_per_filled_batch"] == pytest.approx(4 / (8 * (1 - 2 / 256)), abs=0.03)
+    assert reject["gen_calls_per_filled_batch"] == pytest.approx(1.0) and reject["overflow_dropped"] > 100
+    assert cache["batch_groups_min"] == nocache["batch_groups_min"] == reject["batch_groups_min"] == 4
+    with pytest.raises(ValueError, match="steps"):
+        simulate_strategy("reject", pool, rates, **{**kw, "steps": 0})

@@ -1,13 +1,17 @@
-"""Section 03 (paper §3): GRPO from the SFT base over Table 3's domain curricula, the online-sampling
-strategies compared on the math pool, and the sandbox attacks inside a training step.
+"""Section 03 (paper §3): GRPO from each of the preset's SFT bases over Table 3's domain curricula, the
+online-sampling strategies compared on replayed outcomes, and the sandbox attacks inside a training step.
 
 The methods are the library's: the trainer (:func:`falcon_h1r.grpo.train_grpo`), the rewards
-(:class:`falcon_h1r.rewards.RewardPool`), the rollout buffer's strategies, the curation stage's RL rules
-(:func:`falcon_h1r.curation.select_rl_pool`) and the evaluation harness
-(:func:`falcon_h1r.evaluation.evaluate`). This module is the experiment around them: its own recipe
-(the ``rl_experiments`` block beside the trainer's ``rl`` block), which pools each stage trains on, which
-curricula and strategies run and for how long, the preset's cache of run state, and the records
-:func:`compute_records` writes for notebook 03 (:mod:`falcon_h1r.sections.rl_report` reads them back).
+(:class:`falcon_h1r.rewards.RewardPool`), the curation stage's RL rules (:func:`falcon_h1r.curation.select_rl_pool`)
+and the evaluation harness (:func:`falcon_h1r.evaluation.evaluate`). This module is the experiment around them:
+its own recipe (the ``rl_experiments`` block beside the trainer's ``rl`` block), which pools each stage trains on,
+which curricula run from which base and for how long, the preset's cache of run state, and the records
+:func:`compute_records` writes for notebook 03. The strategy comparison is :mod:`falcon_h1r.sections.rl_strategies`,
+the tables and summary figures :mod:`falcon_h1r.sections.rl_report`.
+
+Seeds are bases: RL seed i starts from the preset's i-th independently trained SFT base (``eval.base_seeds``,
+:func:`falcon_h1r.sections.common.get_base_models`) and samples with that base's seed, so an interval over the RL
+seeds covers retraining the base as well as the RL run.
 """
 
 from __future__ import annotations
@@ -16,21 +20,23 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from falcon_h1r import curation
 from falcon_h1r.config import GenerationConfig, Preset, RecipeError
 from falcon_h1r.evaluation import EvalReport, evaluate
-from falcon_h1r.grpo import RLRecipe, RunResult, fresh_copy, train_grpo
-from falcon_h1r.results import SectionWriter
+from falcon_h1r.grpo import RLRecipe, fresh_copy, train_grpo
+from falcon_h1r.results import SectionWriter, write_json
 from falcon_h1r.rewards import RewardPool
-from falcon_h1r.rollout_buffer import STRATEGIES, summarize, totals_from_rows
+from falcon_h1r.rollout_buffer import STRATEGIES
 from falcon_h1r.sections import curation as curation_section
-from falcon_h1r.sections.common import cached_json, first_per_domain, recipe_hash, torch_threads
+from falcon_h1r.sections.common import (StageIncomplete, cache_dir, cached_json, first_per_domain, recipe_hash,
+                                        torch_dtype, torch_threads)
 
 SECTION = "03_rl"
+DOMAINS = ("math", "code", "science")
 CURRICULA: dict[str, list[tuple[str, ...]]] = {
     # name -> stages, each stage the domains of its prompt pool (paper Table 3 rows)
     "math_only": [("math",)],
@@ -42,6 +48,7 @@ CURRICULA: dict[str, list[tuple[str, ...]]] = {
 PAPER_TABLE3_ROW = {"math_only": "Math only", "code_only": "Code only", "science_only": "Science only",
                     "math_then_code": "Math -> Code", "math_code_mixed": "Math + Code mixed"}
 STRATEGIES_COMPARED = (*STRATEGIES, "backfill_nocache")  # backfill_nocache: backfill with cache_size 0 (DAPO)
+RECORDS_VERSION = 2  # the layout of the run state kept for resumable runs (part of its cache key)
 
 
 # ============================================================================== the experiment's recipe
@@ -57,19 +64,25 @@ class RLExperimentRecipe:
     curricula: list[str] = field(default_factory=lambda: list(CURRICULA))  # Table 3's rows, from the same SFT base
     eval_problems_per_domain: int = 100  # held-out test problems per domain (never an RL or SFT problem). Not given
     eval_samples: int = 4  # pass@1 averaged over n samples per problem (paper §4.1: 16 for AIME-class benchmarks)
-    pool_per_domain: int = 0  # RL candidates per domain re-measured by curation's rules, and kept ones used (0 = all)
+    measure_batch_rows: int = 0  # rows per generation batch when a checkpoint is measured (held-out evaluations,
+    #                              pass rates); 0 = generation.batch_size. Ours: a batch runs as long as its longest row
+    trajectory_eval_every: int = 0  # math-only runs: held-out evaluation every n steps (Fig. 6 analog); 0 = end only
+    pool_per_domain: int = 0  # RL candidates per domain measured by curation's rules (0 = all). Not given
     strategies_compared: list[str] = field(default_factory=lambda: ["backfill", "backfill_nocache", "reject",
                                                                     "duplicate"])  # §3: backfill vs the other two
-    strategy_steps: int = 20  # steps of each strategy's run on the math pool. Not given
+    strategy_seeds: int = 20  # replay seeds per strategy and regime (the comparison's replicates; ours)
+    strategy_steps: int = 50  # batches per replay seed. Not given
+    scarce_informative_frac: float = 0.25  # expected share of informative groups in the scarce regime's pool (ours)
     attack_suite: bool = True  # run the sandbox attack suite through the code reward in one training step (ours)
-    resumable: bool = False  # keep run state under results/<preset>/03_rl/_work/<recipe hash>: a rerun resumes
+    resumable: bool = False  # keep run state in the preset's cache (results/<preset>/_cache/rl-<hash>): a rerun resumes
+    budget_s: float = 0.0  # stop at the next step or unit past this many seconds (0 = no limit); rerun to continue
     cpu_threads: int = 1  # torch threads on a CPU (0 = torch's default): microscopic models run fastest on one
 
     def __post_init__(self) -> None:
-        for name in ("steps", "eval_problems_per_domain", "eval_samples", "strategy_steps"):
+        for name in ("steps", "eval_problems_per_domain", "eval_samples", "strategy_steps", "strategy_seeds"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"rl_experiments.{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("pool_per_domain", "cpu_threads"):
+        for name in ("pool_per_domain", "cpu_threads", "measure_batch_rows", "trajectory_eval_every", "budget_s"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"rl_experiments.{name}: must be >= 0, got {getattr(self, name)}")
         bad = [c for c in self.curricula if c not in CURRICULA]
@@ -79,6 +92,15 @@ class RLExperimentRecipe:
         if bad:
             raise RecipeError(f"rl_experiments.strategies_compared: {bad} not accepted; use some of "
                               f"{list(STRATEGIES_COMPARED)}")
+        if self.strategies_compared and "backfill" not in self.strategies_compared:
+            raise RecipeError("rl_experiments.strategies_compared: must include 'backfill' (every saving is "
+                              f"backfill's against another strategy), got {self.strategies_compared}")
+        if not 0.0 < self.scarce_informative_frac < 1.0:
+            raise RecipeError(f"rl_experiments.scarce_informative_frac: must be in (0, 1), got "
+                              f"{self.scarce_informative_frac}")
+        if self.budget_s and not self.resumable:
+            raise RecipeError("rl_experiments.budget_s: a time budget needs rl_experiments.resumable: true (the run "
+                              "state must be kept for the next piece)")
 
 
 def load_recipes(preset: Preset) -> tuple[RLRecipe, RLExperimentRecipe]:
@@ -98,17 +120,56 @@ def ours_label(preset_name: str) -> str:
     return f"ours, {preset_name} preset, synthetic tasks"
 
 
-# ============================================================================== held-out evaluation
+def work_dir(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, bases: Sequence[int]) -> Path:
+    """Where a resumable run keeps its state: the preset's cache (never committed), keyed by everything that
+    shapes the results (the time budget and the thread count aside)."""
+    return cache_dir(preset) / f"rl-{recipe_hash(rl, replace(exp, budget_s=0.0, cpu_threads=0), _shared_key(preset, bases))}"
+
+
+def measure_dir(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, bases: Sequence[int]) -> Path:
+    """Where a resumable run keeps what it measured of the SFT bases (pools, held-out pass@1), keyed by only what
+    shapes those measurements: a change of steps, learning rate or strategies keeps them."""
+    parts = (exp.pool_per_domain, exp.eval_problems_per_domain, exp.eval_samples, exp.measure_batch_rows,
+             rl.batch_prompts, rl.rewards, sorted({d for c in exp.curricula for st in CURRICULA[c] for d in st}))
+    return cache_dir(preset) / f"rl-measure-{recipe_hash(*parts, _shared_key(preset, bases))}"
+
+
+def _shared_key(preset: Preset, bases: Sequence[int]) -> str:
+    from falcon_h1r.tasks import GENERATOR_VERSION
+
+    return recipe_hash(preset.model, preset.tasks, preset.train, preset.generation, preset.eval, preset.seed,
+                       list(bases), preset.sections.get("curation", {}), preset.sections.get("sft", {}),
+                       preset.tokenizer, GENERATOR_VERSION, RECORDS_VERSION)
+
+
+# ============================================================================== measuring a checkpoint
+class FrozenCopy:
+    """One model object in the preset's dtype into which every measured checkpoint is loaded (weights copied
+    in place), so the decode engine built for it (static caches, captured graphs) serves every held-out
+    evaluation and pass-rate measurement of the section instead of being rebuilt per checkpoint. Evaluating in
+    the preset's dtype also measures the SFT base and the RL checkpoints (fp32 master weights) alike."""
+
+    def __init__(self, like: torch.nn.Module, dtype: torch.dtype, device: Any):
+        self.model = fresh_copy(like).to(device=device, dtype=dtype).eval()
+
+    @torch.no_grad()
+    def load(self, model: torch.nn.Module) -> torch.nn.Module:
+        self.model.load_state_dict(model.state_dict())
+        return self.model
+
+
 def heldout_problems(sets: dict[str, list[dict[str, Any]]], exp: RLExperimentRecipe) -> list[dict[str, Any]]:
     """The first ``rl_experiments.eval_problems_per_domain`` test problems of each domain."""
     return first_per_domain(sets["test"], exp.eval_problems_per_domain)
 
 
 def heldout_report(model: torch.nn.Module, tok: Any, problems: Sequence[dict[str, Any]], gen_cfg: GenerationConfig,
-                   rl: RLRecipe, *, n_samples: int, seed: int, progress: bool = False) -> EvalReport:
+                   rl: RLRecipe, *, n_samples: int, seed: int, progress: bool = False,
+                   grader: Callable | None = None) -> EvalReport:
     """pass@1 over ``n_samples`` answers per held-out problem (paper §4.1), graded by the evaluation harness
-    with the reward's math tier-2 switch and sandbox time limit."""
-    return evaluate(model, tok, problems, gen_cfg, n_samples=n_samples, seed=seed, progress=progress,
+    with the reward's math tier-2 switch and sandbox time limit (``grader``: a reward pool's ``score``, which
+    grades code in parallel sandboxes and gives the same verdicts)."""
+    return evaluate(model, tok, problems, gen_cfg, n_samples=n_samples, seed=seed, progress=progress, grader=grader,
                     use_math_verify=rl.rewards.math_use_math_verify, code_timeout_s=rl.rewards.code_timeout_s)
 
 
@@ -117,8 +178,29 @@ def per_problem_rates(report: EvalReport) -> dict[str, float]:
     return {r["id"]: r["correct"] / r["n"] for r in report.per_problem}
 
 
-def _eval_record(rep: EvalReport) -> dict[str, Any]:
+def eval_record(rep: EvalReport) -> dict[str, Any]:
     return {**rep.flat(), "mean_response_tokens": rep.mean_response_tokens, "per_problem": per_problem_rates(rep)}
+
+
+@dataclass
+class Measurer:
+    """Held-out pass@1 of any checkpoint, the same way for the SFT base and every RL checkpoint of one base:
+    the preset's dtype (:class:`FrozenCopy`), the paper's sampling (T 0.6, top-p 0.95), the same problems and
+    the same sampling seed (common random numbers: the paired differences are not diluted by sampling noise)."""
+
+    frozen: FrozenCopy
+    tok: Any
+    problems: list[dict[str, Any]]
+    gen_cfg: GenerationConfig
+    rl: RLRecipe
+    n_samples: int
+    grader: Callable
+    progress: bool = False
+
+    def __call__(self, model: torch.nn.Module, *, seed: int) -> dict[str, Any]:
+        rep = heldout_report(self.frozen.load(model), self.tok, self.problems, self.gen_cfg, self.rl,
+                             n_samples=self.n_samples, seed=seed, progress=self.progress, grader=self.grader)
+        return eval_record(rep)
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -127,27 +209,31 @@ def _mean(xs: Sequence[float]) -> float:
 
 # ============================================================================== RL pools
 class PoolBuilder:
-    """RL prompt pools from the curation stage (``falcon_h1r.curation``, paper §3.1), per domain.
+    """RL prompt pools from the curation stage (``falcon_h1r.curation``, paper §3.1), per domain, for one base.
 
     Candidates are the first ``rl_experiments.pool_per_domain`` problems of curation's held-out "rl" split
     (never a test question; SFT duplicates and unverifiable problems removed by ``curation.select_rl_pool``).
     Pass rates come from ``curation.estimate_pass_rates`` (the curation recipe's k rollouts, paper: 8 at
     T 0.6 / top-p 0.95) of the checkpoint that starts a stage, and curation's rules decide (k/k dropped,
     partly solved kept, 0/k by truncation and majority answer). The same candidates are re-measured before
-    a later stage (math -> code: code against the math checkpoint).
+    a later stage (math -> code: code against the math checkpoint). Each report keeps every rated
+    candidate's correct count (the strategy comparison replays them).
     """
 
     def __init__(self, preset: Preset, sets: dict[str, list[dict[str, Any]]], rl: RLRecipe,
-                 exp: RLExperimentRecipe, *, seed: int, progress: bool = False):
+                 exp: RLExperimentRecipe, *, seed: int, frozen: FrozenCopy | None = None, progress: bool = False):
         self.preset, self.sets, self.rl, self.exp, self.seed, self.progress = preset, sets, rl, exp, seed, progress
+        self.frozen = frozen
         self.cr = curation_section.load_recipe(preset)
         if exp.pool_per_domain:
             self.cr = replace(self.cr, rl_pool_per_domain=exp.pool_per_domain)
         self.gen = replace(preset.generation, temperature=self.cr.pass_rate_temperature, top_p=self.cr.pass_rate_top_p,
-                           max_new_tokens=self.cr.pass_rate_max_new_tokens or preset.generation.max_new_tokens)
+                           max_new_tokens=self.cr.pass_rate_max_new_tokens or preset.generation.max_new_tokens,
+                           batch_size=exp.measure_batch_rows or preset.generation.batch_size)
         self.grade_kw = {"use_math_verify": self.cr.use_math_verify, "code_timeout_s": self.cr.code_timeout_s,
                          "math_verify_timeout_s": self.cr.math_verify_timeout_s,
-                         "code_workers": self.cr.code_workers}
+                         # sandboxes at once: a speed knob only (each program has its own sandbox either way)
+                         "code_workers": max(self.cr.code_workers, rl.rewards.reward_workers)}
         self._candidates: dict[str, list[dict[str, Any]]] = {}
 
     def candidates(self, domain: str) -> list[dict[str, Any]]:
@@ -157,10 +243,11 @@ class PoolBuilder:
         return self._candidates[domain]
 
     def measure(self, model: torch.nn.Module, tok: Any, domain: str, *, tag: str) -> tuple[list[dict[str, Any]], dict]:
-        """Curation's selection of ``domain`` candidates against ``model``: (kept problems, report row)."""
+        """Curation's selection of ``domain`` candidates against ``model``: (problems to train on, report row)."""
+        measured = self.frozen.load(model) if self.frozen is not None else model
 
         def rates_fn(problems):
-            return curation.estimate_pass_rates(model, tok, problems, self.gen, k=self.cr.pass_rate_k, seed=self.seed,
+            return curation.estimate_pass_rates(measured, tok, problems, self.gen, k=self.cr.pass_rate_k, seed=self.seed,
                                                 progress=self.progress, **self.grade_kw)
 
         cur = curation.select_rl_pool(self.candidates(domain), rates_fn, self.cr,
@@ -170,12 +257,15 @@ class PoolBuilder:
         kept = cur.problems[:per] if per else cur.problems
         report = self._report(cur, domain, tag)
         if len(kept) < self.rl.batch_prompts:
-            # The rules left less than one batch (at small scale the "every rollout truncated" rule can
-            # empty a domain): train on every rated candidate instead, and say so in the report.
+            # The rules left less than one batch: train on every rated candidate instead, and say so.
             rated = {r.id for r in cur.rates}
             kept = [p for p in self.candidates(domain) if p["id"] in rated]
             report["fallback_all_rated"] = True
+        correct = report["rates"]
         report["used"] = len(kept)
+        report["used_ids"] = [p["id"] for p in kept]
+        report["inside_used"] = sum(1 for p in kept if 0 < correct.get(p["id"], 0) < cur.k)
+        report["inside_fraction"] = report["inside_used"] / len(kept) if kept else None
         return kept, report
 
     def from_base(self, model: torch.nn.Module, tok: Any, domains: Sequence[str]) -> dict[str, Any]:
@@ -188,58 +278,100 @@ class PoolBuilder:
 
     @staticmethod
     def _report(cur: Any, domain: str, tag: str) -> dict[str, Any]:
-        ids = {r.id for r in cur.rates if r.domain == domain}
-        decisions = Counter(v for k, v in cur.decisions.items() if k in ids)
-        hist = Counter(r.correct for r in cur.rates if r.domain == domain)
+        rates = [r for r in cur.rates if r.domain == domain]
+        decisions = Counter(v for k, v in cur.decisions.items() if k in {r.id for r in rates})
+        hist = Counter(r.correct for r in rates)
         kept = sum(1 for p in cur.problems if p["domain"] == domain)
-        return {"domain": domain, "measured_on": tag, "rated": len(ids), "kept": kept, "fallback_all_rated": False,
-                "k": cur.k,
-                "pass_rate_mean": _mean([r.pass_rate for r in cur.rates if r.domain == domain]),
+        return {"domain": domain, "measured_on": tag, "rated": len(rates), "kept": kept, "fallback_all_rated": False,
+                "k": cur.k, "pass_rate_mean": _mean([r.pass_rate for r in rates]),
+                "truncated_rollouts": sum(r.n_truncated for r in rates),
                 **{f"decision_{d}": decisions.get(d, 0) for d in curation.RL_DECISIONS},
-                **{f"hist_{i}": hist.get(i, 0) for i in range(cur.k + 1)}}
+                **{f"hist_{i}": hist.get(i, 0) for i in range(cur.k + 1)},
+                "rates": {r.id: r.correct for r in rates}}
 
 
 # ============================================================================== curricula
-def run_curriculum(name: str, base: torch.nn.Module, tok: Any, pools: dict[str, list[dict[str, Any]]],
-                   rl: RLRecipe, exp: RLExperimentRecipe, *, builder: PoolBuilder, gen_cfg: GenerationConfig,
-                   eval_gen_cfg: GenerationConfig, heldout: Sequence[dict[str, Any]], reward_pool: RewardPool,
-                   seed: int, device: Any, run_root: str | Path | None = None, progress: bool = True,
-                   stage_cache: dict[tuple, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Train one Table 3 curriculum from the SFT base with :func:`falcon_h1r.grpo.train_grpo`, ``exp.steps``
-    steps a stage; evaluate on the held-out set after each stage (and every ``rl.eval_every`` steps).
+@dataclass
+class RunContext:
+    """What every curriculum run of one base shares."""
 
-    ``pools`` are the domains' pools measured against the SFT base (:meth:`PoolBuilder.from_base`); a
-    later stage re-measures its domains against the checkpoint that starts it (for math -> code, the
-    re-measurement of code difficulty after math) with ``builder``. ``stage_cache`` (shared between
-    calls) lets a curriculum whose first stages equal another's reuse them: math -> code starts from
-    the math-only run (same start, pool, seed and steps: the same computation, done once).
+    base_seed: int
+    base_model: torch.nn.Module | None  # None when every unit of this base is already kept (never loaded)
+    tok: Any
+    pools: dict[str, list[dict[str, Any]]]  # the domains' pools measured against this SFT base
+    builder: PoolBuilder
+    measurer: Measurer | None
+    reward_pool: RewardPool
+    gen_cfg: GenerationConfig  # the rollout sampler's settings
+    device: Any
+    run_root: Path | None = None  # per-base work folder (resumable runs), None = in memory
+    prefixes: dict[tuple, dict[str, Any]] = field(default_factory=dict)  # finished stage prefixes (math -> code)
+    deadline: float | None = None
+    progress: bool = True
+
+    @property
+    def eval_seed(self) -> int:
+        return 7 + 1000 * self.base_seed
+
+    def prefix(self, stages: tuple) -> dict[str, Any] | None:
+        """A finished run of these first stages (in memory, or saved in the work folder)."""
+        if stages in self.prefixes:
+            return self.prefixes[stages]
+        path = self._prefix_path(stages)
+        if path is not None and path.exists():
+            self.prefixes[stages] = torch.load(path, map_location="cpu", weights_only=False)
+            return self.prefixes[stages]
+        return None
+
+    def keep_prefix(self, stages: tuple, payload: dict[str, Any]) -> None:
+        self.prefixes[stages] = payload
+        path = self._prefix_path(stages)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(payload, tmp)
+            tmp.replace(path)
+
+    def _prefix_path(self, stages: tuple) -> Path | None:
+        if self.run_root is None:
+            return None
+        return self.run_root / "prefixes" / ("__".join("+".join(s) for s in stages) + ".pt")
+
+
+def run_curriculum(name: str, ctx: RunContext, rl: RLRecipe, exp: RLExperimentRecipe) -> dict[str, Any]:
+    """Train one Table 3 curriculum from the base with :func:`falcon_h1r.grpo.train_grpo`, ``exp.steps`` steps a
+    stage, and measure held-out pass@1 after each stage (math-only: also every ``trajectory_eval_every`` steps).
+
+    A later stage re-measures its domains against the checkpoint that starts it (for math -> code, the
+    re-measurement of code difficulty after math). A curriculum whose first stages equal another's finished run
+    (math -> code after math-only: same start, pool, seed and steps) starts from that run's checkpoint.
+    Raises :class:`StageIncomplete` when ``ctx.deadline`` stops a stage (its state is saved; call again).
     """
     if name not in CURRICULA:
         raise ValueError(f"unknown curriculum {name!r}; accepted: {list(CURRICULA)}")
     plan = CURRICULA[name]
-    model = fresh_copy(base, rl.trainer_dtype).to(device)
-    stages, history, evals, runs, offset, start = [], [], [], [], 0, 0
-    if stage_cache is not None:
-        for n in range(len(plan), 0, -1):
-            hit = stage_cache.get(tuple(plan[:n]))
-            if hit is not None:
-                model.load_state_dict(hit["state"])
-                stages = [{**st, "reused_from": hit["name"]} for st in hit["stages"]]
-                history, evals, runs = list(hit["history"]), list(hit["evals"]), list(hit["runs"])
-                start, offset = n, n * exp.steps
-                break
+    model = fresh_copy(ctx.base_model, rl.trainer_dtype).to(ctx.device)
+    stages, history, evals, start = [], [], [], 0
+    for n in range(len(plan), 0, -1):
+        hit = ctx.prefix(tuple(plan[:n]))
+        if hit is not None:
+            model.load_state_dict(hit["state"])
+            stages = [{**st, "reused_from": hit["name"]} for st in hit["stages"]]
+            history, evals, start = list(hit["history"]), list(hit["evals"]), n
+            break
+    offset = start * exp.steps
     for s_i in range(start, len(plan)):
         domains = plan[s_i]
         reports = []
-        run_dir = Path(run_root) / name / f"stage{s_i + 1}" if run_root is not None else None
+        run_dir = ctx.run_root / name / f"stage{s_i + 1}" if ctx.run_root is not None else None
         if s_i == 0:
-            problems = [p for d in domains for p in pools[d]]
+            problems = [p for d in domains for p in ctx.pools[d]]
         else:  # a resumed stage trains on the pool it was measured with
 
             def remeasure(_s=s_i, _domains=domains, _model=model) -> dict[str, Any]:
                 kept_all, reps = [], []
                 for d in _domains:
-                    kept, rep = builder.measure(_model, tok, d, tag=f"{name} after stage {_s}")
+                    kept, rep = ctx.builder.measure(_model, ctx.tok, d, tag=f"{name} after stage {_s}")
                     kept_all += kept
                     reps.append({**rep, "curriculum": name})
                 return {"problems": kept_all, "reports": reps}
@@ -249,68 +381,32 @@ def run_curriculum(name: str, base: torch.nn.Module, tok: Any, pools: dict[str, 
         if not problems:
             raise ValueError(f"curriculum {name} stage {s_i + 1}: no {'+'.join(domains)} candidates survived "
                              "validation and deduplication; raise rl_experiments.pool_per_domain")
+        every = exp.trajectory_eval_every if name == "math_only" else 0
 
         def eval_fn(m: torch.nn.Module, step: int, _off=offset, _s=s_i) -> dict[str, Any]:
-            rep = heldout_report(m, tok, heldout, eval_gen_cfg, rl, n_samples=exp.eval_samples, seed=seed + 7)
-            return {"stage": _s + 1, "global_step": _off + step, **_eval_record(rep)}
+            return {"stage": _s + 1, "global_step": _off + step, "final": step == exp.steps,
+                    **ctx.measurer(m, seed=ctx.eval_seed)}
 
-        res = train_grpo(model, tok, problems, rl, gen_cfg=gen_cfg, steps=exp.steps, seed=seed + 1000 * s_i,
-                         device=device, reward_pool=reward_pool, eval_fn=eval_fn, run_dir=run_dir,
-                         progress=progress, desc=f"{name} stage {s_i + 1}")
+        res = train_grpo(model, ctx.tok, problems, replace(rl, eval_every=every), gen_cfg=ctx.gen_cfg,
+                         steps=exp.steps, seed=ctx.base_seed + 1000 * s_i, device=ctx.device,
+                         reward_pool=ctx.reward_pool, eval_fn=eval_fn, run_dir=run_dir, progress=ctx.progress,
+                         desc=f"base {ctx.base_seed} {name} stage {s_i + 1}", deadline=ctx.deadline)
+        if not res.complete:
+            raise StageIncomplete(f"RL base {ctx.base_seed}, {name} stage {s_i + 1} stopped at step {res.steps} of "
+                                  f"{exp.steps} on rl_experiments.budget_s; its state is saved: run again to continue")
         history += [{**r, "stage": s_i + 1, "global_step": offset + r["step"]} for r in res.history]
         evals += res.evals
-        runs.append(res)
         stages.append({"stage": s_i + 1, "domains": "+".join(domains), "pool": len(problems),
                        "remeasured": "+".join(r["domain"] for r in reports), "pool_reports": reports,
                        **{f"sampler_{k}": v for k, v in res.sampler.items()}, "wall_s": res.wall_s})
         offset += exp.steps
-        if stage_cache is not None:
-            stage_cache[tuple(plan[:s_i + 1])] = {
+        done = tuple(plan[:s_i + 1])
+        if any(len(CURRICULA[c]) > len(done) and tuple(CURRICULA[c][:len(done)]) == done for c in exp.curricula):
+            ctx.keep_prefix(done, {
                 "name": name, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                "history": list(history), "evals": list(evals), "stages": list(stages), "runs": list(runs)}
-    domains_all = sorted({p["domain"] for p in heldout})
-    best = {d: max((e.get(f"pass1_{d}", float("nan")) for e in evals), default=float("nan")) for d in domains_all}
-    final = {d: evals[-1].get(f"pass1_{d}", float("nan")) for d in domains_all} if evals else {}
+                "history": list(history), "evals": list(evals), "stages": list(stages)})
     del model
-    return {"name": name, "history": history, "evals": evals, "stages": stages, "best": best, "final": final,
-            "runs": runs}
-
-
-# ============================================================================== online sampling strategies
-def compare_strategies(base: torch.nn.Module, tok: Any, pool: Sequence[dict[str, Any]], rl: RLRecipe,
-                       exp: RLExperimentRecipe, *, gen_cfg: GenerationConfig, reward_pool: RewardPool, seed: int,
-                       device: Any, reuse: dict[str, RunResult] | None = None, run_root: str | Path | None = None,
-                       progress: bool = True) -> list[dict[str, Any]]:
-    """Each of ``exp.strategies_compared`` trains ``exp.strategy_steps`` steps on ``pool`` from the same SFT
-    base with the same seed; one row per strategy with its sampling bookkeeping (see rollout_buffer).
-
-    ``reuse`` maps a strategy to a run already made with these settings for at least ``strategy_steps``
-    steps (the math-only curriculum is the backfill run): a run's first n steps do not depend on what
-    follows, so its first ``strategy_steps`` records are that strategy's measurement.
-    """
-    rows = []
-    n_steps = exp.strategy_steps
-    for name in exp.strategies_compared:
-        res = (reuse or {}).get(name)
-        reused = res is not None and len(res.history) >= n_steps
-        if reused:
-            h = res.history[:n_steps]
-            sampler, wall = summarize(totals_from_rows(h), rl.batch_prompts), sum(r["gen_s"] + r["train_s"] for r in h)
-        else:
-            model = fresh_copy(base, rl.trainer_dtype).to(device)
-            res = train_grpo(model, tok, pool, strategy_recipe(rl, name), gen_cfg=gen_cfg, steps=n_steps,
-                             seed=seed, device=device, reward_pool=reward_pool, progress=progress,
-                             run_dir=Path(run_root) / f"strategy_{name}" if run_root is not None else None,
-                             desc=f"strategy {name}")
-            del model
-            h, sampler, wall = res.history, res.sampler, res.wall_s
-        rows.append({"strategy": name, **sampler, "wall_s": wall, "reused_run": reused,
-                     "batch_groups_mean": _mean([r["batch_groups"] for r in h]),
-                     "batch_groups_min": min(r["batch_groups"] for r in h),
-                     "reward_mean_first": h[0]["reward_mean"], "reward_mean_last": h[-1]["reward_mean"],
-                     "mean_staleness": _mean([r["mean_staleness"] for r in h]),
-                     "is_ratio_max": max(r.get("is_ratio_max", 1.0) for r in h)})
-    return rows
+    return {"name": name, "base": ctx.base_seed, "history": history, "evals": evals, "stages": stages}
 
 
 # ============================================================================== the section's records
@@ -318,105 +414,154 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
                     progress: bool = True) -> dict[str, Any]:
     """Compute every record of notebook 03 and write it with ``writer``; returns the timings.
 
-    In order: the RL pools (curation's pass-rate rules against the SFT base); the SFT base's held-out
-    pass@1; the sandbox's attack suite through the code reward in one GRPO step; the curricula, each from
-    the same SFT base (math -> code reuses the math-only run as its first stage); the online-sampling
-    strategies on the math pool (the first ``strategy_steps`` steps of the math-only run are the backfill
-    run). With ``rl_experiments.resumable`` the run state goes to ``<section>/_work/<recipe hash>``: a rerun
-    after an interruption (e.g. a GPU command's time limit) continues where it stopped.
+    For each of the preset's SFT bases in turn: its RL pools (curation's pass-rate rules against that base), its
+    held-out pass@1, then every curriculum from it (math -> code reuses that base's math-only run as its first
+    stage). Then the sandbox attack suite through the code reward in one GRPO step (first base), and the
+    online-sampling strategies on the bases' measured pass rates (:mod:`falcon_h1r.sections.rl_strategies`).
+    With ``rl_experiments.resumable`` every finished unit and the state of the running one stay in the preset's
+    cache; with ``budget_s`` the run stops at the next step past the budget and raises :class:`StageIncomplete`
+    (a rerun continues where it stopped).
     """
-    import pandas as pd
     from tqdm.auto import tqdm
 
     from falcon_h1r.env import pick_device
     from falcon_h1r.rewards import load_llm_judge
-    from falcon_h1r.sections.common import get_base_model
+    from falcon_h1r.sections.common import base_seeds, get_base_model, get_tokenizer, task_sets
+    from falcon_h1r.sections.rl_strategies import compare_strategies
 
     timings: dict[str, Any] = {}
     t_all = time.time()
+    deadline = t_all + exp.budget_s if exp.budget_s else None
     device = pick_device(preset.device)
+    seeds = base_seeds(preset)
+    work = work_dir(preset, rl, exp, seeds) if exp.resumable else None
+    measured_root = measure_dir(preset, rl, exp, seeds) if exp.resumable else None
+
+    computed: list[str] = []  # units computed by this piece (a piece always makes progress before it stops)
+
+    def unit(path: Path | None, what: str, compute: Callable[[], Any]) -> Any:
+        """One unit of work: read back when kept, else computed (after a time check) and kept at ``path``."""
+        if path is not None and path.exists():
+            return cached_json(path, compute)
+        if work is not None:  # what each unit of this piece took, kept beside the state (pieces on a GPU machine)
+            write_json(work / f"timings_piece_{int(t_all)}.json", {**timings, "before": what, "at_s": time.time() - t_all})
+        if deadline is not None and computed and time.time() > deadline:
+            raise StageIncomplete(f"RL stopped before {what} on rl_experiments.budget_s ({exp.budget_s:.0f} s); every "
+                                  f"finished unit is kept in {work}: run again to continue")
+        computed.append(what)
+        return cached_json(path, compute)
+
     with torch_threads(exp.cpu_threads, device):
-        base = get_base_model(preset)
-        tok = base.tokenizer
+        sets = task_sets(preset)
+        tok = get_tokenizer(preset, sets)
         judge = load_llm_judge(rl.rewards.science_judge_model) if rl.rewards.science_judge == "llm" else None
         reward_pool = RewardPool(rl.rewards, judge=judge)
-        heldout = heldout_problems(base.sets, exp)
-        gen_cfg = rl.sampling(preset.generation)
-        eval_cfg = preset.generation  # paper §4.1: T 0.6, top-p 0.95
-        work = (writer.dir / "_work" / recipe_hash(rl, exp, preset.model, preset.tasks, preset.train,
-                                                   preset.generation, preset.seed)
-                if exp.resumable else None)
-        timings["setup_s"] = time.time() - t_all
-
-        t0 = time.time()
-        builder = PoolBuilder(preset, base.sets, rl, exp, seed=preset.seed, progress=progress)
+        eval_grader = RewardPool(replace(rl.rewards, code_tests_sampled=0), judge=judge).score  # every test
+        heldout = heldout_problems(sets, exp)
+        eval_cfg = replace(preset.generation, batch_size=exp.measure_batch_rows or preset.generation.batch_size)
+        # one generation call of the rollout sampler = one engine batch (a batch runs as long as its longest row)
+        rollout_cfg = replace(rl.sampling(preset.generation), batch_size=rl.gen_prompts_per_call * rl.group_size)
         needed = sorted({d for c in exp.curricula for stage in CURRICULA[c] for d in stage} | {"math"})
-        measured = cached_json(work / "pools_base.json" if work else None,
-                               lambda: builder.from_base(base.model, tok, needed))
-        pools, pool_reports = measured["pools"], measured["reports"]
-        timings["pools_s"] = time.time() - t0
+        order = _run_order(exp.curricula)
+        loaded: dict[str, Any] = {}  # the frozen copy and its measurer, made with the first base loaded
 
-        t0 = time.time()
+        def load_base(b: int) -> Any:
+            """Base ``b`` (a base whose every unit is already kept is never loaded: a GPU piece needs only the
+            bases it still works on), and the measurer on first use."""
+            base = get_base_model(preset, seed=b, progress=progress, budget_s=exp.budget_s or None)  # section 02's
+            if "measurer" not in loaded:
+                frozen = FrozenCopy(base.model, torch_dtype(preset), device)
+                loaded["measurer"] = Measurer(frozen, tok, heldout, eval_cfg, rl, exp.eval_samples, eval_grader,
+                                              progress=progress)
+            loaded["last"] = base
+            return base
 
-        def sft_heldout() -> dict[str, Any]:
-            sft_model = fresh_copy(base.model, rl.trainer_dtype).to(device)
-            rep = heldout_report(sft_model, tok, heldout, eval_cfg, rl, n_samples=exp.eval_samples,
-                                 seed=preset.seed + 7, progress=progress)
-            return {**_eval_record(rep), "n_problems": rep.n_problems, "n_samples": exp.eval_samples}
+        timings["setup_s"] = time.time() - t_all
+        per_base, runs, pool_rows = {}, [], []
+        for b in tqdm(seeds, desc="RL bases", disable=not progress):
+            root = work / f"base{b}" if work is not None else None
+            mroot = measured_root / f"base{b}" if measured_root is not None else None
+            kept = [mroot / "pools.json", mroot / "sft_eval.json"] + [root / n / "result.json" for n in order] \
+                if root is not None else []
+            base = None if kept and all(f.exists() for f in kept) else load_base(b)
+            measurer = loaded.get("measurer")
+            t0 = time.time()
+            builder = PoolBuilder(preset, sets, rl, exp, seed=b, frozen=measurer.frozen if measurer else None,
+                                  progress=progress)
+            measured = unit(mroot / "pools.json" if mroot else None, f"base {b}'s pools",
+                            lambda: builder.from_base(base.model, tok, needed))
+            pool_rows += [{"base": b, **r} for r in measured["reports"]]
+            ctx = RunContext(b, base.model if base else None, tok, measured["pools"], builder, measurer, reward_pool,
+                             rollout_cfg, device, run_root=root, deadline=deadline, progress=progress)
+            sft = unit(mroot / "sft_eval.json" if mroot else None, f"base {b}'s SFT evaluation", lambda: {
+                **measurer(base.model, seed=ctx.eval_seed),
+                "pre_sft_greedy": base.info.get("greedy_acc_before_by_domain", {})})
+            per_base[b] = {**sft, "pool_sizes": {d: len(v) for d, v in measured["pools"].items()}}
+            timings[f"base{b}_pools_sft_s"] = time.time() - t0
+            for name in order:
+                t0 = time.time()
+                run = unit(root / name / "result.json" if root else None, f"base {b}'s {name} run",
+                           lambda: run_curriculum(name, ctx, rl, exp))
+                runs.append(run)
+                pool_rows += [{"base": b, **r} for s in run["stages"] for r in s["pool_reports"]
+                              if not s.get("reused_from")]
+                timings[f"base{b}_{name}_s"] = time.time() - t0
+            del ctx, base
 
-        sft_eval = {**cached_json(work / "sft_eval.json" if work else None, sft_heldout),
-                    "pool_sizes": {d: len(v) for d, v in pools.items()},
-                    "pool_source": "falcon_h1r.curation: its held-out 'rl' split, SFT duplicates removed, "
-                                   "pass-rate rules"}
-        writer.json("sft_eval", sft_eval)
-        timings["sft_eval_s"] = time.time() - t0
+        sft_record = {"bases": seeds, "n_problems": len(heldout), "n_samples": exp.eval_samples,
+                      "heldout_ids": {d: [p["id"] for p in heldout if p["domain"] == d] for d in DOMAINS},
+                      "per_base": {str(b): v for b, v in per_base.items()},
+                      "pool_source": "falcon_h1r.curation: its held-out 'rl' split, SFT duplicates removed, "
+                                     "pass-rate rules against each base"}
+        writer.json("sft_eval", sft_record)
+        writer.records("pools", pool_rows)
+        writer.records("curricula_history", [{"curriculum": r["name"], "base": r["base"], **h}
+                                             for r in runs for h in r["history"]])
+        writer.records("curricula_evals", [{"curriculum": r["name"], "base": r["base"], **e}
+                                           for r in runs for e in r["evals"]])
+        writer.records("curricula_stages", [{"curriculum": r["name"], "base": r["base"],
+                                             **{k: v for k, v in s.items() if k != "pool_reports"}}
+                                            for r in runs for s in r["stages"]])
 
         t0 = time.time()
         if exp.attack_suite:
             from falcon_h1r.sandbox import isolation_report
             from falcon_h1r.sections.rl_attacks import attack_training_step
 
-            attacks = cached_json(work / "attacks.json" if work else None, lambda: {
-                **attack_training_step(fresh_copy(base.model, rl.trainer_dtype).to(device), tok, rl, device=device),
-                "isolation": isolation_report()})
+            def attack() -> dict[str, Any]:  # on the last base loaded (the first one when none was needed)
+                base = loaded.get("last") or load_base(seeds[0])
+                return {**attack_training_step(fresh_copy(base.model, rl.trainer_dtype).to(device), tok, rl,
+                                               device=device), "isolation": isolation_report(), "base": base.seed}
+
+            attacks = unit(work / "attacks.json" if work else None, "the attack suite", attack)
             writer.records("attacks", attacks["rows"])
             writer.json("attacks_summary", {k: v for k, v in attacks.items() if k != "rows"})
         timings["attacks_s"] = time.time() - t0
 
-        runs, stage_cache = {}, {}
-        for name in tqdm(exp.curricula, desc="curricula", disable=not progress):
-            t0 = time.time()
-            runs[name] = run_curriculum(name, base.model, tok, pools, rl, exp, builder=builder, gen_cfg=gen_cfg,
-                                        eval_gen_cfg=eval_cfg, heldout=heldout, reward_pool=reward_pool,
-                                        seed=preset.seed, device=device, progress=progress, stage_cache=stage_cache,
-                                        run_root=work)
-            timings[f"curriculum_{name}_s"] = time.time() - t0
-        del stage_cache
-        writer.records("curricula_history", [{"curriculum": n, **r} for n, run in runs.items() for r in run["history"]])
-        writer.records("curricula_evals", [{"curriculum": n, **e} for n, run in runs.items() for e in run["evals"]])
-        writer.records("curricula_stages", [{"curriculum": n, **{k: v for k, v in s.items() if k != "pool_reports"}}
-                                            for n, run in runs.items() for s in run["stages"]])
-        writer.records("pools", pool_reports + [r for run in runs.values() for s in run["stages"]
-                                                for r in s["pool_reports"] if not s.get("reused_from")])
-
         t0 = time.time()
-        reuse = {}
-        if "math_only" in runs and rl.strategy == "backfill":
-            reuse["backfill"] = runs["math_only"]["runs"][0]  # the same run: math pool, seed, backfill
-        strategy_rows = compare_strategies(base.model, tok, pools["math"], rl, exp, gen_cfg=gen_cfg,
-                                           reward_pool=reward_pool, seed=preset.seed, device=device, reuse=reuse,
-                                           run_root=work, progress=progress)
-        writer.table("strategies", pd.DataFrame(strategy_rows),
-                     caption=f"Online sampling strategies on the math pool ({ours_label(preset.name)}), "
-                             f"{exp.strategy_steps} steps each")
+        if exp.strategies_compared:
+            rows, regimes = compare_strategies(pool_rows, rl, exp, progress=progress)
+            writer.records("strategy_runs", rows)
+            writer.json("strategy_regimes", regimes)
         timings["strategies_s"] = time.time() - t0
     timings["total_s"] = time.time() - t_all
     timings["process_cpu_s"] = time.process_time()  # this process's CPU time (sandbox processes not included)
     timings["reward_pool"] = {"graded": reward_pool.calls, "sandbox_runs": reward_pool.sandbox_runs}
+    timings["device"] = str(device)
     writer.json("timings", timings)
     return timings
 
 
-__all__ = ["CURRICULA", "PAPER_TABLE3_ROW", "SECTION", "STRATEGIES_COMPARED", "PoolBuilder", "RLExperimentRecipe",
-           "compare_strategies", "compute_records", "heldout_problems", "heldout_report", "load_recipes", "ours_label",
-           "per_problem_rates", "run_curriculum", "strategy_recipe"]
+def _run_order(curricula: Sequence[str]) -> list[str]:
+    """The curricula in an order where a run that reuses another's first stage comes right after it."""
+    order = [c for c in CURRICULA if c in curricula]
+    if "math_then_code" in order and "math_only" in order:
+        order.remove("math_then_code")
+        order.insert(order.index("math_only") + 1, "math_then_code")
+    return order
+
+
+__all__ = ["CURRICULA", "DOMAINS", "FrozenCopy", "Measurer", "PAPER_TABLE3_ROW", "PoolBuilder", "RLExperimentRecipe",
+           "RunContext", "SECTION", "STRATEGIES_COMPARED", "compute_records", "eval_record", "heldout_problems",
+           "heldout_report", "load_recipes", "measure_dir", "ours_label", "per_problem_rates", "run_curriculum",
+           "strategy_recipe", "work_dir"]
