@@ -45,7 +45,7 @@ def _items(n: int, seed: int) -> list[tuple[str, list[str]]]:
 def _curation_programs(preset_name: str) -> dict[str, int]:
     from falcon_h1r import curation as C
     from falcon_h1r.config import load_preset
-    from falcon_h1r.stages import task_sets
+    from falcon_h1r.sections.common import task_sets
 
     preset = load_preset(preset_name, {"device": "cpu"})
     recipe = C.load_recipe(preset)
