@@ -93,6 +93,9 @@ class Requirement:
     threshold: float
     why: str
     section: str | None = None
+    # the status when the precondition fails: the mechanism is absent from the testbed (not_testable), or the
+    # measurement that would show it has not been made yet (not_run, e.g. a GPU record still to come)
+    unmet: str = "not_testable"
 
     def holds(self, value: float) -> bool:
         if self.op == "at_least":
@@ -258,9 +261,13 @@ def _parse_requirement(raw: Any, ctx: str) -> Requirement:
     ops = [op for op in _REQUIRE_OPS if op in raw]
     if len(ops) != 1:
         raise _err(ctx, "requires", f"needs exactly one of {', '.join(_REQUIRE_OPS)}, got {sorted(raw)}")
-    extra = sorted(set(raw) - {"key", "why", "section", ops[0]})
+    extra = sorted(set(raw) - {"key", "why", "section", "unmet", ops[0]})
     if extra:
-        raise _err(ctx, f"requires.{extra[0]}", "unknown field; accepted: key, at_least | at_most | equals, why, section")
+        raise _err(ctx, f"requires.{extra[0]}", "unknown field; accepted: key, at_least | at_most | equals, why, "
+                                                "section, unmet")
+    unmet = raw.get("unmet", "not_testable")
+    if unmet not in ("not_testable", "not_run"):
+        raise _err(ctx, "requires.unmet", f"{unmet!r} not accepted; use not_testable or not_run")
     if not isinstance(raw.get("key"), str) or not raw["key"]:
         raise _err(ctx, "requires.key", "missing summary key name")
     if not isinstance(raw.get("why"), str) or not raw["why"].strip():
@@ -269,7 +276,7 @@ def _parse_requirement(raw: Any, ctx: str) -> Requirement:
     if section is not None and section not in SECTIONS:
         raise _err(ctx, "requires.section", f"unknown section {section!r}; accepted: {', '.join(SECTIONS)}")
     return Requirement(key=raw["key"], op=ops[0], threshold=_number(ctx, f"requires.{ops[0]}", raw[ops[0]]),
-                       why=raw["why"].strip(), section=section)
+                       why=raw["why"].strip(), section=section, unmet=unmet)
 
 
 def required_keys(claims: Sequence[Claim]) -> dict[str, set[str]]:
@@ -386,8 +393,9 @@ def evaluate_claim(claim: Claim, summaries: Mapping[str, Mapping[str, Any]]) -> 
         v = read_observed(summaries.get(r.section or claim.section) or {}, r.key).value
         if v is None or not r.holds(v):
             need = {"at_least": ">=", "at_most": "<=", "equals": "="}[r.op]
-            return {**row, "status": "not_testable",
-                    "reason": f"mechanism absent: {r.key} = {_fmt(v)} (needs {need} {_fmt(r.threshold)}): {r.why}"}
+            what = "not run yet" if r.unmet == "not_run" else "mechanism absent"
+            return {**row, "status": r.unmet,
+                    "reason": f"{what}: {r.key} = {_fmt(v)} (needs {need} {_fmt(r.threshold)}): {r.why}"}
     worst, reasons = "reproduced", []
     for k, obs in observed.items():
         status, reason = _capped(claim.rule, obs, *_key_status(claim.rule, obs))

@@ -207,3 +207,18 @@ def test_scoreboard_cli_rejects_an_unknown_preset(tmp_path, capsys):
     (tmp_path / "small").mkdir()
     assert scoreboard.main(["--preset", "smal", "--root", str(tmp_path)]) == 2
     assert "presets with results: small" in capsys.readouterr().err
+
+
+def test_a_precondition_can_say_the_measurement_is_not_run_yet():
+    """``unmet: not_run`` for a record still to come (a GPU benchmark): the scoreboard says not run, with why,
+    not 'mechanism absent'."""
+    raw = {"claims": [{"id": "c", "topic": "sft", "section": "02_sft", "statement": "s", "paper_value": "v",
+                       "where": "w", "key": "ratio", "rule": {"kind": "at_most", "threshold": 0.99, "estimate": False},
+                       "requires": [{"key": "measured", "at_least": 1, "unmet": "not_run", "why": "needs a GPU record"}]}]}
+    claim = claims.parse_claims(raw)[0]
+    row = claims.evaluate_claim(claim, {"02_sft": {"ratio": None, "measured": 0}})
+    assert row["status"] == "not_run" and row["reason"].startswith("not run yet") and "GPU record" in row["reason"]
+    assert claims.evaluate_claim(claim, {"02_sft": {"ratio": 0.9, "measured": 1}})["status"] == "reproduced"
+    bad = {"claims": [{**raw["claims"][0], "requires": [{**raw["claims"][0]["requires"][0], "unmet": "maybe"}]}]}
+    with pytest.raises(claims.ClaimsError, match="requires.unmet"):
+        claims.parse_claims(bad)

@@ -17,6 +17,18 @@ def test_headlines_come_from_summary_json(tmp_path):
     assert "| DeepConf-high accuracy | not run |" in md
 
 
+def test_an_estimate_shows_its_interval_and_a_not_informative_one_says_so(tmp_path):
+    d = tmp_path / "tiny" / "03_rl"
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({
+        "math_only_minus_sft_math": 0.05, "math_only_minus_sft_math_ci95": 0.02, "math_only_minus_sft_math_informative": True,
+        "backfill_gen_call_saving_vs_nocache": 0.3, "backfill_gen_call_saving_vs_nocache_ci95": 0.0,
+        "backfill_gen_call_saving_vs_nocache_informative": False}))
+    md = headline_markdown("tiny", tmp_path)
+    assert "| RL: math-only minus SFT, held-out math (paired) | +0.050 ± 0.020 |" in md
+    assert "| RL: backfill's generation-call saving, cache vs no cache | +0.300 ± 0.000 (not informative) |" in md
+
+
 def test_update_readme_replaces_only_the_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:tiny:begin -->\nold\n<!-- results:tiny:end -->\nrest\n")
