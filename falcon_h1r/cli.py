@@ -22,7 +22,7 @@ from pathlib import Path
 
 from falcon_h1r.config import PRESETS, PRESETS_DIR
 from falcon_h1r.env import REPO_ROOT
-from falcon_h1r.results import RESULTS_ROOT, SECTIONS, STAGE_ENV, pid_alive
+from falcon_h1r.results import RESULTS_ROOT, SECTIONS, STAGE_ENV, sweep_dead_folders
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = {
@@ -114,13 +114,7 @@ def check_local_files(preset: str, overrides: dict, sections: list[str]) -> None
 
 def sweep_stale_runs(preset_root: Path) -> list[Path]:
     """Remove staging and swap folders that a killed ``reproduce`` left (their pid is gone)."""
-    removed = []
-    for p in Path(preset_root).glob(".*-run-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if p.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    return removed
+    return sweep_dead_folders(preset_root, ".*-run-*")
 
 
 def _stage(final: Path) -> Path:

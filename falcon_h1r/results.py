@@ -104,6 +104,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def sweep_dead_folders(folder: str | Path, pattern: str) -> list[Path]:
+    """Remove the folders matching ``pattern`` under ``folder`` whose name ends in ``-<pid>`` of a process that
+    is gone (what a killed writer left); a live writer's folder stays."""
+    removed = []
+    for p in sorted(Path(folder).glob(pattern)):
+        pid = p.name.rsplit("-", 1)[-1]
+        if p.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            import shutil
+
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.[A-Za-z0-9_]+\.(?:tmp|png|pdf)$")  # _temp_prefix + mkstemp's part
 
 

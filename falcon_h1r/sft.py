@@ -308,15 +308,9 @@ class _DataStream:
 def sweep_checkpoint_temps(directory: str | Path) -> list[Path]:
     """Remove the temporary folders (``.tmp-step-NNNNNN-<pid>``) that a writer killed mid-save left behind
     (their pid is gone); a live writer's folder stays."""
-    from falcon_h1r.results import pid_alive
+    from falcon_h1r.results import sweep_dead_folders
 
-    removed = []
-    for p in Path(directory).glob(".tmp-step-*-*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if p.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    return removed
+    return sweep_dead_folders(directory, ".tmp-step-*-*")
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
