@@ -158,16 +158,20 @@ def test_inductor_add_alpha_pattern_is_still_avoided():
 
 
 # ----------------------------------------------------------------------------- the Mamba-2 state update kernel
-def _state_update_inputs(Bsz, H, P, N, G, seed=0):
+def _state_update_inputs(Bsz, H, P, N, G, seed=0, device="cpu"):
     """Mamba-2 decode-step inputs as the engine passes them: bf16 activations, per-head dt, A, D, dt_bias given as
-    expanded views (stride 0 along the head's rows), dt large enough to cross softplus's threshold of 20."""
+    expanded views (stride 0 along the head's rows), dt large enough to cross softplus's threshold of 20. The views
+    are expanded on ``device`` (moving an expanded view copies it into a contiguous tensor, which is not what the
+    engine passes)."""
     g = torch.Generator().manual_seed(seed)
     bf = dict(generator=g, dtype=torch.bfloat16)
-    return dict(x=torch.randn(Bsz, H, P, **bf), dt=(torch.randn(Bsz, H, **bf) * 8)[:, :, None].expand(Bsz, H, P),
-                A=(-torch.rand(H, generator=g) - 0.5)[:, None, None].expand(H, P, N),
-                B=torch.randn(Bsz, G, N, **bf) * 2, C=torch.randn(Bsz, G, N, **bf) * 2,
-                D=torch.randn(H, **bf)[:, None].expand(H, P), dt_bias=torch.randn(H, **bf)[:, None].expand(H, P),
-                z=torch.randn(Bsz, H, P, **bf), state=torch.randn(Bsz, H, P, N, generator=g))
+    x, dt, A = torch.randn(Bsz, H, P, **bf), torch.randn(Bsz, H, **bf) * 8, -torch.rand(H, generator=g) - 0.5
+    B, C = torch.randn(Bsz, G, N, **bf) * 2, torch.randn(Bsz, G, N, **bf) * 2
+    D, dt_bias = torch.randn(H, **bf), torch.randn(H, **bf)
+    z, state = torch.randn(Bsz, H, P, **bf), torch.randn(Bsz, H, P, N, generator=g)
+    x, dt, A, B, C, D, dt_bias, z, state = (t.to(device) for t in (x, dt, A, B, C, D, dt_bias, z, state))
+    return dict(x=x, dt=dt[:, :, None].expand(Bsz, H, P), A=A[:, None, None].expand(H, P, N), B=B, C=C,
+                D=D[:, None].expand(H, P), dt_bias=dt_bias[:, None].expand(H, P), z=z, state=state)
 
 
 def _float32_twin(state, inp, gate):
@@ -240,7 +244,7 @@ def test_ssm_state_update_kernel_refuses_what_it_does_not_implement():
 def test_gpu_ssm_state_update_kernel_at_falcon_h1r_7b_shapes(state_dtype):
     """The compiled kernel (tuned on first use) at Falcon-H1R-7B's heads (24 x 128, d_state 256), batch 8, against
     its float32 twin: the state to its dtype's rounding, y to one bf16 ulp."""
-    inp = {k: v.cuda() for k, v in _state_update_inputs(8, 24, 128, 256, 1, seed=3).items()}
+    inp = _state_update_inputs(8, 24, 128, 256, 1, seed=3, device="cuda")
     s_kernel = (inp["state"] * 0.3).to(state_dtype)
     s_twin = s_kernel.float().clone()
     y = decode_kernels.ssm_state_update(s_kernel, inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"],

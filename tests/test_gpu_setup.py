@@ -400,7 +400,9 @@ def tiny_model(family: str, seed: int = 0) -> torch.nn.Module:
     common = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                   head_dim=8, intermediate_size=48, max_position_embeddings=64, attn_implementation="sdpa")
     if family == "falcon_h1":
-        cfg = FalconH1Config(**common, mamba_d_ssm=32, mamba_n_heads=4, mamba_d_head=8, mamba_d_state=8,
+        # 8 heads: the in-projection's width (d_ssm + conv dim + heads = 88) a multiple of 8, as causal-conv1d's
+        # channel-last kernel requires of the strided conv input it is handed (Falcon-H1R-7B: 24 heads)
+        cfg = FalconH1Config(**common, mamba_d_ssm=32, mamba_n_heads=8, mamba_d_head=4, mamba_d_state=8,
                              mamba_d_conv=4, mamba_chunk_size=8, mamba_n_groups=1, lm_head_multiplier=0.5)
         return FalconH1ForCausalLM(cfg).eval()
     return Qwen3ForCausalLM(Qwen3Config(**common)).eval()
