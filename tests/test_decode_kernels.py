@@ -250,7 +250,7 @@ def test_gpu_ssm_state_update_kernel_at_falcon_h1r_7b_shapes(state_dtype):
     y = decode_kernels.ssm_state_update(s_kernel, inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], D=inp["D"],
                                         dt_bias=inp["dt_bias"])
     y_twin = _float32_twin(s_twin, inp, None)
-    ulp = 2 ** -8 if state_dtype == torch.bfloat16 else 1e-5
+    ulp = 2 ** -7 if state_dtype == torch.bfloat16 else 1e-5  # one bf16 ulp anywhere in a binade (8 bits: 2^-7 at its bottom)
     torch.testing.assert_close(s_kernel.float(), s_twin.to(state_dtype).float(), rtol=ulp, atol=1e-5)
     torch.testing.assert_close(y.float(), y_twin.to(y.dtype).float(), rtol=2 ** -7, atol=1e-3)
     assert decode_kernels.tuned_state_update_configs()  # the tuning ran and was recorded
