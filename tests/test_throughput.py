@@ -209,6 +209,33 @@ def test_paper_points_and_record_views():
     assert sec.hf_generate_table(recs).loc["end_to_end_ratio"].item() == 12.0
 
 
+def test_runs_on_two_gpus_are_never_mixed_in_one_figure(tmp_path):
+    """An older run measured both architectures, a newer one only the hybrid (another GPU, a faster engine): the
+    newer run's figures win, the cross-architecture ratio comes whole from the older run (never the newer
+    hybrid over the older transformer), and the sources table names the run of each figure."""
+    import json
+
+    old = _records(0.02, 0.018)
+    old[0] = {"kind": "device", "gpu_name": "Old GPU", "utc": "2026-11-01T00:00:00Z", "git": {"commit": "a" * 40}}
+    new = [r for r in _records(0.01, 0.018) if r.get("model") != tp.TRANSFORMER]
+    new[0] = {"kind": "device", "gpu_name": "New GPU", "utc": "2026-12-01T00:00:00Z", "git": {"commit": "b" * 40}}
+    (tmp_path / "throughput_records_a.json").write_text(json.dumps({"records": new}))  # name order != time order
+    (tmp_path / "throughput_records_b.json").write_text(json.dumps({"records": old}))
+    recs = sec.load_records(tmp_path)
+    runs = sec.split_runs(recs)
+    assert [label for label, _ in runs] == ["New GPU, commit bbbbbbb, 2026-12-01", "Old GPU, commit aaaaaaa, 2026-11-01"]
+    assert sec.comparison_run(recs)[0].startswith("Old GPU")
+    merged, sources = sec.summarize_runs(recs, positions_needed=3)
+    alone_old, alone_new = sec.summarize(old, positions_needed=3), sec.summarize(new, positions_needed=3)
+    assert merged["gpu_name"] == "New GPU"
+    assert merged["hybrid_tok_s_per_gpu_max_batch_8k_16k"] == alone_new["hybrid_tok_s_per_gpu_max_batch_8k_16k"]
+    assert merged["hybrid_over_transformer_max_batch_8k_16k"] == alone_old["hybrid_over_transformer_max_batch_8k_16k"]
+    by_figure = sources.set_index("figure")["run"]
+    assert by_figure["hybrid_tok_s_per_gpu_max_batch_8k_16k"].startswith("New GPU")
+    assert by_figure["hybrid_over_transformer_max_batch_8k_16k"].startswith("Old GPU")
+    assert "gpu_name" not in by_figure and merged["throughput_runs"].startswith("New GPU")
+
+
 def test_load_records_says_where_to_get_them(tmp_path):
     with pytest.raises(FileNotFoundError, match="bench/throughput.py"):
         sec.load_records(tmp_path)

@@ -29,12 +29,15 @@ from falcon_h1r.sections.throughput_records import (
     HEADLINE,
     RECORDS_FILE,
     capacities,
+    comparison_run,
     config_table,
     load_records,
     paper_comparison,
     records_dir,
+    split_runs,
     step_table,
     summarize,
+    summarize_runs,
 )
 from falcon_h1r.sections.throughput_study import Study, ThroughputRecipe
 from falcon_h1r.throughput import HYBRID, TRANSFORMER, param_count
@@ -233,5 +236,6 @@ __all__ = [
     "state_dtype_check", "engine_check_summary", "gpu_engine_checks", "measure_or_load", "capacity_view", "step_times",
     "hf_generate_table", "paper_and_ours", "paper_fig8_points", "decode_profile", "HYBRID", "TRANSFORMER",
     "HEADLINE", "RECORDS_FILE", "ENGINE_CHECK_FILE", "DECODE_PROFILE_FILE", "load_records", "records_dir",
-    "step_table", "capacities", "config_table", "summarize", "paper_comparison",
+    "step_table", "capacities", "config_table", "summarize", "paper_comparison", "split_runs", "comparison_run",
+    "summarize_runs",
 ]

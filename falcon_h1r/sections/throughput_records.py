@@ -261,6 +261,55 @@ def summarize(records: list[dict[str, Any]], positions_needed: int | None = None
     return out
 
 
+def run_label(device: dict[str, Any]) -> str:
+    """A study run's name in tables: its GPU, the commit it measured and its date (from the run's device record)."""
+    commit = str((device.get("git") or {}).get("commit") or "unknown")[:7]
+    return f"{device.get('gpu_name') or 'cpu'}, commit {commit}, {str(device.get('utc') or '')[:10] or 'undated'}"
+
+
+def split_runs(records: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The records of each study run (a run starts at its ``device`` record; :func:`load_records` reads run files
+    whole), newest first. Figures are only ever compared within one run: two GPUs, or two versions of the
+    engine, do not make one table."""
+    runs: list[list[dict[str, Any]]] = []
+    for r in records:
+        if r.get("kind") == "device" or not runs:
+            runs.append([])
+        runs[-1].append(r)
+    def started(run: list[dict[str, Any]]) -> str:
+        return str(run[0].get("utc") or "") if run[0].get("kind") == "device" else ""
+    runs.sort(key=started, reverse=True)
+    return [(run_label(run[0] if run[0].get("kind") == "device" else {}), run) for run in runs]
+
+
+def comparison_run(records: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]] | None:
+    """The newest run that measured both architectures (the Fig. 8 comparison needs them on one GPU)."""
+    for label, run in split_runs(records):
+        if set(_role(run).values()) >= {"hybrid", "transformer"}:
+            return label, run
+    return None
+
+
+def summarize_runs(records: list[dict[str, Any]],
+                   positions_needed: int | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The headline figures over several runs: each figure from the newest run that measured it, every figure
+    computed within its own run (:func:`summarize`), so a ratio never divides one GPU's tokens/s by another's.
+    Returns the flat summary (``gpu_name`` the newest run's GPU; ``throughput_runs`` every run, newest first)
+    and the table of which run each figure came from."""
+    runs = split_runs(records)
+    merged: dict[str, Any] = dict.fromkeys(HEADLINE)
+    rows = []
+    for label, run in runs:
+        for key, value in summarize(run, positions_needed).items():
+            if key == "gpu_name" or value is None or merged.get(key) is not None:
+                continue
+            merged[key] = value
+            rows.append({"figure": key, "value": value, "run": label})
+    merged["gpu_name"] = next((r.get("gpu_name") for _, run in runs for r in run[:1] if r.get("gpu_name")), "cpu")
+    merged["throughput_runs"] = " | ".join(label for label, _ in runs)
+    return merged, pd.DataFrame(rows, columns=["figure", "value", "run"])
+
+
 def paper_comparison(records: list[dict[str, Any]], fig8: pd.DataFrame,
                      positions_needed: int | None = None) -> pd.DataFrame:
     """The paper's vLLM tokens/s/GPU beside ours (one GPU, our engine) per setting, batch and model."""
@@ -279,5 +328,5 @@ def paper_comparison(records: list[dict[str, Any]], fig8: pd.DataFrame,
 
 
 __all__ = ["RECORDS_FILE", "ENGINE_CHECK_FILE", "DECODE_PROFILE_FILE", "HEADLINE", "SETTING_TAGS", "load_records",
-           "records_dir",
+           "records_dir", "run_label", "split_runs", "comparison_run", "summarize_runs",
            "step_table", "prefill_seconds", "capacities", "config_table", "summarize", "paper_comparison"]

@@ -146,13 +146,20 @@ else:
 
 # %%
 try:
-    records, gpu_dir = tp.measure_or_load(cfg, recipe, writer.dir, mode)
+    all_records, gpu_dir = tp.measure_or_load(cfg, recipe, writer.dir, mode)
 except FileNotFoundError as exc:
-    records = None
+    all_records = None
     display(Markdown(f"**No committed GPU records yet**: {exc}."))
-write_gpu = records is not None and preset == "small"  # the records belong to the small preset's results
-gpu_name = next((r.get("gpu_name") for r in records or [] if r.get("kind") == "device"), None)
-SRC = f"ours, one {gpu_name or 'CPU (a smoke run)'}, random weights"
+write_gpu = all_records is not None and preset == "small"  # the records belong to the small preset's results
+# figures are compared within one run only (one GPU, one engine version): the newest run gives the tables of
+# this engine; the comparison with the paper's Fig. 8 uses the newest run that measured both architectures
+runs = tp.split_runs(all_records) if all_records else []
+records = runs[0][1] if runs else None
+SRC = f"ours, {runs[0][0] if runs else 'CPU (a smoke run)'}, random weights"
+compared = tp.comparison_run(all_records) if all_records else None
+if len(runs) > 1:
+    display(Markdown("**Runs in the committed records** (newest first): " + "; ".join(f"`{label}`" for label, _ in runs)
+                     + ". Tables below are per run; no figure divides one run's numbers by another's."))
 
 # %%
 if records:
@@ -175,17 +182,21 @@ if records:
     plt.show()
 
 # %%
-if records:
-    comp = tp.paper_comparison(records, fig8, positions_needed=recipe.positions)
+if compared:
+    CMP = f"ours, {compared[0]}, random weights"
+    if compared[1] is not records:
+        display(Markdown(f"The newest run ({SRC}) did not measure both architectures; the comparison with the "
+                         f"paper's Fig. 8 below is the run that did ({CMP})."))
+    comp = tp.paper_comparison(compared[1], fig8, positions_needed=recipe.positions)
     display(comp)
-    long = tp.paper_and_ours(fig8, table)
+    long = tp.paper_and_ours(fig8, tp.config_table(compared[1], positions_needed=recipe.positions))
     g = sns.relplot(data=long.dropna(subset=["tok_s"]), x="batch_size", y="tok_s", hue="model", style="source",
                     col="setting", kind="line", marker="o", height=3.4, aspect=1.2)
     g.set(xscale="log", xlabel="batch size", ylabel="tokens/s per GPU")
-    g.figure.suptitle(f"Decode throughput per GPU: the paper's Fig. 8 (vLLM) and {SRC}; missing = does not fit",
+    g.figure.suptitle(f"Decode throughput per GPU: the paper's Fig. 8 (vLLM) and {CMP}; missing = does not fit",
                       y=1.05)
     if write_gpu:
-        writer.table("paper_vs_ours", comp, caption=f"The paper's vLLM tokens/s/GPU beside {SRC}")
+        writer.table("paper_vs_ours", comp, caption=f"The paper's vLLM tokens/s/GPU beside {CMP}")
         writer.figure("throughput_vs_paper", g.figure)
     plt.show()
 
@@ -228,8 +239,10 @@ if records:
 
 # %%
 if records:
-    summary = tp.summarize(records, positions_needed=recipe.positions)
-    display(pd.Series(summary, name=SRC).to_frame())
+    summary, sources = tp.summarize_runs(all_records, positions_needed=recipe.positions)
+    display(Markdown("Each headline figure comes from the newest run that measured it, computed within that run "
+                     "(`falcon_h1r.sections.throughput_records.summarize_runs`); the run of each:"))
+    display(sources)
     p = tp.paper_fig8_points(fig8)
     display(Markdown(
         f"Beside the paper (8K→16K, vLLM): Falcon-H1R-7B {p['paper_hybrid_tok_s_per_gpu_bs64_8k_16k']:.0f} tok/s/GPU "
@@ -239,6 +252,8 @@ if records:
         "`..._max_batch_...` at the largest batch that fits one GPU (`..._max_batch_<setting>`, the batch measured "
         "beside it as `..._batch`), for the float32 SSM state and (`hybrid_bf16_state_...`) the bfloat16 one."))
     if write_gpu:
+        writer.table("headline_sources", sources, caption="Which study run (GPU, commit, date) each headline "
+                     "figure of summary.json comes from")
         writer.summary(summary)
 
 # %% [markdown]
