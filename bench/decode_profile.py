@@ -137,7 +137,8 @@ def state_update_inputs(arch: dict[str, Any], batch: int, state_dtype: Any) -> t
     st = (torch.randn(batch, NH, HD, N, device="cuda") * 0.1).to(state_dtype)
     x = torch.randn(batch, NH, HD, **bf)
     dt = torch.randn(batch, NH, **bf)[:, :, None].expand(batch, NH, HD)
-    A = -torch.rand(NH, device="cuda")[:, None, None].expand(NH, HD, N)
+    # negate before expanding: -t.expand(...) would materialise the view, which the kernel rightly refuses
+    A = (-torch.rand(NH, device="cuda"))[:, None, None].expand(NH, HD, N)
     Bm, Cm = torch.randn(batch, G, N, **bf), torch.randn(batch, G, N, **bf)
     D = torch.randn(NH, device="cuda")[:, None].expand(NH, HD)
     dtb = torch.randn(NH, device="cuda")[:, None].expand(NH, HD)

@@ -42,7 +42,7 @@ FAST_SECTION = {
                     "deepconf_experiments.budgets": [16], "deepconf_experiments.pool_size": 16,
                     "deepconf_experiments.n_resamples": 4, "deepconf_experiments.live_problems": 1,
                     "deepconf_experiments.allow_unqualified": True},
-    "06_safety": {},
+    "06_safety": {"safety.max_new_tokens": 16},
 }
 
 

@@ -365,7 +365,10 @@ def test_compute_records_in_pieces_loads_only_the_bases_it_still_needs(tmp_path)
             "rl.group_size": 2, "rl.batch_prompts": 2, "rl.gen_prompts_per_call": 2, "rl.max_gen_calls_per_step": 2,
             "rl.max_new_tokens": 8, "rl_experiments.eval_problems_per_domain": 3, "rl_experiments.eval_samples": 1,
             "rl_experiments.pool_per_domain": 4, "rl_experiments.attack_suite": False, "curation.pass_rate_k": 2,
-            "curation.majority_drop_at_least": 2, "rl_experiments.resumable": True, "rl_experiments.budget_s": 1e-3}
+            "curation.majority_drop_at_least": 2, "rl_experiments.resumable": True, "rl_experiments.budget_s": 1e-3,
+            # two curricula (the second continues the first's run) and two strategies: every kind of unit, few pieces
+            "rl_experiments.curricula": ["math_only", "math_then_code"],
+            "rl_experiments.strategies_compared": ["backfill", "reject"]}
     env = {**os.environ, "FALCON_H1R_RESULTS": str(tmp_path / "results")}
 
     def run(o):
