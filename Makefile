@@ -6,6 +6,8 @@
 PRESET ?= tiny
 SECTIONS ?=
 VENV ?= .venv
+# pytest-xdist workers for `make test` (a test file stays on one worker: its module fixtures are built once)
+TEST_WORKERS ?= 2
 GPU ?=
 PY := $(VENV)/bin/python
 
@@ -18,7 +20,7 @@ reproduce: env
 	$(PY) -m falcon_h1r reproduce --preset $(PRESET) $(if $(SECTIONS),--sections $(SECTIONS))
 
 test: env
-	$(PY) -m pytest -q -m "not gpu" tests
+	$(PY) -m pytest -q -m "not gpu" -n $(TEST_WORKERS) --dist loadfile tests
 
 list: env
 	$(PY) -m falcon_h1r list
