@@ -293,4 +293,4 @@ else:
                      "`bench/decode_profile.py` writes it on a GPU."))
 
 # %%
-writer.provenance({"gpu_records": str(gpu_dir) if records else None})
+writer.provenance({"gpu_records": str(shown(gpu_dir)) if records else None})
