@@ -308,3 +308,34 @@ def test_the_cli_names_bad_input_and_exits_2(capsys):
         with pytest.raises(SystemExit) as e:
             main(["--preset", "tiny", *argv])
         assert e.value.code == 2
+
+
+def test_computing_with_committed_bases_copies_their_records_and_names_a_missing_one(tmp_path, monkeypatch):
+    """sft_ablations.bases: committed: a computing run of notebook 02 takes the bases' records from the committed
+    results (the grid never uses the bases), writes them into its own folder unchanged, and trains nothing; a
+    missing record is one clear error naming the file and the other choice."""
+    import json
+
+    from falcon_h1r.results import SectionWriter
+    from falcon_h1r.sections import sft as S
+
+    cfg = load_preset("tiny", {"sft_ablations.bases": "committed"})
+    committed = tmp_path / "committed" / "tiny" / S.SECTION
+    committed.mkdir(parents=True)
+    monkeypatch.setattr(S, "RESULTS_ROOT", tmp_path / "committed")
+    monkeypatch.setattr(S, "get_base_models", lambda *a, **k: pytest.fail("a base was trained"))
+    writer = SectionWriter("tiny", S.SECTION, params={}, seed=0, root=tmp_path / "out", mode="computed")
+    sec = S.Section(cfg, S.load_recipe(cfg), S.load_ablations(cfg), "compute", writer)
+    with pytest.raises(FileNotFoundError, match="base_training.json.*sft_ablations.bases: train"):
+        S.base_training(sec)
+    record = {"bases": [{"seed": 0, "greedy_acc_after": 0.25}, {"seed": 1, "greedy_acc_after": 0.5}]}
+    checks = {"packing": {"max_abs_diff_packed_vs_alone": 0.0}}
+    (committed / "base_training.json").write_text(json.dumps(record))
+    (committed / "trainer_checks.json").write_text(json.dumps(checks))
+    bases, infos = S.base_training(sec)
+    assert bases == [] and infos == record["bases"]
+    assert S.trainer_checks(sec, None) == checks
+    assert json.loads((writer.dir / "base_training.json").read_text()) == record
+    assert json.loads((writer.dir / "trainer_checks.json").read_text()) == checks
+    with pytest.raises(RecipeError, match="sft_ablations.bases: 'cached' not accepted"):
+        load_preset("tiny", {"sft_ablations.bases": "cached"}).section("sft_ablations", SFTAblations)

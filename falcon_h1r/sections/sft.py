@@ -68,15 +68,30 @@ def open_section(preset: str, overrides: dict[str, Any] | None = None) -> Sectio
 
 
 # ============================================================================== the base model
+def committed_record(sec: Section, name: str) -> dict[str, Any]:
+    """``<name>.json`` of this preset's committed results (not the staging copy a computing run writes to), for
+    ``sft_ablations.bases: committed``; a clear error naming the file and the way out when it is absent."""
+    path = RESULTS_ROOT / sec.cfg.name / SECTION / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"sft_ablations.bases: committed reads {path}, which does not exist; train the bases "
+                                "here instead (sft_ablations.bases: train)")
+    return read_json(path)
+
+
 def base_training(sec: Section) -> tuple[list[BaseModel], list[dict[str, Any]]]:
     """The preset's SFT bases (one per ``eval.base_seeds``) and their training records (written to
-    ``base_training.json``); in render mode no models, and the committed records."""
-    if sec.mode == "compute":
+    ``base_training.json``); in render mode, or when computing with ``sft_ablations.bases: committed``, no models
+    and the committed records."""
+    if sec.mode == "compute" and sec.ablations.bases == "train":
         bases = get_base_models(sec.cfg)
         infos = [b.info for b in bases]
         sec.writer.json("base_training", {"bases": infos})
         return bases, infos
-    record = read_json(sec.writer.dir / "base_training.json")
+    if sec.mode == "compute":  # the grid computes; the bases' part is the committed record, copied as it is
+        record = committed_record(sec, "base_training")
+        sec.writer.json("base_training", record)
+    else:
+        record = read_json(sec.writer.dir / "base_training.json")
     return [], record["bases"] if "bases" in record else [record]
 
 
@@ -228,6 +243,10 @@ def trainer_checks(sec: Section, base: BaseModel | None) -> dict[str, Any] | Non
     if sec.mode != "compute":
         path = sec.writer.dir / "trainer_checks.json"
         return read_json(path) if path.exists() else None
+    if base is None:  # computing with sft_ablations.bases: committed (no base model here): the committed record
+        record = committed_record(sec, "trainer_checks")
+        sec.writer.json("trainer_checks", record)
+        return record
     import torch
 
     cfg, tok = sec.cfg, base.tokenizer

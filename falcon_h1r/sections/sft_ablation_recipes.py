@@ -26,6 +26,9 @@ PAPER_HIDDEN_SIZE = 3072
 
 
 # ============================================================================== the preset block
+BASES_SOURCES = ("train", "committed")  # sft_ablations.bases
+
+
 @dataclass
 class SFTAblations:
     """The ``sft_ablations:`` block: how large the §2 ablations are at a preset, and their common start."""
@@ -63,8 +66,15 @@ class SFTAblations:
     start_batch_size: int = 64
     start_lr: float = 0.002
     cpu_threads: int = 0  # torch threads for the runs on CPU (0: leave as is); tiny models run best on 1
+    # Where notebook 02 takes its bases' figures from when it computes: "train" (train them, or read this machine's
+    # cache) or "committed" (the committed base_training.json and trainer_checks.json of this preset). The grid
+    # starts from its own common start and never uses the bases, so a GPU session can spend its minutes on the
+    # grid alone. Not a paper value.
+    bases: str = "train"
 
     def __post_init__(self) -> None:
+        if self.bases not in BASES_SOURCES:
+            raise RecipeError(f"sft_ablations.bases: {self.bases!r} not accepted; use one of {', '.join(BASES_SOURCES)}")
         for name in ("steps", "batch_size", "problems_per_domain", "eval_per_domain", "eval_samples", "mup_base_width",
                      "start_steps", "start_batch_size"):
             if getattr(self, name) < 1:

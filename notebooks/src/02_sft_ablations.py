@@ -54,6 +54,9 @@ display(papers.load("sft_ablation_findings"))
 # %%
 bases, infos = S.base_training(sec)
 base, info = (bases[0] if bases else None), infos[0]
+if mode == "compute" and sec.ablations.bases == "committed":
+    display(Markdown("**The bases' figures are the committed records** (`sft_ablations.bases: committed`): this run "
+                     "computes the ablation grid, which starts from its own common start and never uses the bases."))
 if S.is_checkpoint(info):  # the paper preset: a loaded checkpoint, no training of ours to report
     display(Markdown(f"A loaded checkpoint (`{cfg.model.checkpoint}`): its pass@1 on the paper's benchmarks with "
                      "the paper's per-benchmark protocol, beside the paper's own numbers."))
