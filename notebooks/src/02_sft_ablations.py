@@ -282,30 +282,38 @@ if gpu_checks is not None:
                      f"most {gpu_checks['deepspeed_zero2_vs_ddp_1gpu']['max_rel_loss_diff']:.1%} (bf16)."))
 
 # %% [markdown]
-# ## Multi-GPU check (DeepSpeed ZeRO-2, 2 GPUs vs 1 GPU at the same global batch)
-# From `scripts/sft_ddp.py check`, rendered from its committed record.
+# ## Multi-GPU checks (DeepSpeed ZeRO-2 and ZeRO-3, N GPUs vs 1 GPU at the same global batch)
+# From `scripts/sft_ddp.py check`, rendered from their committed records: `multi_gpu_check.json` (ZeRO-2) and
+# `multi_gpu_zero3.json` (ZeRO-3). The curves should match; per-rank peak memory shows what ZeRO-3 partitions.
 
 # %%
-mg = S.gpu_record("multi_gpu_check")
-if mg is None:
-    display(Markdown("No multi-GPU record yet: run `python scripts/sft_ddp.py check --preset small --gpus 2 "
-                     "--engine deepspeed --zero 2` on a 2-GPU machine."))
-else:
+for record, key, zero in (("multi_gpu_check", "multi_gpu", 2), ("multi_gpu_zero3", "multi_gpu_zero3", 3)):
+    mg = S.gpu_record(record)
+    if mg is None:
+        display(Markdown(f"No `{record}.json` yet: run `python scripts/sft_ddp.py check --preset small --gpus 2 "
+                         f"--engine deepspeed --zero {zero} --out results/small/02_sft/{record}.json` on a machine "
+                         "with 2 or more GPUs."))
+        continue
     n = mg["gpus"]
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(mg["loss_1gpu"], label="1 GPU (2 accumulation steps)")
+    ax.plot(mg["loss_1gpu"], label="1 GPU (gradient accumulation)")
     ax.plot(mg[f"loss_{n}gpu"], "--", label=f"{n} GPUs, ZeRO-{mg['zero']}")
     ax.set(xlabel="step", ylabel="train loss", title=f"Ours: {mg['preset']} preset SFT, same global batch")
     ax.legend()
     if preset == "small":
-        writer.figure("multi_gpu_loss", fig)
+        writer.figure(f"{key}_loss", fig)
     plt.show()
-    display(Markdown(f"Max relative loss difference {mg['max_rel_loss_diff']:.2e} (curves match: "
-                     f"**{mg['curves_match']}**); per-GPU throughput {mg[f'tokens_per_s_per_gpu_{n}gpu']:,.0f} tokens/s "
-                     f"on {n} GPUs vs {mg['tokens_per_s_per_gpu_1gpu']:,.0f} on 1."))
+    peaks = [r.get("peak_mem_gb") for r in mg.get("per_rank", []) if r.get("peak_mem_gb") is not None]
+    display(Markdown(f"ZeRO-{mg['zero']} on {n} GPUs: max relative loss difference {mg['max_rel_loss_diff']:.2e} "
+                     f"(curves match: **{mg['curves_match']}**); per-GPU throughput "
+                     f"{mg[f'tokens_per_s_per_gpu_{n}gpu']:,.0f} tokens/s on {n} GPUs vs "
+                     f"{mg['tokens_per_s_per_gpu_1gpu']:,.0f} on 1"
+                     + (f"; peak memory per rank {', '.join(f'{x:.1f}' for x in peaks)} GB." if peaks else ".")))
     if preset == "small":
-        writer.summary({"multi_gpu_max_rel_loss_diff": mg["max_rel_loss_diff"],
-                        "multi_gpu_tok_s_per_gpu": mg[f"tokens_per_s_per_gpu_{n}gpu"]})
+        writer.summary({f"{key}_max_rel_loss_diff": mg["max_rel_loss_diff"],
+                        f"{key}_tok_s_per_gpu": mg[f"tokens_per_s_per_gpu_{n}gpu"],
+                        **({f"{key}_gpus": n, f"{key}_peak_mem_gb_max": max(peaks) if peaks else None}
+                           if zero == 3 else {})})
 
 # %%
 writer.provenance()
