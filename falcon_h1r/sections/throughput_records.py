@@ -276,10 +276,12 @@ def split_runs(records: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, 
         if r.get("kind") == "device" or not runs:
             runs.append([])
         runs[-1].append(r)
-    def started(run: list[dict[str, Any]]) -> str:
-        return str(run[0].get("utc") or "") if run[0].get("kind") == "device" else ""
-    runs.sort(key=started, reverse=True)
-    return [(run_label(run[0] if run[0].get("kind") == "device" else {}), run) for run in runs]
+
+    def device(run: list[dict[str, Any]]) -> dict[str, Any]:  # empty for records read without a device record
+        return run[0] if run[0].get("kind") == "device" else {}
+
+    runs.sort(key=lambda run: str(device(run).get("utc") or ""), reverse=True)
+    return [(run_label(device(run)), run) for run in runs]
 
 
 def comparison_run(records: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]] | None:
@@ -297,15 +299,16 @@ def summarize_runs(records: list[dict[str, Any]],
     Returns the flat summary (``gpu_name`` the newest run's GPU; ``throughput_runs`` every run, newest first)
     and the table of which run each figure came from."""
     runs = split_runs(records)
+    summaries = [summarize(run, positions_needed) for _, run in runs]
     merged: dict[str, Any] = dict.fromkeys(HEADLINE)
     rows = []
-    for label, run in runs:
-        for key, value in summarize(run, positions_needed).items():
+    for (label, _), summary in zip(runs, summaries):
+        for key, value in summary.items():
             if key == "gpu_name" or value is None or merged.get(key) is not None:
                 continue
             merged[key] = value
             rows.append({"figure": key, "value": value, "run": label})
-    merged["gpu_name"] = next((r.get("gpu_name") for _, run in runs for r in run[:1] if r.get("gpu_name")), "cpu")
+    merged["gpu_name"] = next((s["gpu_name"] for s in summaries if s["gpu_name"] != "cpu"), "cpu")
     merged["throughput_runs"] = " | ".join(label for label, _ in runs)
     return merged, pd.DataFrame(rows, columns=["figure", "value", "run"])
 
