@@ -8,18 +8,10 @@ released Falcon-H1R-7B template itself is not reproduced).
 import pytest
 
 from falcon_h1r import prompts as P
+from falcon_h1r.random_checkpoints import FALCON_STYLE_TEMPLATE  # <|im_start|> turns, BOS first, <think> opened
 from falcon_h1r.tokenizer import train_tokenizer
 from falcon_h1r.verify import check
 
-# <|im_start|> turns, BOS first, an optional system turn; the generation prompt opens <think>.
-FALCON_STYLE_TEMPLATE = (
-    "{{ bos_token }}"
-    "{%- if messages[0]['role'] == 'system' %}"
-    "{{ '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
-    "{%- set rest = messages[1:] %}{%- else %}{%- set rest = messages %}{%- endif %}"
-    "{%- for m in rest %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endfor %}"
-    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n<think>\\n' }}{%- endif %}"
-)
 NO_THINK_IN_PROMPT = FALCON_STYLE_TEMPLATE.replace("<|im_start|>assistant\\n<think>\\n", "<|im_start|>assistant\\n")
 NO_MARKERS = (
     "{%- for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endfor %}"
