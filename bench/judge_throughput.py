@@ -15,6 +15,9 @@ Prints a few readable lines; the last line is one JSON record.
     python bench/judge_throughput.py --device cuda                          # Llama-Guard-3-8B shapes, one GPU
     python bench/judge_throughput.py --guard-dir /models/Llama-Guard-3-8B --device cuda
     python bench/judge_throughput.py --device cpu --layers 0 --responses 8  # microscopic, a CPU smoke
+    python bench/judge_throughput.py --device cuda --out results/paper/smoke/judge_throughput.json
+
+``--out`` also writes the record, with the run's provenance (commit, device, package versions), to a file.
 """
 
 from __future__ import annotations
@@ -66,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch-tokens", type=int, default=131072)
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="", help="also write the record (with its provenance) to this .json file")
     args = ap.parse_args(argv)
+    if args.out and not args.out.endswith(".json"):
+        print(f"judge_throughput: --out {args.out!r}: expected a path ending in .json", file=sys.stderr)
+        return 2
     if args.responses < 1 or not 0 <= args.layers <= 32:
         print("judge_throughput: --responses must be >= 1 and --layers in 0..32", file=sys.stderr)
         return 2
@@ -110,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(verdicts)} judge calls in {wall:.1f} s: {calls_per_s:.1f} calls/s, "
           f"{record['input_tokens_per_s']:.0f} input tokens/s, padding +{100 * record['padding_overhead']:.1f} %; "
           f"the paper's {PAPER_CALLS:,} calls would take {record['paper_calls_hours_at_this_rate']} h")
+    if args.out:
+        from falcon_h1r.env import env_snapshot
+        from falcon_h1r.results import write_json
+
+        command = "python bench/judge_throughput.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        write_json(Path(args.out), {**record, "command": command,
+                                    "written_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                    "provenance": env_snapshot()})
     print(json.dumps(record))
     return 0
 

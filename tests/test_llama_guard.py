@@ -93,3 +93,25 @@ def test_make_judge_passes_the_batching(guard_dir):
     assert isinstance(j, S.LlamaGuardJudge) and (j.batch_size, j.max_batch_tokens) == (5, 1234)
     with pytest.raises(ValueError, match="must be >= 1"):
         S.LlamaGuardJudge(guard_dir, device="cpu", max_batch_tokens=0)
+
+
+def test_judge_throughput_bench_writes_its_record_with_provenance(tmp_path):
+    """bench/judge_throughput.py on a microscopic random judge: the printed record and, with --out, the same
+    record with the commit and device it ran on; a --out that is not a .json path is refused (exit 2)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "judge_throughput.py"
+    spec = importlib.util.spec_from_file_location("judge_throughput_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "judge.json"
+    assert bench.main(["--device", "cpu", "--layers", "0", "--responses", "2", "--median-tokens", "32",
+                       "--max-tokens", "64", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["calls"] == 6 and rec["calls_per_s"] > 0 and rec["paper_calls"] == 81_970 * 3
+    assert rec["provenance"]["git"]["commit"] and rec["provenance"]["device"]["device"] == "cpu"
+    assert "--out" in rec["command"]
+    assert bench.main(["--device", "cpu", "--out", str(tmp_path / "judge.txt")]) == 2
+    assert not (tmp_path / "judge.txt").exists()
