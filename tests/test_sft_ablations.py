@@ -92,6 +92,64 @@ def test_the_learning_rate_grid_runs_first_and_its_best_arm_sets_the_reference_r
     assert A.best_lr_paper(grids[0], {}) is None
 
 
+def test_at_the_floor_the_reference_rate_is_the_lowest_loss_never_a_diverged_one():
+    """Measured at small: every arm of the answers-only start scored 0.000-0.011, so accuracy picked the top rate by
+    noise and later arms diverged there. Below the floor the learning_rate grid is read by its final training loss,
+    and an arm with a non-finite loss is never taken; above it, by accuracy as before."""
+    import math
+
+    from falcon_h1r.sections.sft_ablation_recipes import FLOOR_ACC, best_lr_paper
+
+    grid = load_grid("learning_rate", "tiny", load_ablations(load_preset("tiny")))
+    rates = [a.lr_paper for a in grid.arms]
+
+    def rows(acc, loss):
+        return {(a.key(), s): {"acc": acc(a.lr_paper, s), "train_loss_final": loss(a.lr_paper, s)}
+                for a in grid.arms for s in grid.seeds[a.name]}
+
+    top, low = max(rates), min(rates)
+    floor_acc = lambda lr, s: 0.011 if lr == top else 0.0  # noise at the floor favours the top rate
+    loss = lambda lr, s: math.nan if lr == low and s == 0 else (0.8 if lr == top else 0.9)
+    assert best_lr_paper(grid, rows(floor_acc, loss)) == top  # the top rate has the lowest finite loss
+    loss2 = lambda lr, s: math.nan if lr == top and s == 0 else lr * 100  # lower rate, lower loss; top diverged once
+    assert best_lr_paper(grid, rows(floor_acc, loss2)) == low
+    assert best_lr_paper(grid, rows(lambda lr, s: FLOOR_ACC + lr, loss2)) == top  # informative: by accuracy
+
+
+def test_the_traces_start_reads_both_teachers_worked_solutions_and_has_its_own_key():
+    preset = load_preset("small")
+    block = load_ablations(preset)
+    problems = generate_split(["math", "code"], [1, 2, 3], 20, "train", 0)
+    answers = D.start_corpus(problems, "stepwise", 0, "answers")
+    traces = D.start_corpus(problems, "stepwise", 0, "traces")
+    from falcon_h1r.tasks import teacher_records
+
+    mixed = teacher_records(problems, "mixed", 0)
+    assert traces == [f"{r['question']}\n{r['reasoning']}\n{r['final']}" for r in mixed]  # a worked solution each
+    assert answers == [f"{r['question']}\n{r['final']}" for r in teacher_records(problems, "stepwise", 0)]
+    assert all(len(t) > len(a) for t, a in zip(traces, answers))
+    styles = {r["style"] for r in teacher_records(problems, "mixed", 0)}
+    assert styles == {"stepwise", "terse"}  # both teachers' methods, neither favoured
+    from falcon_h1r.sections.sft_ablations import load_trainer
+
+    trainer = load_trainer(preset)
+    as_traces = replace(block, start_corpus="traces")
+    as_answers = replace(block, start_corpus="answers")
+    assert D.start_key(preset, as_traces, trainer) != D.start_key(preset, as_answers, trainer)
+    assert block.start_corpus == "traces" and load_ablations(load_preset("tiny")).start_corpus == "answers"
+    info = {"kind": D.START_KINDS["traces"], "steps": 400, "batch_size": 64, "tokens": 11_000_000}
+    assert D.describe_start(info).startswith("trace_pretrain: 400 steps x 64 question+worked-solution")
+    with pytest.raises(RecipeError, match="start_corpus.*answers, traces"):
+        load_ablations(load_preset("tiny", {"sft_ablations.start_corpus": "books"}))
+
+
+def test_the_probe_verdict_names_the_floor_and_the_ceiling():
+    from falcon_h1r.sections.sft_ablations import probe_verdict
+
+    assert probe_verdict(0.011).startswith("floor") and probe_verdict(0.99).startswith("ceiling")
+    assert probe_verdict(0.3) == "ok"
+
+
 def test_small_runs_five_seeds_on_the_lr_and_normalization_ends_and_three_elsewhere():
     grids = {g.name: g for g in load_grids(load_preset("small"), PAPER_SFT_LR)}
     lr = grids["learning_rate"]
@@ -339,3 +397,33 @@ def test_computing_with_committed_bases_copies_their_records_and_names_a_missing
     assert json.loads((writer.dir / "trainer_checks.json").read_text()) == checks
     with pytest.raises(RecipeError, match="sft_ablations.bases: 'cached' not accepted"):
         load_preset("tiny", {"sft_ablations.bases": "cached"}).section("sft_ablations", SFTAblations)
+
+
+def test_sweep_report_reads_a_partial_work_folder_and_the_floor_record_becomes_the_notebooks_note(tmp_path):
+    """--report on a work folder (no model, no GPU): per arm pass@1, final loss and diverged runs, and the verdict;
+    the committed small floor record is that output, and notebook 02's note is generated from its numbers."""
+    import json
+    import math
+    from pathlib import Path
+
+    from falcon_h1r.sections.sft import floor_probe_note
+    from falcon_h1r.sections.sft_ablations import main, sweep_report
+
+    for seed, (acc, loss) in enumerate([(0.0, 0.8), (0.02, math.nan), (0.3, 0.5)]):
+        append_row(tmp_path / "ablation_rows.jsonl", {"arm_key": "k1" if seed < 2 else "k2", "seed": seed,
+                                                      "run_key": "r", "name": "a" if seed < 2 else "b",
+                                                      "lr_paper": 1e-4, "lr": 1e-3, "acc": acc,
+                                                      "train_loss_final": loss, "entropy": 1.0,
+                                                      "mean_response_tokens": 100, "start_key": "s"})
+    (tmp_path / "start_eval-x.json").write_text(json.dumps({"acc": 0.0, "mean_response_tokens": 9}))
+    rep = sweep_report(tmp_path)
+    a = next(t for t in rep["arms"] if t["arm"] == "a")
+    assert rep["runs"] == 3 and rep["diverged_runs"] == 1 and a["diverged_runs"] == 1
+    assert a["acc_mean"] == 0.01 and a["train_loss_final_mean"] == 0.8 and rep["acc_mean_max_arm"] == "b"
+    assert rep["verdict"] == "ok" and rep["start_acc"] == 0.0
+    assert main(["--report", str(tmp_path / "nothing")]) == 2
+    rec = json.loads((Path(__file__).resolve().parent.parent / "results" / "small" / "02_sft" /
+                      "ablation_floor_probe.json").read_text())
+    assert rec["verdict"].startswith("floor") and rec["acc_mean_max"] < 0.05 and rec["runs"] == 48
+    note = floor_probe_note(rec)
+    assert f"{rec['acc_mean_max']:.3f}" in note and "4a5156b" in note and f"{rec['diverged_runs']} runs diverged" in note

@@ -305,9 +305,22 @@ def ablations(sec: Section) -> Ablations:
         rows = [json.loads(line) for line in (writer.dir / "ablation_rows.jsonl").read_text().splitlines()]
         grids, _ = resolve_grids(sec.cfg, {(r["arm_key"], int(r["seed"])): r for r in rows})
         return Ablations(grids, rows, read_json(writer.dir / "ablation_start.json"))
-    return Ablations([], [], None, f"The ablation grid has not been run at the {preset} preset yet (no committed "
-                                   f"`ablation_rows.jsonl` from the common start): `python -m "
-                                   f"falcon_h1r.sections.sft_ablations --preset {preset}` on a GPU computes it.")
+    note = (f"The ablation grid has not been run at the {preset} preset yet (no committed `ablation_rows.jsonl` from "
+            f"the common start): `python -m falcon_h1r.sections.sft_ablations --preset {preset} --probe` on a GPU "
+            f"checks the start, then `--workers 6` computes it.")
+    probe = writer.dir / "ablation_floor_probe.json"
+    return Ablations([], [], None, note + (" " + floor_probe_note(read_json(probe)) if probe.exists() else ""))
+
+
+def floor_probe_note(rec: dict[str, Any]) -> str:
+    """What an earlier grid's floor record (``sft_ablations.sweep_report``) says, in one paragraph from its numbers."""
+    commit = rec.get("provenance", {}).get("git", {}).get("commit", "?")[:7]
+    return (f"A first run at commit {commit} from the `{rec['start_corpus']}` start ({rec['start']['steps']} steps, "
+            f"held-out pass@1 {rec['start_acc']:.3f}) finished {rec['runs']} of its {rec['runs_needed']} runs: the best "
+            f"arm's mean pass@1 was {rec['acc_mean_max']:.3f} ({rec['acc_mean_max_arm']}) and {rec['diverged_runs']} "
+            f"runs diverged. Verdict: {rec['verdict']}. That testbed could not show the §2 effects, so the start "
+            f"now reads worked solutions (`sft_ablations.start_corpus`); the record is "
+            f"`ablation_floor_probe.json` (ours, synthetic).")
 
 
 @dataclass
@@ -361,5 +374,5 @@ def gpu_record(name: str) -> dict[str, Any] | None:
 
 
 __all__ = ["AblationTables", "Ablations", "BaseAccuracy", "GPU_RECORDS_DIR", "SECTION", "Section", "ablation_tables",
-           "ablations", "axis_findings", "checkpoint_benchmarks", "claim_rows", "is_checkpoint", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
+           "ablations", "axis_findings", "checkpoint_benchmarks", "claim_rows", "floor_probe_note", "is_checkpoint", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
            "base_training", "curves", "gpu_record", "load_recipe", "open_section", "trainer_checks"]

@@ -1,13 +1,22 @@
 """The data of section 02's §2 ablations and their common start.
 
-**The common start.** Every arm of every grid fine-tunes the same checkpoint, one that has never seen a reasoning
-trace: the preset's Falcon-H1 hybrid, trained from scratch by plain language modelling on the task domain's
-questions and final answers (the base-model training split's problems, ``question\\nanswer`` documents; no
-``<think>`` turn, no worked step). It knows the vocabulary, how questions read and what answers look like, as a
-pretrained base does, and nothing of the teachers' methods, so no arm starts with an advantage (the teacher
-mixing axis would otherwise favour the style the start was trained on) and every arm's SFT has something to
-teach. Why not the finished SFT base: it has already learnt the stepwise teacher's traces, so an arm can only
-add more of the same (issue 15: every arm then scored at or below it). Why not one from-scratch run per arm:
+**The common start.** Every arm of every grid fine-tunes the same checkpoint, trained from scratch by plain
+language modelling on the task domain's text: one document per problem of the base-model training split (never an
+arm's problem nor a held-out one), with no chat turn and no ``<think>`` block (``sft_ablations.start_corpus``):
+
+- ``answers``: ``question\nfinal answer``. The start knows how questions read and what answers look like and
+  nothing of any method. Measured on one H200 (commit 4a5156b, small preset, 200 start steps): it scores 0.000, and
+  100 steps x 32 traces of SFT from it leave every arm at 0.000-0.011 held-out pass@1 (final loss 0.8-1.3 where the
+  base run ends at 0.03), so every comparison sits at the floor: a testbed that cannot show the §2 effects.
+- ``traces``: ``question\nworked solution\nfinal answer``, the solution a clean trace of either teacher (the
+  tasks' ``mixed`` style: stepwise column methods for half the problems, terse decompositions for the other
+  half), as a pretrained base has read worked solutions of its domain. The start then computes, and the arms'
+  SFT on their own curated pools (chat format, ``<think>`` turn, one teacher or both, with or without wrong
+  traces) moves a model that is still learning, which is the regime the paper's ablations measure. Both
+  teachers' methods are in it in equal parts, so the teacher-mixing axis favours neither single teacher.
+
+Why not the finished SFT base: it has already learnt the stepwise teacher's traces to convergence, so an arm can
+only add more of the same (issue 15: every arm then scored at or below it). Why not one from-scratch run per arm:
 the base needs ~50M tokens to reach 20-80 % at small, far more than the grid's GPU budget per arm. Cached by a
 hash of everything that shapes it (``_cache/sft-start-<key>``).
 
@@ -48,6 +57,8 @@ from falcon_h1r.sft import SFTRecipe, examples_from_text, train_sft
 from falcon_h1r.tasks import GENERATOR_VERSION, TeacherNoise, generate_split, style_for, teacher_records, teacher_trace
 from falcon_h1r.tokenizer import ChatTokenizer
 
+# what the start's info calls each sft_ablations.start_corpus (summary.json's ablation_start begins with it)
+START_KINDS = {"answers": "qa_pretrain", "traces": "trace_pretrain"}
 START_VERSION = 1  # bump when the start's corpus or training changes what a key produces
 POOL_VERSION = 1  # likewise for the pools
 
@@ -152,8 +163,12 @@ def pool_key(preset: Preset, recipe: SFTAblations, crec: CurationRecipe, *, teac
 
 
 # ============================================================================== the common start
-def start_corpus(problems: Sequence[dict[str, Any]], style: str, seed: int) -> list[str]:
-    """``question\\nfinal answer`` documents (a clean teacher's final line, no reasoning), one per problem."""
+def start_corpus(problems: Sequence[dict[str, Any]], style: str, seed: int, kind: str = "answers") -> list[str]:
+    """The start's documents, one per problem: ``question\nfinal answer`` (``kind="answers"``: a clean teacher's
+    final line, no reasoning) or ``question\nreasoning\nfinal answer`` (``"traces"``: a clean trace of either
+    teacher, the ``mixed`` style whatever ``style`` the preset's base uses)."""
+    if kind == "traces":
+        return [f"{r['question']}\n{r['reasoning']}\n{r['final']}" for r in teacher_records(problems, "mixed", seed)]
     return [f"{r['question']}\n{r['final']}" for r in teacher_records(problems, style, seed)]
 
 
@@ -166,7 +181,10 @@ def start_key(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe) -> str:
                                        "lr": recipe.start_lr, "threads": recipe.cpu_threads,
                                        "warmup_frac": t.warmup_frac, "weight_decay": t.weight_decay,
                                        "grad_clip": t.grad_clip, "max_seq_len": t.max_seq_len},
-                       {"packing": trainer.packing, "pack_len": trainer.pack_len, "precision": trainer.precision})
+                       {"packing": trainer.packing, "pack_len": trainer.pack_len, "precision": trainer.precision},
+                       # the corpus joins the key only when it is not the original one, so the answers starts
+                       # cached and committed before start_corpus existed keep their keys
+                       *([] if recipe.start_corpus == "answers" else [{"start_corpus": recipe.start_corpus}]))
 
 
 def train_start(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe, tokenizer: ChatTokenizer,
@@ -176,7 +194,7 @@ def train_start(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe, tokeni
 
     device = pick_device(preset.device)
     seed_everything(preset.seed)
-    docs = start_corpus(train_problems, preset.tasks.teacher_style, preset.seed)
+    docs = start_corpus(train_problems, preset.tasks.teacher_style, preset.seed, recipe.start_corpus)
     examples = examples_from_text(docs, tokenizer, preset.train.max_seq_len)
     cfg = replace(preset.train, steps=recipe.start_steps, batch_size=recipe.start_batch_size, lr=recipe.start_lr,
                   eval_every=0, log_every=max(1, recipe.start_steps // 20))
@@ -184,9 +202,9 @@ def train_start(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe, tokeni
         model = build_model(preset.model, tokenizer.vocab_size, seed=preset.seed, pad_id=tokenizer.pad_id,
                             eos_id=tokenizer.eos_id, dtype=torch.float32).to(device)
         hist = train_sft(model, examples, cfg, pad_id=tokenizer.pad_id, seed=preset.seed, progress=progress,
-                         desc="ablation start (questions and answers)",
+                         desc=f"ablation start ({START_KINDS[recipe.start_corpus]})",
                          recipe=replace(trainer, loss_norm="balanced", ranks=1, shard="contiguous", save_every=0))
-    info = {"kind": "qa_pretrain", "documents": len(docs), "steps": recipe.start_steps,
+    info = {"kind": START_KINDS[recipe.start_corpus], "documents": len(docs), "steps": recipe.start_steps,
             "batch_size": recipe.start_batch_size, "lr": recipe.start_lr, "tokens": hist.tokens,
             "train_wall_s": round(hist.wall_s, 2), "params": count_params(model), "seed": preset.seed,
             "loss_first": hist.loss[0], "loss_last": hist.loss[-1],
@@ -225,10 +243,12 @@ def get_start(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe, tokenize
 
 def describe_start(info: dict[str, Any]) -> str:
     """One line for summary.json's ``ablation_start``."""
-    return (f"qa_pretrain: {info['steps']} steps x {info['batch_size']} question+answer documents "
-            f"({info['tokens']:,} tokens, no reasoning trace) from scratch; every arm starts here")
+    what = ("question+worked-solution documents of both teachers (no chat turn, no <think>)"
+            if info["kind"] == START_KINDS["traces"] else "question+answer documents (no reasoning trace)")
+    return (f"{info['kind']}: {info['steps']} steps x {info['batch_size']} {what} ({info['tokens']:,} tokens) from "
+            f"scratch; every arm starts here")
 
 
-__all__ = ["POOL_VERSION", "START_VERSION", "ablation_levels", "ablation_problems", "held_out_problems", "curate_pool", "curation_recipe", "describe_start",
+__all__ = ["POOL_VERSION", "START_KINDS", "START_VERSION", "ablation_levels", "ablation_problems", "held_out_problems", "curate_pool", "curation_recipe", "describe_start",
            "get_start", "pool_key", "pool_records", "problem_pass_rates", "start_corpus", "start_key", "teacher_pool",
            "train_start"]

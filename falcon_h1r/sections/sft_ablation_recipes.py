@@ -27,6 +27,10 @@ PAPER_HIDDEN_SIZE = 3072
 
 # ============================================================================== the preset block
 BASES_SOURCES = ("train", "committed")  # sft_ablations.bases
+START_CORPORA = ("answers", "traces")  # sft_ablations.start_corpus
+# Below this held-out pass@1 an arm sits at the testbed's floor: the claims' precondition (papers/claims.yaml,
+# ablation_reference_acc >= 0.05) and the level under which the learning-rate grid is not read by accuracy.
+FLOOR_ACC = 0.05
 
 
 @dataclass
@@ -61,7 +65,11 @@ class SFTAblations:
         default_factory=lambda: [0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     hard_levels: list[int] = field(default_factory=lambda: [8, 9, 10])  # held-out levels read as "hardest"
     easy_levels: list[int] = field(default_factory=lambda: [1, 2, 3])  # held-out levels read as "easy"
-    # the common start: language modelling on the task domain's questions and answers (no reasoning trace)
+    # the common start: plain language modelling from scratch on the base-training split's problems (never an
+    # arm's or a held-out problem), one document per problem: "answers" = question and final answer (no reasoning);
+    # "traces" = question and a clean worked solution by either teacher (half stepwise, half terse, so no teacher
+    # style is favoured), the domain text a pretrained base has read. Not a paper value (sft_ablation_data).
+    start_corpus: str = "answers"
     start_steps: int = 200
     start_batch_size: int = 64
     start_lr: float = 0.002
@@ -73,6 +81,9 @@ class SFTAblations:
     bases: str = "train"
 
     def __post_init__(self) -> None:
+        if self.start_corpus not in START_CORPORA:
+            raise RecipeError(f"sft_ablations.start_corpus: {self.start_corpus!r} not accepted; use one of "
+                              f"{', '.join(START_CORPORA)}")
         if self.bases not in BASES_SOURCES:
             raise RecipeError(f"sft_ablations.bases: {self.bases!r} not accepted; use one of {', '.join(BASES_SOURCES)}")
         for name in ("steps", "batch_size", "problems_per_domain", "eval_per_domain", "eval_samples", "mup_base_width",
@@ -237,17 +248,28 @@ def load_grids(preset: Preset, reference_lr_paper: float | None = None) -> list[
 
 
 def best_lr_paper(lr_grid: Grid, rows: Mapping[tuple[str, int], Mapping[str, Any]]) -> float | None:
-    """The learning_rate grid's arm with the highest held-out accuracy (mean over its seeds), as a rate of the
-    paper's convention; None until every one of its runs has a row (``rows``: by ``(arm key, seed)``). Ties go to
-    the first arm listed (the smaller rate)."""
-    means = {}
+    """The learning_rate grid's best arm, as a rate of the paper's convention; None until every one of its runs
+    has a row (``rows``: by ``(arm key, seed)``). Best: the highest held-out accuracy (mean over its seeds), ties
+    to the first arm listed (the smaller rate). When no arm reaches :data:`FLOOR_ACC`, accuracy is noise at the
+    floor and would pick a rate at random, so the arm with the lowest mean final training loss is taken instead
+    (paper §2: the better rates converged faster); an arm with a diverged run (a loss that is not finite) is never
+    taken that way."""
+    import math
+
+    accs, losses = {}, {}
     for a in lr_grid.arms:
-        accs = [rows[(a.key(), s)]["acc"] for s in lr_grid.seeds[a.name] if (a.key(), s) in rows]
-        if len(accs) < len(lr_grid.seeds[a.name]):
+        runs = [rows[(a.key(), s)] for s in lr_grid.seeds[a.name] if (a.key(), s) in rows]
+        if len(runs) < len(lr_grid.seeds[a.name]):
             return None
-        means[a.lr_paper] = sum(accs) / len(accs)
-    best = max(means.values())
-    return next(lr for lr, m in means.items() if m == best)
+        accs[a.lr_paper] = sum(r["acc"] for r in runs) / len(runs)
+        finals = [float(r.get("train_loss_final", math.nan)) for r in runs]
+        if all(math.isfinite(x) for x in finals):
+            losses[a.lr_paper] = sum(finals) / len(finals)
+    best = max(accs.values())
+    if best < FLOOR_ACC and losses:
+        least = min(losses.values())
+        return next(lr for lr, m in losses.items() if m == least)
+    return next(lr for lr, m in accs.items() if m == best)
 
 
 def reference_arm(name: str = "reference", lr_paper: float | None = None) -> Arm:
@@ -265,5 +287,5 @@ def grid_runs(grids: list[Grid]) -> list[tuple[str, int]]:
     return list(dict.fromkeys((a.key(), s) for g in grids for a, s in g.runs()))
 
 
-__all__ = ["Arm", "GRIDS", "Grid", "PAPER_HIDDEN_SIZE", "PAPER_SFT_LR", "SFTAblations", "best_lr_paper", "grid_runs",
+__all__ = ["Arm", "FLOOR_ACC", "GRIDS", "START_CORPORA", "Grid", "PAPER_HIDDEN_SIZE", "PAPER_SFT_LR", "SFTAblations", "best_lr_paper", "grid_runs",
            "load_ablations", "load_grid", "load_grids", "reference_arm"]

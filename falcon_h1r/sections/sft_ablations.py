@@ -8,13 +8,13 @@ paper searched its rate first, then fixed it). Rows are appended to a JSONL work
 interrupted sweep resumes where it stopped; ``python -m falcon_h1r.sections.sft_ablations`` computes them in
 resumable chunks (``--workers N`` processes may share one GPU; ``--probe`` times one reference arm first).
 
-Sizing the small grid for one H200 (``--probe`` measures what this estimates): 56 distinct runs (16 of the
-learning-rate grid, then 40). A run trains 100 x 32 samples (~1.3M tokens; the committed H100 records of this
-model trained ~63K tokens/s per worker with two workers on one GPU: ~20 s) and evaluates 270 held-out problems
-(at most 1,152 decode steps with the CUDA-graph engine, ~5 s; 90 code programs through the sandbox, ~5 s of CPU;
-the entropy pass): ~30 s; a normalization run adds 4 curve evaluations, ~55 s. About 1,900 worker-seconds; four
-workers fill the GPU's idle time about 2.5x, so ~13 minutes, plus the first Triton compile (~1 min), the common
-start (~0.5 min) and the pools (CPU, ~1-1.5 min on 16 cores): ~16-17 GPU-minutes.
+Sizing the small grid for one H200 (``--probe`` measures a reference arm first): 56 distinct runs (16 of the
+learning-rate grid, then 40). Measured at 4a5156b with the answers-only start (one H200, mamba-ssm and Liger, no
+causal-conv1d): building the start (200 steps) took 134 s and the pools and pass rates ~90 s; with 4-6 workers
+sharing the GPU a run trained 100 x 32 samples in 20-30 s and evaluated 270 held-out problems in 10-20 s, and 40
+runs finished in ~400 s of wall time; a normalization run (4 simulated ranks, 4 curve evaluations) took ~100 s to
+train, so its 10 runs are the grid's tail. The traces start (400 steps of ~450-token documents) adds ~2-3 minutes
+once. About 16 GPU-minutes in two device calls, the work folder and the start carried between them.
 
 The statistics and the report beside the paper are :mod:`falcon_h1r.sections.sft_findings`.
 """
@@ -42,8 +42,9 @@ from falcon_h1r.sections.common import cached_json, get_tokenizer, recipe_hash, 
 from falcon_h1r.sections.sft_ablation_data import (ablation_problems, curate_pool, curation_recipe, get_start,
                                                    held_out_problems, pool_key, pool_records, problem_pass_rates,
                                                    start_key, teacher_pool)
-from falcon_h1r.sections.sft_ablation_recipes import (GRIDS, PAPER_SFT_LR, Arm, Grid, SFTAblations, best_lr_paper,
-                                                      grid_runs, load_ablations, load_grid, load_grids, reference_arm)
+from falcon_h1r.sections.sft_ablation_recipes import (FLOOR_ACC, GRIDS, PAPER_SFT_LR, Arm, Grid, SFTAblations,
+                                                      best_lr_paper, grid_runs, load_ablations, load_grid, load_grids,
+                                                      reference_arm)
 from falcon_h1r.sft import SFTRecipe, examples_from_traces, train_sft
 from falcon_h1r.tasks import GENERATOR_VERSION
 from falcon_h1r.tokenizer import ChatTokenizer
@@ -100,7 +101,7 @@ class AblationContext:
         s_key = start_key(preset, recipe, trainer)
         shaping = {k: v for k, v in to_dict(recipe).items()
                    if k not in ("grids", "seeds", "grid_seeds", "cpu_threads", "eval_batch_size", "hard_levels",
-                                "easy_levels")}
+                                "easy_levels", "start_corpus")}  # the corpus is in s_key
         t = preset.train  # the base run's knobs an arm shares (its steps, batch and rate are the block's)
         run_key = recipe_hash(s_key, shaping, {"warmup_frac": t.warmup_frac, "weight_decay": t.weight_decay,
                                                "grad_clip": t.grad_clip, "max_seq_len": t.max_seq_len},
@@ -434,7 +435,55 @@ def probe(preset_name: str, overrides: dict[str, Any] | None = None) -> dict[str
             "train_tokens_per_s": row["train_tokens_per_s"], "eval_wall_s": row["eval_wall_s"],
             "acc": row["acc"], **{k: v for k, v in row.items() if k.startswith("acc_")},
             "curve": [(p["step"], round(p["acc"], 3)) for p in row["curve"]],
-            "runs_needed": runs, "one_worker_grid_estimate_s": round(runs * per_run)}
+            "runs_needed": runs, "one_worker_grid_estimate_s": round(runs * per_run),
+            "start_corpus": ctx.recipe.start_corpus, "verdict": probe_verdict(row["acc"])}
+
+
+def probe_verdict(acc: float, who: str = "the reference arm") -> str:
+    """Whether the reference arm leaves room for the grid's effects: ``floor`` below :data:`FLOOR_ACC` (every
+    comparison would be noise at zero, as with the answers-only start at small), ``ceiling`` above 1 - FLOOR_ACC,
+    else ``ok``. Run the grid on ``ok`` only; otherwise change the start or the arms' steps first."""
+    if acc < FLOOR_ACC:
+        return f"floor: {who} scores {acc:.3f} < {FLOOR_ACC}; lengthen the start or the arms' steps"
+    if acc > 1 - FLOOR_ACC:
+        return f"ceiling: {who} scores {acc:.3f} > {1 - FLOOR_ACC}; use harder levels"
+    return "ok"
+
+
+def sweep_report(work_dir: str | Path) -> dict[str, Any]:
+    """What a work folder's rows say so far, finished or not, without a model or a GPU: per arm its seeds, mean and
+    largest held-out pass@1, mean final training loss and how many runs diverged (a loss that is not finite), the
+    start's evaluation, and the probe verdict on the best arm. The record that showed the answers-only start's
+    floor (``results/small/02_sft/ablation_floor_probe.json``) is this function's output."""
+    import math
+
+    work = Path(work_dir)
+    rows = list(load_rows(work / "ablation_rows.jsonl").values())
+    if not rows:
+        raise RecipeError(f"{work}: no ablation_rows.jsonl rows to report (accepted: a section 02 _work folder)")
+    arms: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        arms.setdefault((r["name"], r["lr_paper"]), []).append(r)
+
+    def finite(xs: list[float]) -> list[float]:
+        return [x for x in xs if x is not None and math.isfinite(x)]
+
+    table = []
+    for (name, lr_paper), rs in arms.items():
+        losses, ents = finite([r.get("train_loss_final") for r in rs]), finite([r.get("entropy") for r in rs])
+        table.append({"arm": name, "lr_paper": lr_paper, "lr": rs[0]["lr"], "seeds": sorted(int(r["seed"]) for r in rs),
+                      "acc_mean": round(sum(r["acc"] for r in rs) / len(rs), 4), "acc_max": round(max(r["acc"] for r in rs), 4),
+                      "train_loss_final_mean": round(sum(losses) / len(losses), 4) if losses else None,
+                      "diverged_runs": len(rs) - len(losses),
+                      "entropy_mean": round(sum(ents) / len(ents), 4) if ents else None,
+                      "mean_response_tokens": round(sum(r["mean_response_tokens"] for r in rs) / len(rs), 1)})
+    starts = sorted(work.glob("start_eval-*.json"))
+    start_eval = json.loads(starts[-1].read_text()) if starts else {}
+    best = max(table, key=lambda t: t["acc_mean"])
+    return {"runs": len(rows), "arms": table, "diverged_runs": sum(t["diverged_runs"] for t in table),
+            "acc_mean_max": best["acc_mean"], "acc_mean_max_arm": best["arm"],
+            "start_acc": start_eval.get("acc"), "start_mean_response_tokens": start_eval.get("mean_response_tokens"),
+            "start_keys": sorted({r.get("start_key") for r in rows}), "verdict": probe_verdict(best["acc_mean"], f"the best arm ({best['arm']})")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -453,7 +502,16 @@ def main(argv: list[str] | None = None) -> int:
                     "the runs (a small model leaves a GPU mostly idle)")
     ap.add_argument("--shard", default="0/1", help="i/n: compute only every n-th missing run from i (set by --workers)")
     ap.add_argument("--probe", action="store_true", help="time one reference arm (seed 0) and print what it learnt")
+    ap.add_argument("--report", default=None, metavar="WORK_DIR", help="print what a work folder's rows say so far "
+                    "(per arm: pass@1, final loss, diverged runs; the verdict) and exit; no model, no GPU")
     args = ap.parse_args(argv)
+    if args.report is not None:
+        try:
+            print(json.dumps(sweep_report(args.report), indent=1))
+        except RecipeError as exc:
+            print(f"sft_ablations: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         shard = tuple(int(x) for x in args.shard.split("/"))
         if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
@@ -484,8 +542,8 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = ["AblationContext", "Arm", "GRIDS", "Grid", "REFERENCE_TEACHER", "ROW_VERSION", "SFTAblations",
            "ablation_setup", "append_row", "grid_runs", "load_ablations", "load_grid", "load_grids", "load_rows",
-           "load_trainer", "main", "prepare", "probe", "reference_arm", "resolve_grids", "run_ablations",
-           "run_ablations_parallel", "run_all", "run_arm", "run_grid"]
+           "load_trainer", "main", "prepare", "probe", "probe_verdict", "reference_arm", "resolve_grids", "run_ablations",
+           "run_ablations_parallel", "run_all", "run_arm", "run_grid", "sweep_report"]
 
 
 if __name__ == "__main__":
