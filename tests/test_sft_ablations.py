@@ -427,3 +427,22 @@ def test_sweep_report_reads_a_partial_work_folder_and_the_floor_record_becomes_t
     assert rec["verdict"].startswith("floor") and rec["acc_mean_max"] < 0.05 and rec["runs"] == 48
     note = floor_probe_note(rec)
     assert f"{rec['acc_mean_max']:.3f}" in note and "4a5156b" in note and f"{rec['diverged_runs']} runs diverged" in note
+
+
+def test_the_gpu_grid_script_names_bad_usage_and_exits_2(tmp_path):
+    """scripts/gpu_sft_grid.sh (the grid in device-call pieces): a missing or unknown preset, an argument that is
+    not KEY=VALUE and an override the preset refuses each stop it with one line and exit 2, before any work."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(root), "OUT": str(tmp_path / "out")}
+    cases = {(): "usage", ("huge",): "tiny, small or paper", ("tiny", "steps"): "is not KEY=VALUE",
+             ("tiny", "sft_ablations.start_corpus=books"): "not valid"}
+    for args, message in cases.items():
+        proc = subprocess.run(["bash", str(root / "scripts" / "gpu_sft_grid.sh"), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-500:])
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -306,8 +306,8 @@ def ablations(sec: Section) -> Ablations:
         grids, _ = resolve_grids(sec.cfg, {(r["arm_key"], int(r["seed"])): r for r in rows})
         return Ablations(grids, rows, read_json(writer.dir / "ablation_start.json"))
     note = (f"The ablation grid has not been run at the {preset} preset yet (no committed `ablation_rows.jsonl` from "
-            f"the common start): `python -m falcon_h1r.sections.sft_ablations --preset {preset} --probe` on a GPU "
-            f"checks the start, then `--workers 6` computes it.")
+            f"the common start): `bash scripts/gpu_sft_grid.sh {preset}` on a GPU probes the start (its verdict must be "
+            f"ok) and then computes it.")
     probe = writer.dir / "ablation_floor_probe.json"
     return Ablations([], [], None, note + (" " + floor_probe_note(read_json(probe)) if probe.exists() else ""))
 

@@ -243,10 +243,10 @@ def get_start(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe, tokenize
 
 def describe_start(info: dict[str, Any]) -> str:
     """One line for summary.json's ``ablation_start``."""
-    what = ("question+worked-solution documents of both teachers (no chat turn, no <think>)"
-            if info["kind"] == START_KINDS["traces"] else "question+answer documents (no reasoning trace)")
-    return (f"{info['kind']}: {info['steps']} steps x {info['batch_size']} {what} ({info['tokens']:,} tokens) from "
-            f"scratch; every arm starts here")
+    what = (f"question+worked-solution documents of both teachers ({info['tokens']:,} tokens, no chat turn, no "
+            f"<think>)" if info["kind"] == START_KINDS["traces"] else
+            f"question+answer documents ({info['tokens']:,} tokens, no reasoning trace)")
+    return f"{info['kind']}: {info['steps']} steps x {info['batch_size']} {what} from scratch; every arm starts here"
 
 
 __all__ = ["POOL_VERSION", "START_KINDS", "START_VERSION", "ablation_levels", "ablation_problems", "held_out_problems", "curate_pool", "curation_recipe", "describe_start",
