@@ -139,9 +139,12 @@ else:
 # %% [markdown]
 # ## Ours: the §2 ablations
 # **One common start.** Every arm of every axis fine-tunes the same checkpoint for the same number of steps, and
-# that checkpoint has never seen a reasoning trace: the preset's hybrid trained from scratch by plain language
-# modelling on the task domain's questions and final answers (no `<think>` turn, no worked step), as a pretrained
-# base knows its domain's text. Why this start: the finished SFT base has already learnt the stepwise teacher's
+# that checkpoint has never seen an arm's traces: the preset's hybrid trained from scratch by plain language
+# modelling on the task domain's text (no chat turn, no `<think>`), as a pretrained base knows its domain's text.
+# That text (`sft_ablations.start_corpus`) is the base-training split's questions with their final answers
+# (`answers`: tiny) or with a clean worked solution by either teacher, half each (`traces`: small, since the
+# answers-only start left every arm at the floor there; the note below gives that run's numbers). Why this start:
+# the finished SFT base has already learnt the stepwise teacher's
 # traces, so an arm could only add more of the same (the previous grid measured how much extra fine-tuning hurts,
 # and the teacher axis would favour the style the base was trained on); one from-scratch run per arm would need a
 # base run's tokens for every arm, far past the GPU budget. Each arm then trains `sft_ablations.steps` steps of
@@ -166,7 +169,7 @@ else:
     display(Markdown(f"Ours ({preset} preset): the common start trained {start['steps']} steps x "
                      f"{start['batch_size']} documents ({start['tokens']:,} tokens, loss {start['loss_first']:.2f} -> "
                      f"{start['loss_last']:.2f}, {start['train_wall_s']:.0f} s on {start['device']}); on the "
-                     f"{len(se['outcomes'])} held-out problems it scores {se['acc']:.3f} (it never saw a trace). "
+                     f"{len(se['outcomes'])} held-out problems it scores {se['acc']:.3f} ({start['kind']}). "
                      f"Example document:\n\n```\n{start['example_document'][:300]}\n```"))
 
 # %%
