@@ -136,11 +136,39 @@ def test_the_traces_start_reads_both_teachers_worked_solutions_and_has_its_own_k
     as_traces = replace(block, start_corpus="traces")
     as_answers = replace(block, start_corpus="answers")
     assert D.start_key(preset, as_traces, trainer) != D.start_key(preset, as_answers, trainer)
-    assert block.start_corpus == "traces" and load_ablations(load_preset("tiny")).start_corpus == "answers"
+    assert block.start_corpus == "chat" and load_ablations(load_preset("tiny")).start_corpus == "answers"
+    as_chat = replace(block, start_corpus="chat")
+    assert len({D.start_key(preset, b, trainer) for b in (as_traces, as_answers, as_chat)}) == 3
     info = {"kind": D.START_KINDS["traces"], "steps": 400, "batch_size": 64, "tokens": 11_000_000}
     assert D.describe_start(info).startswith("trace_pretrain: 400 steps x 64 question+worked-solution")
-    with pytest.raises(RecipeError, match="start_corpus.*answers, traces"):
+    chat = {"kind": D.START_KINDS["chat"], "steps": 800, "batch_size": 64, "tokens": 20_000_000}
+    assert D.describe_start(chat).startswith("trace_sft: 800 steps x 64 chat-format SFT")
+    with pytest.raises(RecipeError, match="start_corpus.*answers, traces, chat"):
         load_ablations(load_preset("tiny", {"sft_ablations.start_corpus": "books"}))
+
+
+def test_the_chat_start_trains_on_the_response_of_chat_format_worked_solutions(monkeypatch):
+    """The chat start is an SFT stage: its examples are the chat turn of clean mixed-teacher traces (loss on the
+    response only), not plain documents."""
+    from falcon_h1r.sections.common import get_tokenizer
+    from falcon_h1r.sections.sft_ablations import load_trainer
+
+    preset = load_preset("tiny", {"sft_ablations.start_corpus": "chat", "sft_ablations.start_steps": 2,
+                                  "sft_ablations.start_batch_size": 4})
+    block, tok = load_ablations(preset), get_tokenizer(preset)
+    problems = generate_split(["math"], [1, 2], 6, "train", 0)
+    seen, real_train = {}, D.train_sft
+
+    def fake_train(model, examples, cfg, **kw):
+        seen.update(examples=examples, steps=cfg.steps, desc=kw["desc"])
+        return real_train(model, examples[:4], cfg, **{**kw, "progress": False})
+
+    monkeypatch.setattr(D, "train_sft", fake_train)
+    _, info = D.train_start(preset, block, load_trainer(preset), tok, problems, progress=False)
+    assert info["kind"] == "trace_sft" and seen["steps"] == 2 and "trace_sft" in seen["desc"]
+    ex = seen["examples"][0]
+    assert 0 < sum(ex.loss_mask) < len(ex.loss_mask)  # the prompt is not trained on
+    assert "<think>" in tok.decode(ex.input_ids)
 
 
 def test_the_probe_verdict_names_the_floor_and_the_ceiling():

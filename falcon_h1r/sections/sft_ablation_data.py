@@ -1,8 +1,8 @@
 """The data of section 02's §2 ablations and their common start.
 
-**The common start.** Every arm of every grid fine-tunes the same checkpoint, trained from scratch by plain
-language modelling on the task domain's text: one document per problem of the base-model training split (never an
-arm's problem nor a held-out one), with no chat turn and no ``<think>`` block (``sft_ablations.start_corpus``):
+**The common start.** Every arm of every grid fine-tunes the same checkpoint, trained from scratch on the task
+domain's text: one document per problem of the base-model training split (never an arm's problem nor a held-out
+one). ``sft_ablations.start_corpus`` picks the text:
 
 - ``answers``: ``question\nfinal answer``. The start knows how questions read and what answers look like and
   nothing of any method. Measured on one H200 (commit 4a5156b, small preset, 200 start steps): it scores 0.000, and
@@ -14,6 +14,16 @@ arm's problem nor a held-out one), with no chat turn and no ``<think>`` block (`
   SFT on their own curated pools (chat format, ``<think>`` turn, one teacher or both, with or without wrong
   traces) moves a model that is still learning, which is the regime the paper's ablations measure. Both
   teachers' methods are in it in equal parts, so the teacher-mixing axis favours neither single teacher.
+  Measured on one H200 (commit f65a96b, small, 400 start steps, 11.8M tokens, final loss 0.30): the start scores
+  0.000 (it never saw the chat turn) and the reference arm 0.004 after its 100 steps (its curve 0 -> 0.022): the
+  floor again. At this model size accuracy only appears late in a run (the base reaches 0.44 greedy pass@1 at
+  1,500 steps x 64), so a start with no answers yet leaves 100 arm steps at the floor whatever the arm.
+- ``chat``: the same clean worked solutions of both teachers in the chat turn (``<think>`` block, loss on the
+  response), i.e. an earlier and shorter SFT stage on other problems, as the paper's base had read reasoning
+  data before its SFT. The start already answers some held-out problems and is still learning, so each arm's
+  100 steps move it up or down from a common, measured point (the start's own pass@1 is every curve's step 0).
+  What it cannot be is a start that has never seen a worked solution: the arms' effects are those of the last
+  steps of SFT on new problems and new (slipping) teachers, not of SFT from nothing.
 
 Why not the finished SFT base: it has already learnt the stepwise teacher's traces to convergence, so an arm can
 only add more of the same (issue 15: every arm then scored at or below it). Why not one from-scratch run per arm:
@@ -53,12 +63,12 @@ from falcon_h1r.env import cpu_model, pick_device, seed_everything
 from falcon_h1r.sections.common import cache_dir, recipe_hash, torch_threads
 from falcon_h1r.sections.curation import load_recipe as curation_recipe
 from falcon_h1r.sections.sft_ablation_recipes import SFTAblations
-from falcon_h1r.sft import SFTRecipe, examples_from_text, train_sft
+from falcon_h1r.sft import SFTRecipe, examples_from_text, examples_from_traces, train_sft
 from falcon_h1r.tasks import GENERATOR_VERSION, TeacherNoise, generate_split, style_for, teacher_records, teacher_trace
 from falcon_h1r.tokenizer import ChatTokenizer
 
 # what the start's info calls each sft_ablations.start_corpus (summary.json's ablation_start begins with it)
-START_KINDS = {"answers": "qa_pretrain", "traces": "trace_pretrain"}
+START_KINDS = {"answers": "qa_pretrain", "traces": "trace_pretrain", "chat": "trace_sft"}
 START_VERSION = 1  # bump when the start's corpus or training changes what a key produces
 POOL_VERSION = 1  # likewise for the pools
 
@@ -194,8 +204,13 @@ def train_start(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe, tokeni
 
     device = pick_device(preset.device)
     seed_everything(preset.seed)
-    docs = start_corpus(train_problems, preset.tasks.teacher_style, preset.seed, recipe.start_corpus)
-    examples = examples_from_text(docs, tokenizer, preset.train.max_seq_len)
+    if recipe.start_corpus == "chat":
+        records = teacher_records(train_problems, "mixed", preset.seed)
+        examples = examples_from_traces(records, tokenizer, preset.train.max_seq_len)
+        docs = [f"{r['question']}\n{r['reasoning']}\n{r['final']}" for r in records]
+    else:
+        docs = start_corpus(train_problems, preset.tasks.teacher_style, preset.seed, recipe.start_corpus)
+        examples = examples_from_text(docs, tokenizer, preset.train.max_seq_len)
     cfg = replace(preset.train, steps=recipe.start_steps, batch_size=recipe.start_batch_size, lr=recipe.start_lr,
                   eval_every=0, log_every=max(1, recipe.start_steps // 20))
     with torch_threads(recipe.cpu_threads, device):
@@ -243,9 +258,11 @@ def get_start(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe, tokenize
 
 def describe_start(info: dict[str, Any]) -> str:
     """One line for summary.json's ``ablation_start``."""
-    what = (f"question+worked-solution documents of both teachers ({info['tokens']:,} tokens, no chat turn, no "
-            f"<think>)" if info["kind"] == START_KINDS["traces"] else
-            f"question+answer documents ({info['tokens']:,} tokens, no reasoning trace)")
+    what = {START_KINDS["traces"]: f"question+worked-solution documents of both teachers ({info['tokens']:,} tokens, "
+                                   f"no chat turn, no <think>)",
+            START_KINDS["chat"]: f"chat-format SFT on clean worked solutions of both teachers for the base-training "
+                                 f"problems ({info['tokens']:,} tokens; no arm's or held-out problem)",
+            }.get(info["kind"], f"question+answer documents ({info['tokens']:,} tokens, no reasoning trace)")
     return f"{info['kind']}: {info['steps']} steps x {info['batch_size']} {what} from scratch; every arm starts here"
 
 

@@ -27,7 +27,7 @@ PAPER_HIDDEN_SIZE = 3072
 
 # ============================================================================== the preset block
 BASES_SOURCES = ("train", "committed")  # sft_ablations.bases
-START_CORPORA = ("answers", "traces")  # sft_ablations.start_corpus
+START_CORPORA = ("answers", "traces", "chat")  # sft_ablations.start_corpus
 # Below this held-out pass@1 an arm sits at the testbed's floor: the claims' precondition (papers/claims.yaml,
 # ablation_reference_acc >= 0.05) and the level under which the learning-rate grid is not read by accuracy.
 FLOOR_ACC = 0.05
@@ -68,7 +68,9 @@ class SFTAblations:
     # the common start: plain language modelling from scratch on the base-training split's problems (never an
     # arm's or a held-out problem), one document per problem: "answers" = question and final answer (no reasoning);
     # "traces" = question and a clean worked solution by either teacher (half stepwise, half terse, so no teacher
-    # style is favoured), the domain text a pretrained base has read. Not a paper value (sft_ablation_data).
+    # style is favoured), the domain text a pretrained base has read; "chat" = the same clean worked solutions in
+    # the chat turn with <think> (an earlier, shorter SFT stage on other problems: the start already answers, and
+    # is still learning). Not a paper value (sft_ablation_data).
     start_corpus: str = "answers"
     start_steps: int = 200
     start_batch_size: int = 64
