@@ -253,11 +253,20 @@ def per_sample_losses(model: torch.nn.Module, examples: Sequence[Example], pad_i
 
 
 # ============================================================================== schedule and history
-def linear_warmup_schedule(step: int, total: int, warmup_frac: float) -> float:
-    """LR multiplier: linear warm-up over ``warmup_frac`` of the steps, then linear decay to 0."""
+LR_DECAYS = ("linear", "constant")
+
+
+def linear_warmup_schedule(step: int, total: int, warmup_frac: float, decay: str = "linear") -> float:
+    """LR multiplier: linear warm-up over ``warmup_frac`` of the steps, then linear decay to 0 (``decay="linear"``,
+    paper Table 1) or flat (``"constant"``: a checkpoint taken mid-run, before any annealing, so that a later
+    fine-tune at a comparable rate continues it instead of kicking it out of an annealed minimum)."""
+    if decay not in LR_DECAYS:
+        raise ValueError(f"lr decay {decay!r} not accepted; use one of {', '.join(LR_DECAYS)}")
     warm = max(1, int(round(total * warmup_frac)))
     if step < warm:
         return (step + 1) / warm
+    if decay == "constant":
+        return 1.0
     return max(0.0, (total - step) / max(1, total - warm))
 
 
@@ -444,7 +453,7 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
               progress: bool = True, desc: str = "sft", recipe: SFTRecipe | None = None,
               checkpoint_dir: str | Path | None = None, resume: bool = False, stop_after: int | None = None,
               deadline: float | None = None, on_step: Callable[[int, TrainHistory], None] | None = None,
-              dist: DistContext | None = None) -> TrainHistory:
+              dist: DistContext | None = None, lr_decay: str = "linear") -> TrainHistory:
     """SFT for ``cfg.steps`` optimizer steps of ``cfg.batch_size`` samples each.
 
     Each step's global batch is split over the data-parallel ranks (``recipe.shard``), each rank's share
@@ -456,6 +465,7 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
     stay); ``deadline`` (a ``time.time()``) likewise ends it at the first checkpoint step past that moment, so a
     long run can go in resumable pieces (``hist.steps_done`` says how far it got; the checkpoints
     stay). Without ``recipe`` it trains unpacked, one rank, plain token mean (the base-model stage).
+    ``lr_decay``: after the warm-up, ``"linear"`` to 0 (paper Table 1) or ``"constant"`` (a mid-run checkpoint).
     """
     from tqdm.auto import tqdm
 
@@ -475,7 +485,8 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
         opt, sched = engine.optimizer, engine.lr_scheduler
     else:
         opt = torch.optim.AdamW(base.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_warmup_schedule(s, cfg.steps, cfg.warmup_frac))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_warmup_schedule(s, cfg.steps, cfg.warmup_frac,
+                                                                                  lr_decay))
     data = _DataStream(len(examples), seed)
     hist = TrainHistory()
     start = 0
@@ -550,5 +561,5 @@ def train_sft(model: torch.nn.Module, examples: Sequence[Example], cfg: TrainCon
 
 
 __all__ = ["Example", "SFTRecipe", "StepStats", "TrainHistory", "backward_step", "collate", "collate_packed",
-           "examples_from_text", "examples_from_traces", "latest_checkpoint", "sweep_checkpoint_temps", "linear_warmup_schedule", "make_batch", "pack_rows",
+           "LR_DECAYS", "examples_from_text", "examples_from_traces", "latest_checkpoint", "sweep_checkpoint_temps", "linear_warmup_schedule", "make_batch", "pack_rows",
            "per_sample_losses", "plan_step", "save_checkpoint", "token_losses", "train_sft"]

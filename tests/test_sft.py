@@ -201,6 +201,12 @@ def test_schedule_is_linear_with_four_percent_warmup():
     hist = train_sft(_model(), _examples(), replace(CFG, steps=25), pad_id=0, progress=False)
     assert hist.lr[0] == pytest.approx(CFG.lr * 1.0)  # 4 % of 25 steps rounds to one warm-up step
     assert hist.lr[-1] == pytest.approx(0.0) and len(hist.grad_norm) == 25
+    flat = [linear_warmup_schedule(s, 100, 0.04, "constant") for s in range(100)]
+    assert flat[:4] == [0.25, 0.5, 0.75, 1.0] and set(flat[4:]) == {1.0}  # a mid-run checkpoint: no annealing
+    hist = train_sft(_model(), _examples(), replace(CFG, steps=10), pad_id=0, progress=False, lr_decay="constant")
+    assert hist.lr[-1] == pytest.approx(CFG.lr)
+    with pytest.raises(ValueError, match="lr decay 'cosine' not accepted; use one of linear, constant"):
+        linear_warmup_schedule(5, 100, 0.04, "cosine")
 
 
 def test_mup_multipliers_come_from_the_config_and_are_in_the_loss():

@@ -2,6 +2,7 @@
 the ablation teacher's error model and the pools (cache keys, rollout prefixes, the incorrect-trace exception), the
 resumable work file and its worker shards, and the statistics of every axis (the summary keys the claims read)."""
 
+import math
 import random
 import statistics
 from dataclasses import replace
@@ -428,13 +429,14 @@ def test_computing_with_committed_bases_copies_their_records_and_names_a_missing
 
 
 def test_sweep_report_reads_a_partial_work_folder_and_the_floor_record_becomes_the_notebooks_note(tmp_path):
-    """--report on a work folder (no model, no GPU): per arm pass@1, final loss and diverged runs, and the verdict;
-    the committed small floor record is that output, and notebook 02's note is generated from its numbers."""
+    """--report on a work folder (no model, no GPU): per arm pass@1, final loss, diverged runs and the loss shock of
+    the first steps, the evaluation of the start the rows came from (not an earlier start's), and the verdict; the
+    committed small records are that output, and notebook 02's note is generated from their numbers."""
     import json
     import math
     from pathlib import Path
 
-    from falcon_h1r.sections.sft import floor_probe_note
+    from falcon_h1r.sections.sft import TESTBED_RECORDS, floor_probe_note
     from falcon_h1r.sections.sft_ablations import main, sweep_report
 
     for seed, (acc, loss) in enumerate([(0.0, 0.8), (0.02, math.nan), (0.3, 0.5)]):
@@ -442,19 +444,41 @@ def test_sweep_report_reads_a_partial_work_folder_and_the_floor_record_becomes_t
                                                       "run_key": "r", "name": "a" if seed < 2 else "b",
                                                       "lr_paper": 1e-4, "lr": 1e-3, "acc": acc,
                                                       "train_loss_final": loss, "entropy": 1.0,
+                                                      "loss_curve": {"step": list(range(10)),
+                                                                     "loss": [1.0, 1.5, 3.0] + [0.9] * 7},
                                                       "mean_response_tokens": 100, "start_key": "s"})
-    (tmp_path / "start_eval-x.json").write_text(json.dumps({"acc": 0.0, "mean_response_tokens": 9}))
+    (tmp_path / "start_eval-r.json").write_text(json.dumps({"acc": 0.0, "mean_response_tokens": 9}))
+    (tmp_path / "start_eval-zzz-an-earlier-start.json").write_text(json.dumps({"acc": 0.9}))
     rep = sweep_report(tmp_path)
     a = next(t for t in rep["arms"] if t["arm"] == "a")
     assert rep["runs"] == 3 and rep["diverged_runs"] == 1 and a["diverged_runs"] == 1
     assert a["acc_mean"] == 0.01 and a["train_loss_final_mean"] == 0.8 and rep["acc_mean_max_arm"] == "b"
+    assert a["loss_shock_mean"] == 1.5  # max of the first 20 % of steps (1.0, 1.5) over the first loss
     assert rep["verdict"] == "ok" and rep["start_acc"] == 0.0
+    (tmp_path / "start_eval-r.json").write_text(json.dumps({"acc": 0.5}))
+    assert sweep_report(tmp_path)["verdict"].startswith("regress: the best arm (b) scores 0.300, below the start's 0.500")
     assert main(["--report", str(tmp_path / "nothing")]) == 2
-    rec = json.loads((Path(__file__).resolve().parent.parent / "results" / "small" / "02_sft" /
-                      "ablation_floor_probe.json").read_text())
+    folder = Path(__file__).resolve().parent.parent / "results" / "small" / "02_sft"
+    rec = json.loads((folder / "ablation_floor_probe.json").read_text())
     assert rec["verdict"].startswith("floor") and rec["acc_mean_max"] < 0.05 and rec["runs"] == 48
     note = floor_probe_note(rec)
     assert f"{rec['acc_mean_max']:.3f}" in note and "4a5156b" in note and f"{rec['diverged_runs']} runs diverged" in note
+    probe = json.loads((folder / "ablation_traces_probe.json").read_text())
+    assert probe["verdict"].startswith("floor") and f"{probe['reference_arm_acc']:.3f}" in floor_probe_note(probe)
+    chat = json.loads((folder / "ablation_chat_annealed_probe.json").read_text())
+    assert chat["verdict"].startswith("regress") and chat["acc_mean_max"] < chat["start_acc"]
+    assert "rate annealed to 0" in floor_probe_note(chat) and "loss_shock_mean" in floor_probe_note(chat)
+    assert all((folder / n).exists() for n in TESTBED_RECORDS)
+
+
+def test_the_loss_shock_and_the_probe_verdicts():
+    from falcon_h1r.sections.sft_ablations import loss_shock, probe_verdict
+
+    assert loss_shock([0.1] * 10, None) == 1.0
+    assert loss_shock([0.1, 0.3, 0.2] + [0.05] * 7, None) == 3.0
+    assert loss_shock([], 0.2) is None and loss_shock([math.nan] * 4, None) is None
+    assert probe_verdict(0.2, start_acc=0.22) == "ok" and probe_verdict(0.2, start_acc=0.3).startswith("regress")
+    assert probe_verdict(0.01, start_acc=0.3).startswith("floor")
 
 
 def test_the_gpu_grid_script_names_bad_usage_and_exits_2(tmp_path):

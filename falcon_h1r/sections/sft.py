@@ -283,6 +283,7 @@ class Ablations:
     rows: list[dict[str, Any]]  # one per (grid, arm, seed)
     start: dict[str, Any] | None  # the common start: how it was trained, and its held-out evaluation ("eval")
     note: str | None = None  # why nothing is shown, when nothing is
+    history: str | None = None  # the starts tried before this one and why each was left (TESTBED_RECORDS)
 
 
 def ablations(sec: Section) -> Ablations:
@@ -300,27 +301,53 @@ def ablations(sec: Section) -> Ablations:
         start = {**{k: v for k, v in ctx.start_info.items() if k != "recipe"}, "eval": ctx.start_eval()}
         writer.records("ablation_rows", rows)
         writer.json("ablation_start", start)
-        return Ablations(grids, rows, start)
+        return Ablations(grids, rows, start, history=testbed_history(sec))
     if (writer.dir / "ablation_rows.jsonl").exists() and (writer.dir / "ablation_start.json").exists():
         rows = [json.loads(line) for line in (writer.dir / "ablation_rows.jsonl").read_text().splitlines()]
         grids, _ = resolve_grids(sec.cfg, {(r["arm_key"], int(r["seed"])): r for r in rows})
-        return Ablations(grids, rows, read_json(writer.dir / "ablation_start.json"))
+        return Ablations(grids, rows, read_json(writer.dir / "ablation_start.json"), history=testbed_history(sec))
     note = (f"The ablation grid has not been run at the {preset} preset yet (no committed `ablation_rows.jsonl` from "
             f"the common start): `bash scripts/gpu_sft_grid.sh {preset}` on a GPU probes the start (its verdict must be "
             f"ok) and then computes it.")
-    probe = writer.dir / "ablation_floor_probe.json"
-    return Ablations([], [], None, note + (" " + floor_probe_note(read_json(probe)) if probe.exists() else ""))
+    return Ablations([], [], None, note, testbed_history(sec))
+
+
+# The records of the starts the small grid tried before its current one, in the order they were tried (each is
+# ``python -m falcon_h1r.sections.sft_ablations --report`` or ``--probe`` output with provenance); notebook 02 says,
+# from their numbers, why the testbed changed.
+TESTBED_RECORDS = ("ablation_floor_probe.json", "ablation_traces_probe.json", "ablation_chat_annealed_probe.json")
+
+
+def testbed_history(sec: Section) -> str | None:
+    """The starts this preset's grid tried before its current one, each in a sentence from its record, and the
+    start it uses now; None when there are no such records (tiny)."""
+    writer, b = sec.writer, sec.ablations
+    names = [n for n in TESTBED_RECORDS if (writer.dir / n).exists()]
+    if not names:
+        return None
+    decay = ("held constant after its warm-up: a mid-run checkpoint" if b.start_lr_decay == "constant"
+             else "annealed to 0")
+    now = (f"The grid's start is now the `{b.start_corpus}` start ({b.start_steps} steps x {b.start_batch_size}, "
+           f"rate {decay}); the records are {', '.join(f'`{n}`' for n in names)} (ours, synthetic).")
+    return " ".join([*(floor_probe_note(read_json(writer.dir / n)) for n in names), now])
 
 
 def floor_probe_note(rec: dict[str, Any]) -> str:
-    """What an earlier grid's floor record (``sft_ablations.sweep_report``) says, in one paragraph from its numbers."""
+    """What one earlier start's record says (a grid's ``sft_ablations.sweep_report``, or a single probe), in one
+    paragraph from its numbers."""
     commit = rec.get("provenance", {}).get("git", {}).get("commit", "?")[:7]
-    return (f"A first run at commit {commit} from the `{rec['start_corpus']}` start ({rec['start']['steps']} steps, "
-            f"held-out pass@1 {rec['start_acc']:.3f}) finished {rec['runs']} of its {rec['runs_needed']} runs: the best "
-            f"arm's mean pass@1 was {rec['acc_mean_max']:.3f} ({rec['acc_mean_max_arm']}) and {rec['diverged_runs']} "
-            f"runs diverged. Verdict: {rec['verdict']}. That testbed could not show the §2 effects, so the start "
-            f"now reads worked solutions (`sft_ablations.start_corpus`); the record is "
-            f"`ablation_floor_probe.json` (ours, synthetic).")
+    st = rec["start"]
+    start = (f"the `{rec['start_corpus']}` start ({st['steps']} steps"
+             f"{', rate annealed to 0' if rec['start_corpus'] == 'chat' else ''}, held-out pass@1 {rec['start_acc']:.3f})")
+    if "runs" not in rec:  # a single probe arm
+        return (f"At commit {commit}, {start}: the probe's reference arm scored {rec['reference_arm_acc']:.3f} after "
+                f"its steps. Verdict: {rec['verdict']}.")
+    shocks = [a["loss_shock_mean"] for a in rec["arms"] if a.get("loss_shock_mean") is not None]
+    kick = (f" An arm's first steps multiplied its training loss by {min(shocks):.1f} to {max(shocks):.1f} "
+            f"(`loss_shock_mean`)." if shocks else "")
+    return (f"At commit {commit}, {start}: {rec['runs']} of {rec['runs_needed']} runs finished; the best arm's "
+            f"mean pass@1 was {rec['acc_mean_max']:.3f} ({rec['acc_mean_max_arm']}) and {rec['diverged_runs']} runs "
+            f"diverged.{kick} Verdict: {rec['verdict']}.")
 
 
 @dataclass
@@ -374,5 +401,5 @@ def gpu_record(name: str) -> dict[str, Any] | None:
 
 
 __all__ = ["AblationTables", "Ablations", "BaseAccuracy", "GPU_RECORDS_DIR", "SECTION", "Section", "ablation_tables",
-           "ablations", "axis_findings", "checkpoint_benchmarks", "claim_rows", "floor_probe_note", "is_checkpoint", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
+           "ablations", "axis_findings", "checkpoint_benchmarks", "claim_rows", "TESTBED_RECORDS", "floor_probe_note", "testbed_history", "is_checkpoint", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
            "base_training", "curves", "gpu_record", "load_recipe", "open_section", "trainer_checks"]

@@ -194,7 +194,8 @@ def start_key(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe) -> str:
                        {"packing": trainer.packing, "pack_len": trainer.pack_len, "precision": trainer.precision},
                        # the corpus joins the key only when it is not the original one, so the answers starts
                        # cached and committed before start_corpus existed keep their keys
-                       *([] if recipe.start_corpus == "answers" else [{"start_corpus": recipe.start_corpus}]))
+                       *([] if recipe.start_corpus == "answers" else [{"start_corpus": recipe.start_corpus}]),
+                       *([] if recipe.start_lr_decay == "linear" else [{"start_lr_decay": recipe.start_lr_decay}]))
 
 
 def train_start(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe, tokenizer: ChatTokenizer,
@@ -218,9 +219,10 @@ def train_start(preset: Preset, recipe: SFTAblations, trainer: SFTRecipe, tokeni
                             eos_id=tokenizer.eos_id, dtype=torch.float32).to(device)
         hist = train_sft(model, examples, cfg, pad_id=tokenizer.pad_id, seed=preset.seed, progress=progress,
                          desc=f"ablation start ({START_KINDS[recipe.start_corpus]})",
-                         recipe=replace(trainer, loss_norm="balanced", ranks=1, shard="contiguous", save_every=0))
+                         recipe=replace(trainer, loss_norm="balanced", ranks=1, shard="contiguous", save_every=0),
+                         lr_decay=recipe.start_lr_decay)
     info = {"kind": START_KINDS[recipe.start_corpus], "documents": len(docs), "steps": recipe.start_steps,
-            "batch_size": recipe.start_batch_size, "lr": recipe.start_lr, "tokens": hist.tokens,
+            "batch_size": recipe.start_batch_size, "lr": recipe.start_lr, "lr_decay": recipe.start_lr_decay, "tokens": hist.tokens,
             "train_wall_s": round(hist.wall_s, 2), "params": count_params(model), "seed": preset.seed,
             "loss_first": hist.loss[0], "loss_last": hist.loss[-1],
             "loss_curve": {"step": hist.steps, "loss": hist.loss}, "cpu_threads": recipe.cpu_threads,
@@ -263,7 +265,9 @@ def describe_start(info: dict[str, Any]) -> str:
             START_KINDS["chat"]: f"chat-format SFT on clean worked solutions of both teachers for the base-training "
                                  f"problems ({info['tokens']:,} tokens; no arm's or held-out problem)",
             }.get(info["kind"], f"question+answer documents ({info['tokens']:,} tokens, no reasoning trace)")
-    return f"{info['kind']}: {info['steps']} steps x {info['batch_size']} {what} from scratch; every arm starts here"
+    sched = " at a constant rate (a mid-run checkpoint)" if info.get("lr_decay") == "constant" else ""
+    return (f"{info['kind']}: {info['steps']} steps x {info['batch_size']} {what} from scratch{sched}; "
+            f"every arm starts here")
 
 
 __all__ = ["POOL_VERSION", "START_KINDS", "START_VERSION", "ablation_levels", "ablation_problems", "held_out_problems", "curate_pool", "curation_recipe", "describe_start",

@@ -28,6 +28,7 @@ PAPER_HIDDEN_SIZE = 3072
 # ============================================================================== the preset block
 BASES_SOURCES = ("train", "committed")  # sft_ablations.bases
 START_CORPORA = ("answers", "traces", "chat")  # sft_ablations.start_corpus
+START_LR_DECAYS = ("linear", "constant")  # sft_ablations.start_lr_decay (falcon_h1r.sft.LR_DECAYS)
 # Below this held-out pass@1 an arm sits at the testbed's floor: the claims' precondition (papers/claims.yaml,
 # ablation_reference_acc >= 0.05) and the level under which the learning-rate grid is not read by accuracy.
 FLOOR_ACC = 0.05
@@ -72,6 +73,12 @@ class SFTAblations:
     # the chat turn with <think> (an earlier, shorter SFT stage on other problems: the start already answers, and
     # is still learning). Not a paper value (sft_ablation_data).
     start_corpus: str = "answers"
+    # the start's rate after its warm-up: "linear" decays to 0 (an annealed checkpoint, as the base run ends) or
+    # "constant" (a mid-run checkpoint). Measured on one H200 (f37288b, small, chat start of 800 annealed steps):
+    # every arm's fresh AdamW at a rate near the start's peak kicked the annealed start out of its minimum (train
+    # loss 0.13 -> 0.35 in 5 steps even at the lowest rate, 0.0015), and every arm ended below the start (0.285 ->
+    # 0.005-0.20): the grid measured the recovery from that kick. Not a paper value.
+    start_lr_decay: str = "linear"
     start_steps: int = 200
     start_batch_size: int = 64
     start_lr: float = 0.002
@@ -86,6 +93,9 @@ class SFTAblations:
         if self.start_corpus not in START_CORPORA:
             raise RecipeError(f"sft_ablations.start_corpus: {self.start_corpus!r} not accepted; use one of "
                               f"{', '.join(START_CORPORA)}")
+        if self.start_lr_decay not in START_LR_DECAYS:
+            raise RecipeError(f"sft_ablations.start_lr_decay: {self.start_lr_decay!r} not accepted; use one of "
+                              f"{', '.join(START_LR_DECAYS)}")
         if self.bases not in BASES_SOURCES:
             raise RecipeError(f"sft_ablations.bases: {self.bases!r} not accepted; use one of {', '.join(BASES_SOURCES)}")
         for name in ("steps", "batch_size", "problems_per_domain", "eval_per_domain", "eval_samples", "mup_base_width",
@@ -289,5 +299,5 @@ def grid_runs(grids: list[Grid]) -> list[tuple[str, int]]:
     return list(dict.fromkeys((a.key(), s) for g in grids for a, s in g.runs()))
 
 
-__all__ = ["Arm", "FLOOR_ACC", "GRIDS", "START_CORPORA", "Grid", "PAPER_HIDDEN_SIZE", "PAPER_SFT_LR", "SFTAblations", "best_lr_paper", "grid_runs",
+__all__ = ["Arm", "FLOOR_ACC", "GRIDS", "START_CORPORA", "START_LR_DECAYS", "Grid", "PAPER_HIDDEN_SIZE", "PAPER_SFT_LR", "SFTAblations", "best_lr_paper", "grid_runs",
            "load_ablations", "load_grid", "load_grids", "reference_arm"]

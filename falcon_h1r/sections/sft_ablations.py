@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import sys
 import time
@@ -101,7 +102,7 @@ class AblationContext:
         s_key = start_key(preset, recipe, trainer)
         shaping = {k: v for k, v in to_dict(recipe).items()
                    if k not in ("grids", "seeds", "grid_seeds", "cpu_threads", "eval_batch_size", "hard_levels",
-                                "easy_levels", "start_corpus")}  # the corpus is in s_key
+                                "easy_levels", "start_corpus", "start_lr_decay")}  # both in s_key
         t = preset.train  # the base run's knobs an arm shares (its steps, batch and rate are the block's)
         run_key = recipe_hash(s_key, shaping, {"warmup_frac": t.warmup_frac, "weight_decay": t.weight_decay,
                                                "grad_clip": t.grad_clip, "max_seq_len": t.max_seq_len},
@@ -420,34 +421,62 @@ def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *
 
 def probe(preset_name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Time one reference arm (seed 0, with its curve) before the whole grid: the start, a run's training
-    throughput and evaluation time, and what the arm learns by level. Nothing is written to the work file."""
+    throughput and evaluation time, what the arm learns by level, and how hard its first steps kick the start
+    (``loss_shock``). The arm runs at ``sft_ablations.reference_lr_paper`` when set, else at the learning-rate
+    grid's lowest rate (the gentlest arm: if it sits at the floor, or undoes the start, every arm will). Nothing is
+    written to the work file."""
     t0 = time.time()
     ctx = _preset_context(preset_name, overrides, True)
     t_setup = time.time() - t0
     start_eval = ctx.start_eval()
     t1 = time.time()
-    row = run_arm(ctx, replace(reference_arm("probe", ctx.recipe.reference_lr_paper or None), curve=True), 0)
+    lr_paper = ctx.recipe.reference_lr_paper or min(a.lr_paper for a in load_grid("learning_rate", preset_name,
+                                                                                   ctx.recipe).arms)
+    row = run_arm(ctx, replace(reference_arm("probe", lr_paper), curve=True), 0)
     runs = len(grid_runs(load_grids(ctx.preset, PAPER_SFT_LR)))
     per_run = row["train_wall_s"] + row["eval_wall_s"]
+    shock = loss_shock(row.get("loss_curve", {}).get("loss", []), ctx.start_info.get("loss_last"))
     return {"preset": preset_name, "device": str(ctx.device), "setup_s": round(t_setup, 1), "lr": row["lr"],
-            "start_train_s": ctx.start_info.get("train_wall_s"), "start_acc": start_eval["acc"],
-            "probe_wall_s": round(time.time() - t1, 1), "train_wall_s": row["train_wall_s"],
+            "lr_paper": lr_paper, "start_train_s": ctx.start_info.get("train_wall_s"), "start_acc": start_eval["acc"],
+            "start_lr_decay": ctx.recipe.start_lr_decay, "start_loss_last": ctx.start_info.get("loss_last"),
+            "loss_shock": shock, "probe_wall_s": round(time.time() - t1, 1), "train_wall_s": row["train_wall_s"],
             "train_tokens_per_s": row["train_tokens_per_s"], "eval_wall_s": row["eval_wall_s"],
             "acc": row["acc"], **{k: v for k, v in row.items() if k.startswith("acc_")},
             "curve": [(p["step"], round(p["acc"], 3)) for p in row["curve"]],
             "runs_needed": runs, "one_worker_grid_estimate_s": round(runs * per_run),
-            "start_corpus": ctx.recipe.start_corpus, "verdict": probe_verdict(row["acc"])}
+            "start_corpus": ctx.recipe.start_corpus, "verdict": probe_verdict(row["acc"], start_acc=start_eval["acc"])}
 
 
-def probe_verdict(acc: float, who: str = "the reference arm") -> str:
+def loss_shock(losses: Sequence[float], start_loss: float | None, head: float = 0.2) -> float | None:
+    """How far an arm's first steps throw the start off: the highest training loss in the first ``head`` of the
+    run over the run's first loss (or the start's last loss when there is no first). About 1 when the arm simply
+    continues the start; the annealed chat start at small gave ~2.8 at the lowest rate (f37288b)."""
+    xs = [float(x) for x in losses[:max(2, int(len(losses) * head))] if x is not None and math.isfinite(float(x))]
+    ref = xs[0] if xs else start_loss
+    if not xs or not ref or not math.isfinite(ref) or ref <= 0:
+        return None
+    return round(max(xs) / ref, 3)
+
+
+def probe_verdict(acc: float, who: str = "the reference arm", start_acc: float | None = None) -> str:
     """Whether the reference arm leaves room for the grid's effects: ``floor`` below :data:`FLOOR_ACC` (every
     comparison would be noise at zero, as with the answers-only start at small), ``ceiling`` above 1 - FLOOR_ACC,
-    else ``ok``. Run the grid on ``ok`` only; otherwise change the start or the arms' steps first."""
+    ``regress`` when it ends more than FLOOR_ACC below the start it was fine-tuned from (the arms would measure how
+    much fine-tuning undoes the start, the old testbed's fault, issue 15), else ``ok``. Run the grid on ``ok``
+    only; otherwise change the start or the arms' steps first."""
     if acc < FLOOR_ACC:
         return f"floor: {who} scores {acc:.3f} < {FLOOR_ACC}; lengthen the start or the arms' steps"
     if acc > 1 - FLOOR_ACC:
         return f"ceiling: {who} scores {acc:.3f} > {1 - FLOOR_ACC}; use harder levels"
+    if start_acc is not None and acc < start_acc - FLOOR_ACC:
+        return (f"regress: {who} scores {acc:.3f}, below the start's {start_acc:.3f}; the arms undo the start "
+                f"(see loss_shock; sft_ablations.start_lr_decay)")
     return "ok"
+
+
+def _mean_or_none(xs: Sequence[float | None]) -> float | None:
+    ys = [x for x in xs if x is not None]
+    return round(sum(ys) / len(ys), 3) if ys else None
 
 
 def sweep_report(work_dir: str | Path) -> dict[str, Any]:
@@ -455,8 +484,6 @@ def sweep_report(work_dir: str | Path) -> dict[str, Any]:
     largest held-out pass@1, mean final training loss and how many runs diverged (a loss that is not finite), the
     start's evaluation, and the probe verdict on the best arm. The record that showed the answers-only start's
     floor (``results/small/02_sft/ablation_floor_probe.json``) is this function's output."""
-    import math
-
     work = Path(work_dir)
     rows = list(load_rows(work / "ablation_rows.jsonl").values())
     if not rows:
@@ -475,15 +502,21 @@ def sweep_report(work_dir: str | Path) -> dict[str, Any]:
                       "acc_mean": round(sum(r["acc"] for r in rs) / len(rs), 4), "acc_max": round(max(r["acc"] for r in rs), 4),
                       "train_loss_final_mean": round(sum(losses) / len(losses), 4) if losses else None,
                       "diverged_runs": len(rs) - len(losses),
+                      "loss_shock_mean": _mean_or_none([loss_shock(r.get("loss_curve", {}).get("loss", []), None)
+                                                        for r in rs]),
                       "entropy_mean": round(sum(ents) / len(ents), 4) if ents else None,
                       "mean_response_tokens": round(sum(r["mean_response_tokens"] for r in rs) / len(rs), 1)})
-    starts = sorted(work.glob("start_eval-*.json"))
-    start_eval = json.loads(starts[-1].read_text()) if starts else {}
+    # the start the rows were fine-tuned from (a work folder may hold earlier starts' evaluations too)
+    run_keys = [r.get("run_key") for r in rows]
+    run_key = max(set(run_keys), key=run_keys.count)
+    path = work / f"start_eval-{run_key}.json"
+    start_eval = json.loads(path.read_text()) if path.exists() else {}
     best = max(table, key=lambda t: t["acc_mean"])
     return {"runs": len(rows), "arms": table, "diverged_runs": sum(t["diverged_runs"] for t in table),
             "acc_mean_max": best["acc_mean"], "acc_mean_max_arm": best["arm"],
             "start_acc": start_eval.get("acc"), "start_mean_response_tokens": start_eval.get("mean_response_tokens"),
-            "start_keys": sorted({r.get("start_key") for r in rows}), "verdict": probe_verdict(best["acc_mean"], f"the best arm ({best['arm']})")}
+            "start_keys": sorted({r.get("start_key") for r in rows}),
+            "verdict": probe_verdict(best["acc_mean"], f"the best arm ({best['arm']})", start_acc=start_eval.get("acc"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -542,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = ["AblationContext", "Arm", "GRIDS", "Grid", "REFERENCE_TEACHER", "ROW_VERSION", "SFTAblations",
            "ablation_setup", "append_row", "grid_runs", "load_ablations", "load_grid", "load_grids", "load_rows",
-           "load_trainer", "main", "prepare", "probe", "probe_verdict", "reference_arm", "resolve_grids", "run_ablations",
+           "load_trainer", "loss_shock", "main", "prepare", "probe", "probe_verdict", "reference_arm", "resolve_grids", "run_ablations",
            "run_ablations_parallel", "run_all", "run_arm", "run_grid", "sweep_report"]
 
 

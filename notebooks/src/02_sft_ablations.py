@@ -139,14 +139,16 @@ else:
 # %% [markdown]
 # ## Ours: the §2 ablations
 # **One common start.** Every arm of every axis fine-tunes the same checkpoint for the same number of steps, and
-# that checkpoint has never seen an arm's traces: the preset's hybrid trained from scratch by plain language
-# modelling on the task domain's text (no chat turn, no `<think>`), as a pretrained base knows its domain's text.
-# That text (`sft_ablations.start_corpus`) is the base-training split's questions with their final answers
-# (`answers`: tiny) or with a clean worked solution by either teacher, half each (`traces`: small, since the
-# answers-only start left every arm at the floor there; the note below gives that run's numbers). Why this start:
-# the finished SFT base has already learnt the stepwise teacher's
-# traces, so an arm could only add more of the same (the previous grid measured how much extra fine-tuning hurts,
-# and the teacher axis would favour the style the base was trained on); one from-scratch run per arm would need a
+# that checkpoint has never seen an arm's problems or its teachers' (slipping) traces: the preset's hybrid trained
+# from scratch on the base-training split's problems (`sft_ablations.start_corpus`). At tiny that is plain language
+# modelling on questions with their final answers (`answers`; tiny sits at the floor by design). At small it is an
+# earlier, shorter SFT stage: clean worked solutions of both teachers, half each, in the chat turn (`chat`), with
+# its rate held constant after the warm-up (`sft_ablations.start_lr_decay: constant`), i.e. a checkpoint taken in
+# the middle of a run that is still learning. The note below says, from their records (numbers and verdicts),
+# which starts small tried first and why each was left. Why not the finished SFT base: it
+# has already learnt the stepwise teacher's traces, so an arm could only add more of the same (the previous grid
+# measured how much extra fine-tuning hurts, and the teacher axis would favour the style the base was trained on);
+# one from-scratch run per arm would need a
 # base run's tokens for every arm, far past the GPU budget. Each arm then trains `sft_ablations.steps` steps of
 # SFT on its own curated traces and is evaluated on the same held-out problems at the paper's sampling settings
 # (T 0.6, top-p 0.95). The reference arm every axis varies: one stepwise teacher, n = 4 rollouts, correct traces
@@ -162,6 +164,8 @@ else:
 # %%
 abl = S.ablations(sec)
 grids, ablation_rows, start = abl.grids, abl.rows, abl.start
+if abl.history:
+    display(Markdown(abl.history))
 if abl.note:
     display(Markdown(abl.note))
 else:
