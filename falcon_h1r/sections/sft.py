@@ -340,8 +340,8 @@ def floor_probe_note(rec: dict[str, Any]) -> str:
     start = (f"the `{rec['start_corpus']}` start ({st['steps']} steps"
              f"{', rate annealed to 0' if rec['start_corpus'] == 'chat' else ''}, held-out pass@1 {rec['start_acc']:.3f})")
     if "runs" not in rec:  # a single probe arm
-        return (f"At commit {commit}, {start}: the probe's reference arm scored {rec['reference_arm_acc']:.3f} after "
-                f"its steps. Verdict: {rec['verdict']}.")
+        return (f"At commit {commit}, {start}: the probe's reference arm (our rate {rec['reference_arm_lr']:g}) scored "
+                f"{rec['reference_arm_acc']:.3f} after its steps. Verdict: {rec['verdict']}.")
     shocks = [a["loss_shock_mean"] for a in rec["arms"] if a.get("loss_shock_mean") is not None]
     kick = (f" An arm's first steps multiplied its training loss by {min(shocks):.1f} to {max(shocks):.1f} "
             f"(`loss_shock_mean`)." if shocks else "")
