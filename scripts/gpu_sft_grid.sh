@@ -14,12 +14,15 @@
 #  3. The grid with SFT_WORKERS processes sharing the GPU (default 6), starting no run once SFT_GRID_BUDGET_S
 #     (default 560 s from the start) minus SFT_RUN_TAIL_S (default 150 s: a normalization run under sharing) is
 #     spent; `timeout` is the backstop. Rows are kept as they finish.
-#  4. When every run is done: notebook 02 (`falcon-h1r reproduce --sections 02`, the bases' part from their
-#     committed records) if the time left allows, else exit 3 and it runs in the next piece.
+#  4. When every run is done: `--export` writes notebook 02's two records (ablation_rows.jsonl, ablation_start.json;
+#     no training) into $OUT/sft02_records_PRESET.tgz; then notebook 02 (`falcon-h1r reproduce --sections 02`, the
+#     bases' part from their committed records) if the time left allows. Unpacked into results/PRESET/ on any
+#     machine, the records let `falcon-h1r reproduce --preset PRESET --sections 02` render the whole analysis.
 #  5. Bundles: $OUT/sft_grid_PRESET.tgz.part* (the work folder and the start, split in 15 MiB pieces: a device
 #     call brings back files of at most 16 MiB) and, when the notebook ran, $OUT/sft02_PRESET.tgz (the section
 #     folder). Carry the parts back in .carry/ when the machine is a fresh one.
-# Exit: 0 done, 3 not finished (run again), 4 the probe's verdict is not ok, 2 bad usage.
+# Exit: 0 the grid is done (its records bundled), 3 not finished (run again), 4 the probe's verdict is not ok,
+# 2 bad usage.
 # SFT_GRID_IGNORE_VERDICT=1 runs the grid whatever the verdict (the tiny preset, at the floor by design, on a CPU).
 # PYTHON picks the interpreter (default python3, as on the GPU image).
 set -u -o pipefail
@@ -100,21 +103,27 @@ fi
 'diverged_runs', 'acc_mean_max', 'acc_mean_max_arm', 'start_acc', 'verdict')}))" "$BUNDLES/sft_grid_report_$PRESET.json"
 bundle
 
-# ---- 4. notebook 02 once every run is done
+# ---- 4. once every run is done: the records notebook 02 renders from, then the notebook itself if time allows
 if [ $rc -eq 0 ]; then
+  "$PY" -m falcon_h1r.sections.sft_ablations --preset "$PRESET" --export "${ARGS[@]}" \
+    && tar -czf "$BUNDLES/sft02_records_$PRESET.tgz" -C "results/$PRESET" 02_sft/ablation_rows.jsonl \
+         02_sft/ablation_start.json \
+    && echo "gpu_sft_grid: records bundle $BUNDLES/sft02_records_$PRESET.tgz (notebook 02 renders from it anywhere)"
   if [ "$(left)" -lt 120 ]; then
-    echo "gpu_sft_grid: the grid is done; notebook 02 runs in the next piece (run the same command again)" >&2
-    exit 3
+    echo "gpu_sft_grid: the grid is done; render notebook 02 from the records bundle on any machine" >&2
+    exit 0
   fi
   timeout -k 20 "$(left)" "$PY" -m falcon_h1r reproduce --preset "$PRESET" --sections 02 \
     --override sft_ablations.bases=committed "${ARGS[@]}"
   rc=$?
   if [ $rc -eq 0 ]; then
     tar -czf "$BUNDLES/sft02_$PRESET.tgz" -C "results/$PRESET" --exclude=_work 02_sft claims.csv claims.md \
-      claims_summary.json && echo "gpu_sft_grid: records bundle $BUNDLES/sft02_$PRESET.tgz"
+      claims_summary.json && echo "gpu_sft_grid: section bundle $BUNDLES/sft02_$PRESET.tgz"
     echo "gpu_sft_grid: done, $(( $(date +%s) - t0 )) s"
     exit 0
   fi
+  echo "gpu_sft_grid: notebook 02 failed (rc $rc); the records bundle is complete: render it on any machine" >&2
+  exit 0
 fi
 echo "gpu_sft_grid: not finished (rc $rc, $(( $(date +%s) - t0 )) s); run the same command again" >&2
 exit 3

@@ -498,3 +498,53 @@ def test_the_gpu_grid_script_names_bad_usage_and_exits_2(tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr[-500:])
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_export_writes_the_notebooks_records_from_a_finished_work_folder_and_nothing_before(tmp_path):
+    """--export (sft_ablation_export): the GPU piece's work folder and start become notebook 02's two records on a
+    CPU, as the notebook's compute path writes them; an absent start, an absent start evaluation or a missing run
+    each stop it with a message and nothing written (the start is never retrained)."""
+    import json
+
+    from falcon_h1r.sections.common import get_tokenizer, task_sets
+    from falcon_h1r.sections.sft_ablation_export import GridIncomplete, export_grid
+    from falcon_h1r.sections.sft_ablations import (ablation_setup, load_trainer, resolve_grids)
+
+    over = {"sft_ablations.start_steps": 2, "sft_ablations.start_batch_size": 4}
+    preset = load_preset("tiny", over)
+    out = tmp_path / "tiny" / "02_sft"
+    with pytest.raises(RecipeError, match="common start sft-start-.* is not in"):
+        export_grid("tiny", over, root=tmp_path)
+    assert not (out / "ablation_rows.jsonl").exists()
+    sets = task_sets(preset)
+    D.get_start(preset, load_ablations(preset), load_trainer(preset), get_tokenizer(preset, sets, root=tmp_path),
+                sets["train"], root=tmp_path, progress=False)
+    ctx = ablation_setup(preset, out / "_work", root=tmp_path, progress=False)
+    with pytest.raises(RecipeError, match="no start_eval-"):
+        export_grid("tiny", over, root=tmp_path)
+    (out / "_work").mkdir(parents=True, exist_ok=True)
+    (out / "_work" / f"start_eval-{ctx.run_key}.json").write_text(json.dumps({"acc": 0.1, "curve": {"step": 0}}))
+
+    def add_rows(grids):
+        for g in grids:
+            for a, s in g.runs():
+                append_row(out / "_work" / "ablation_rows.jsonl",
+                           {"arm_key": a.key(), "seed": s, "run_key": ctx.run_key, "acc": 0.1 + a.lr_paper,
+                            "train_loss_final": 0.5, "arm": a.name, "computed_on": {"commit": "abc1234ef",
+                                                                                   "device": "NVIDIA H200"}})
+
+    lr_grids, _ = resolve_grids(preset, {})
+    add_rows(lr_grids)
+    with pytest.raises(GridIncomplete, match="run the grid again"):
+        export_grid("tiny", over, root=tmp_path)
+    assert not (out / "ablation_rows.jsonl").exists()
+    from falcon_h1r.sections.sft_ablations import load_rows
+
+    grids, ref = resolve_grids(preset, load_rows(out / "_work" / "ablation_rows.jsonl", ctx.run_key))
+    add_rows([g for g in grids if g.name != "learning_rate"])
+    rec = export_grid("tiny", over, root=tmp_path)
+    rows = [json.loads(x) for x in (out / "ablation_rows.jsonl").read_text().splitlines()]
+    assert rec["rows"] == len(rows) == sum(len(list(g.runs())) for g in grids) and rec["reference_lr_paper"] == ref
+    assert {r["grid"] for r in rows} == {g.name for g in grids} and rec["computed_on"] == ["abc1234 on NVIDIA H200"]
+    start = json.loads((out / "ablation_start.json").read_text())
+    assert start["eval"]["acc"] == 0.1 and start["steps"] == 2 and "recipe" not in start

@@ -249,7 +249,16 @@ def _run_arm(ctx: AblationContext, arm: Arm, seed: int) -> dict[str, Any]:
             "train_tokens_per_s": round(hist.input_tokens / max(hist.wall_s, 1e-9), 1), "n_records": len(records),
             **{f"data_{k}": v for k, v in stats.items()}, "curve": curve,
             "loss_curve": {"step": hist.steps, "loss": hist.loss},
-            "rank_tokens_max_over_min": [round(x, 4) for x in skew]}
+            "rank_tokens_max_over_min": [round(x, 4) for x in skew], "computed_on": computed_on()}
+
+
+def computed_on() -> dict[str, Any]:
+    """Where a row was computed (the commit and the device), so rows exported on another machine keep it."""
+    from falcon_h1r.env import device_info, git_state
+
+    dev = device_info()
+    return {"commit": git_state().get("commit"), "device": dev.get("gpu_name") or dev.get("cpu_model"),
+            "torch": torch.__version__}
 
 
 def run_grid(ctx: AblationContext, grid: Grid, *, progress: bool = True,
@@ -535,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
                     "the runs (a small model leaves a GPU mostly idle)")
     ap.add_argument("--shard", default="0/1", help="i/n: compute only every n-th missing run from i (set by --workers)")
     ap.add_argument("--probe", action="store_true", help="time one reference arm (seed 0) and print what it learnt")
+    ap.add_argument("--export", action="store_true", help="write the finished grid of the section's _work folder "
+                    "(and the cached common start) as notebook 02's records, so the notebook renders it on any "
+                    "machine; no model is trained (sft_ablation_export)")
     ap.add_argument("--report", default=None, metavar="WORK_DIR", help="print what a work folder's rows say so far "
                     "(per arm: pass@1, final loss, diverged runs; the verdict) and exit; no model, no GPU")
     args = ap.parse_args(argv)
@@ -562,6 +574,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.probe:
             print(json.dumps(probe(args.preset, overrides)))
             return 0
+        if args.export:
+            from falcon_h1r.sections.sft_ablation_export import GridIncomplete, export_grid
+            try:
+                print(json.dumps(export_grid(args.preset, overrides)))
+            except GridIncomplete as exc:
+                print(f"sft_ablations: {exc}", file=sys.stderr)
+                return 3
+            return 0
         if args.workers > 1:
             res = run_ablations_parallel(args.preset, overrides, workers=args.workers, budget_s=args.budget_s)
         else:
@@ -574,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["AblationContext", "Arm", "GRIDS", "Grid", "REFERENCE_TEACHER", "ROW_VERSION", "SFTAblations",
-           "ablation_setup", "append_row", "grid_runs", "load_ablations", "load_grid", "load_grids", "load_rows",
+           "ablation_setup", "append_row", "computed_on", "grid_runs", "load_ablations", "load_grid", "load_grids", "load_rows",
            "load_trainer", "loss_shock", "main", "prepare", "probe", "probe_verdict", "reference_arm", "resolve_grids", "run_ablations",
            "run_ablations_parallel", "run_all", "run_arm", "run_grid", "sweep_report"]
 

@@ -1,0 +1,69 @@
+"""Section 02's finished ablation grid, from its work folder to the section's committed records, on any machine.
+
+Why: the grid needs a GPU, but notebook 02's analysis of it (paired differences, intervals, claims, figures) does
+not. A device call's minutes are better spent on runs than on the notebook, so the GPU piece
+(``scripts/gpu_sft_grid.sh``) brings back the work folder and the common start, and this step writes from them the
+two records the notebook renders from (``ablation_rows.jsonl``, ``ablation_start.json``), exactly as the notebook's
+own compute path writes them (:func:`falcon_h1r.sections.sft.ablations`). Then
+``falcon-h1r reproduce --preset small --sections 02`` renders the whole analysis on a CPU machine.
+
+Nothing is computed here: the common start must be in the cache (it is not retrained), its evaluation and every
+run of the grids must be in the work folder; otherwise it says what is missing and writes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from falcon_h1r.config import RecipeError, load_preset
+from falcon_h1r.results import RESULTS_ROOT, SectionWriter, section_dir
+from falcon_h1r.sections.common import cache_dir
+
+
+class GridIncomplete(RuntimeError):
+    """Some of the grids' runs have no row yet (run the grid again)."""
+
+
+def export_grid(preset_name: str, overrides: dict[str, Any] | None = None, *,
+                root: Path = RESULTS_ROOT) -> dict[str, Any]:
+    """Write ``ablation_rows.jsonl`` and ``ablation_start.json`` of ``results/<preset>/02_sft/`` from the section's
+    ``_work`` folder. Raises :class:`RecipeError` when the start or its evaluation is absent, and
+    :class:`GridIncomplete` when runs are missing; returns what was written."""
+    from falcon_h1r.sections.sft_ablation_data import start_key
+    from falcon_h1r.sections.sft_ablations import (ablation_setup, grid_runs, load_ablations, load_rows,
+                                                   load_trainer, resolve_grids)
+
+    preset = load_preset(preset_name, overrides)
+    work = section_dir(preset_name, "02_sft", root) / "_work"
+    key = start_key(preset, load_ablations(preset), load_trainer(preset))
+    start_dir = cache_dir(preset, root) / f"sft-start-{key}"
+    if not (start_dir / "falcon_h1r.json").exists():
+        raise RecipeError(f"the common start sft-start-{key} is not in {start_dir.parent} (accepted: the start the "
+                          f"grid ran from, e.g. unpacked from the GPU run's sft_grid_{preset_name}.tgz parts); "
+                          f"nothing was written")
+    ctx = ablation_setup(preset, work, root=root, progress=False)
+    if not (work / f"start_eval-{ctx.run_key}.json").exists():
+        raise RecipeError(f"{work}: no start_eval-{ctx.run_key}.json (the start's held-out evaluation, written by the "
+                          f"grid's first piece); nothing was written")
+    done = load_rows(work / "ablation_rows.jsonl", ctx.run_key)
+    grids, ref = resolve_grids(preset, done)
+    missing = [k for k in grid_runs(grids) if k not in done]
+    if ref is None or missing:
+        have = len(set(grid_runs(grids)) & set(done))
+        raise GridIncomplete(f"{work}: {have} of the {len(grid_runs(grids))} runs "
+                             f"{'of the learning-rate grid ' if ref is None else ''}have a row for run key "
+                             f"{ctx.run_key}; run the grid again (scripts/gpu_sft_grid.sh {preset_name}); nothing "
+                             f"was written")
+    rows = [{**done[(a.key(), s)], "arm": a.name, "grid": g.name} for g in grids for a, s in g.runs()]
+    start = {**{k: v for k, v in ctx.start_info.items() if k != "recipe"}, "eval": ctx.start_eval()}
+    writer = SectionWriter(preset_name, "02_sft", root=root)
+    writer.records("ablation_rows", rows)
+    writer.json("ablation_start", start)
+    computed_on = sorted({f"{r.get('computed_on', {}).get('commit', '?')[:7]} on "
+                          f"{r.get('computed_on', {}).get('device', '?')}" for r in rows})
+    return {"preset": preset_name, "rows": len(rows), "reference_lr_paper": ref, "run_key": ctx.run_key,
+            "start_key": key, "computed_on": computed_on, "dir": str(writer.dir)}
+
+
+__all__ = ["GridIncomplete", "export_grid"]
