@@ -11,7 +11,7 @@
 #     reference arm and prints a verdict. Anything but "ok" stops here (exit 4): the start or the arms' steps
 #     must change first, because a grid at the floor or the ceiling cannot answer the paper's questions (the
 #     answers-only start's grid at small: results/small/02_sft/ablation_floor_probe.json).
-#  3. The grid with SFT_WORKERS processes sharing the GPU (default 6), starting no run once SFT_GRID_BUDGET_S
+#  3. The grid with SFT_WORKERS processes sharing the GPU (default 8: 37 runs in 460 s on one H200), starting no run once SFT_GRID_BUDGET_S
 #     (default 560 s from the start) minus SFT_RUN_TAIL_S (default 150 s: a normalization run under sharing) is
 #     spent; `timeout` is the backstop. Rows are kept as they finish.
 #  4. When every run is done: `--export` writes notebook 02's two records (ablation_rows.jsonl, ablation_start.json;
@@ -36,7 +36,7 @@ CACHE="results/$PRESET/_cache"
 BUNDLES=${OUT:-${SFT_GRID_OUT:-/tmp/falcon_h1r_sft_grid}}
 BUDGET=${SFT_GRID_BUDGET_S:-560}
 TAIL=${SFT_RUN_TAIL_S:-150}
-WORKERS=${SFT_WORKERS:-6}
+WORKERS=${SFT_WORKERS:-8}
 t0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - t0) )); }
 ARGS=()

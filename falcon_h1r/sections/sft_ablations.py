@@ -13,8 +13,10 @@ learning-rate grid, then 40). Measured at 4a5156b with the answers-only start (o
 causal-conv1d): building the start (200 steps) took 134 s and the pools and pass rates ~90 s; with 4-6 workers
 sharing the GPU a run trained 100 x 32 samples in 20-30 s and evaluated 270 held-out problems in 10-20 s, and 40
 runs finished in ~400 s of wall time; a normalization run (4 simulated ranks, 4 curve evaluations) took ~100 s to
-train, so its 10 runs are the grid's tail. The traces start (400 steps of ~450-token documents) adds ~2-3 minutes
-once. About 16 GPU-minutes in two device calls, the work folder and the start carried between them.
+train, so its 10 runs are the grid's tail. At f37288b (the chat start): 800 start steps of ~400-token samples took
+239 s, the start's evaluation ~50 s, the probe arm 45 s, and 8 workers finished 37 runs in 460 s. About 20
+GPU-minutes in three device calls on one warm machine (``scripts/gpu_sft_grid.sh``); notebook 02 then renders
+the exported records on any machine (``--export``, :mod:`~falcon_h1r.sections.sft_ablation_export`).
 
 The statistics and the report beside the paper are :mod:`falcon_h1r.sections.sft_findings`.
 """
