@@ -14,7 +14,7 @@
 #  3. The grid with SFT_WORKERS processes sharing the GPU (default 8: 37 runs in 460 s on one H200), starting no run once SFT_GRID_BUDGET_S
 #     (default 560 s from the start) minus SFT_RUN_TAIL_S (default 150 s: a normalization run under sharing) is
 #     spent; `timeout` is the backstop. Rows are kept as they finish.
-#  4. When every run is done: `--export` writes notebook 02's two records (ablation_rows.jsonl, ablation_start.json;
+#  4. When every run is done: `python -m falcon_h1r.sections.sft_ablation_export` writes notebook 02's two records (ablation_rows.jsonl, ablation_start.json;
 #     no training) into $OUT/sft02_records_PRESET.tgz; then notebook 02 (`falcon-h1r reproduce --sections 02`, the
 #     bases' part from their committed records) if the time left allows. Unpacked into results/PRESET/ on any
 #     machine, the records let `falcon-h1r reproduce --preset PRESET --sections 02` render the whole analysis.
@@ -105,7 +105,7 @@ bundle
 
 # ---- 4. once every run is done: the records notebook 02 renders from, then the notebook itself if time allows
 if [ $rc -eq 0 ]; then
-  "$PY" -m falcon_h1r.sections.sft_ablations --preset "$PRESET" --export "${ARGS[@]}" \
+  "$PY" -m falcon_h1r.sections.sft_ablation_export --preset "$PRESET" "${ARGS[@]}" \
     && tar -czf "$BUNDLES/sft02_records_$PRESET.tgz" -C "results/$PRESET" 02_sft/ablation_rows.jsonl \
          02_sft/ablation_start.json \
     && echo "gpu_sft_grid: records bundle $BUNDLES/sft02_records_$PRESET.tgz (notebook 02 renders from it anywhere)"

@@ -501,13 +501,13 @@ def test_the_gpu_grid_script_names_bad_usage_and_exits_2(tmp_path):
 
 
 def test_export_writes_the_notebooks_records_from_a_finished_work_folder_and_nothing_before(tmp_path):
-    """--export (sft_ablation_export): the GPU piece's work folder and start become notebook 02's two records on a
+    """sft_ablation_export: the GPU piece's work folder and start become notebook 02's two records on a
     CPU, as the notebook's compute path writes them; an absent start, an absent start evaluation or a missing run
     each stop it with a message and nothing written (the start is never retrained)."""
     import json
 
     from falcon_h1r.sections.common import get_tokenizer, task_sets
-    from falcon_h1r.sections.sft_ablation_export import GridIncomplete, export_grid
+    from falcon_h1r.sections.sft_ablation_export import GridIncomplete, export_grid, main
     from falcon_h1r.sections.sft_ablations import (ablation_setup, load_trainer, resolve_grids)
 
     over = {"sft_ablations.start_steps": 2, "sft_ablations.start_batch_size": 4}
@@ -537,6 +537,14 @@ def test_export_writes_the_notebooks_records_from_a_finished_work_folder_and_not
     add_rows(lr_grids)
     with pytest.raises(GridIncomplete, match="run the grid again"):
         export_grid("tiny", over, root=tmp_path)
+    assert main(["--preset", "tiny", "--override", "sft_ablations.start_corpus=books"]) == 2
+    import falcon_h1r.sections.sft_ablation_export as E
+
+    real, E.export_grid = E.export_grid, lambda *a, **k: (_ for _ in ()).throw(GridIncomplete("3 of 36 runs"))
+    try:
+        assert main(["--preset", "tiny"]) == 3
+    finally:
+        E.export_grid = real
     assert not (out / "ablation_rows.jsonl").exists()
     from falcon_h1r.sections.sft_ablations import load_rows
 

@@ -1,4 +1,5 @@
-"""Section 02's finished ablation grid, from its work folder to the section's committed records, on any machine.
+"""Section 02's finished ablation grid, from its work folder to the section's committed records, on any machine:
+``python -m falcon_h1r.sections.sft_ablation_export --preset small`` (exit 3 while runs are missing, 2 on bad input).
 
 Why: the grid needs a GPU, but notebook 02's analysis of it (paired differences, intervals, claims, figures) does
 not. A device call's minutes are better spent on runs than on the notebook, so the GPU piece
@@ -13,12 +14,17 @@ run of the grids must be in the work folder; otherwise it says what is missing a
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from falcon_h1r.config import RecipeError, load_preset
 from falcon_h1r.results import RESULTS_ROOT, SectionWriter, section_dir
 from falcon_h1r.sections.common import cache_dir
+from falcon_h1r.sections.sft_ablation_data import start_key
+from falcon_h1r.sections.sft_ablations import (ablation_setup, grid_runs, load_ablations, load_rows, load_trainer,
+                                               resolve_grids)
 
 
 class GridIncomplete(RuntimeError):
@@ -30,10 +36,6 @@ def export_grid(preset_name: str, overrides: dict[str, Any] | None = None, *,
     """Write ``ablation_rows.jsonl`` and ``ablation_start.json`` of ``results/<preset>/02_sft/`` from the section's
     ``_work`` folder. Raises :class:`RecipeError` when the start or its evaluation is absent, and
     :class:`GridIncomplete` when runs are missing; returns what was written."""
-    from falcon_h1r.sections.sft_ablation_data import start_key
-    from falcon_h1r.sections.sft_ablations import (ablation_setup, grid_runs, load_ablations, load_rows,
-                                                   load_trainer, resolve_grids)
-
     preset = load_preset(preset_name, overrides)
     work = section_dir(preset_name, "02_sft", root) / "_work"
     key = start_key(preset, load_ablations(preset), load_trainer(preset))
@@ -66,4 +68,34 @@ def export_grid(preset_name: str, overrides: dict[str, Any] | None = None, *,
             "start_key": key, "computed_on": computed_on, "dir": str(writer.dir)}
 
 
-__all__ = ["GridIncomplete", "export_grid"]
+def main(argv: list[str] | None = None) -> int:
+    """Export the preset's finished grid (see the module docstring)."""
+    import argparse
+
+    import yaml
+
+    ap = argparse.ArgumentParser(prog="python -m falcon_h1r.sections.sft_ablation_export",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--override", action="append", default=[], help="preset override key=value (YAML value)")
+    args = ap.parse_args(argv)
+    bad = [o for o in args.override if "=" not in o]
+    if bad:
+        ap.error(f"--override {bad[0]!r}: expected key=value, e.g. sft_ablations.steps=60")
+    try:
+        overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
+        print(json.dumps(export_grid(args.preset, overrides)))
+    except (RecipeError, yaml.YAMLError) as exc:
+        print(f"sft_ablation_export: {exc}", file=sys.stderr)
+        return 2
+    except GridIncomplete as exc:
+        print(f"sft_ablation_export: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+__all__ = ["GridIncomplete", "export_grid", "main"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

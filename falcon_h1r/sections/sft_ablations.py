@@ -16,7 +16,7 @@ runs finished in ~400 s of wall time; a normalization run (4 simulated ranks, 4 
 train, so its 10 runs are the grid's tail. At f37288b (the chat start): 800 start steps of ~400-token samples took
 239 s, the start's evaluation ~50 s, the probe arm 45 s, and 8 workers finished 37 runs in 460 s. About 20
 GPU-minutes in three device calls on one warm machine (``scripts/gpu_sft_grid.sh``); notebook 02 then renders
-the exported records on any machine (``--export``, :mod:`~falcon_h1r.sections.sft_ablation_export`).
+the exported records on any machine (``python -m falcon_h1r.sections.sft_ablation_export``).
 
 The statistics and the report beside the paper are :mod:`falcon_h1r.sections.sft_findings`.
 """
@@ -546,9 +546,6 @@ def main(argv: list[str] | None = None) -> int:
                     "the runs (a small model leaves a GPU mostly idle)")
     ap.add_argument("--shard", default="0/1", help="i/n: compute only every n-th missing run from i (set by --workers)")
     ap.add_argument("--probe", action="store_true", help="time one reference arm (seed 0) and print what it learnt")
-    ap.add_argument("--export", action="store_true", help="write the finished grid of the section's _work folder "
-                    "(and the cached common start) as notebook 02's records, so the notebook renders it on any "
-                    "machine; no model is trained (sft_ablation_export)")
     ap.add_argument("--report", default=None, metavar="WORK_DIR", help="print what a work folder's rows say so far "
                     "(per arm: pass@1, final loss, diverged runs; the verdict) and exit; no model, no GPU")
     args = ap.parse_args(argv)
@@ -575,14 +572,6 @@ def main(argv: list[str] | None = None) -> int:
         load_grids(load_preset(args.preset, overrides))  # the preset, its blocks and grids, before any work
         if args.probe:
             print(json.dumps(probe(args.preset, overrides)))
-            return 0
-        if args.export:
-            from falcon_h1r.sections.sft_ablation_export import GridIncomplete, export_grid
-            try:
-                print(json.dumps(export_grid(args.preset, overrides)))
-            except GridIncomplete as exc:
-                print(f"sft_ablations: {exc}", file=sys.stderr)
-                return 3
             return 0
         if args.workers > 1:
             res = run_ablations_parallel(args.preset, overrides, workers=args.workers, budget_s=args.budget_s)
