@@ -188,7 +188,8 @@ def test_scoreboard_writes_csv_md_and_counts(tmp_path):
     (tmp_path / "tiny" / "02_sft").mkdir(parents=True)
     (tmp_path / "tiny" / "02_sft" / "summary.json").write_text(json.dumps(
         {**_est(0.10, 0.05).summary("single_minus_multi_teacher_acc"), "n12_minus_n4_acc": -0.2,
-         "ablation_reference_acc": 0.3, "rollouts_distinct_correct_traces_n12_over_n4": 2.0}))  # preconditions met
+         "ablation_reference_acc": 0.3, "ablation_reference_minus_start_acc": 0.1,
+         "rollouts_distinct_correct_traces_n12_over_n4": 2.0}))  # preconditions met
     counts = scoreboard.write_scoreboard("tiny", tmp_path)
     total = len(claims.load_claims())
     assert counts["claims_total"] == total

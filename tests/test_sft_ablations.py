@@ -317,7 +317,8 @@ def test_every_axis_estimate_is_the_protocols_paired_difference_and_names_its_cl
     grids = load_grids(load_preset("tiny", {"sft_ablations.grid_seeds": {g: [0, 1, 2, 3, 4] for g in GRIDS}}),
                        PAPER_SFT_LR)
     block = SFTAblations(hard_levels=[2], easy_levels=[1])
-    start = {"acc": 0.0, "acc_code": 0.1, "acc_math": 0.0, "outcomes": [0] * 60}
+    start = {"acc": 0.0, "acc_code": 0.1, "acc_math": 0.0, "outcomes": [0] * 60,
+             "outcome_ids": rows[0]["outcome_ids"]}
     est = axis_estimates(rows, grids, block, start)
 
     def mat(grid, arm, keep=None):
@@ -346,13 +347,16 @@ def test_every_axis_estimate_is_the_protocols_paired_difference_and_names_its_cl
     curve = est["balanced_minus_per_rank_curve_acc"]
     assert curve.n_problems == 120 and curve.mean > 0.1  # two steps after the start x 60 problems
     assert est["ablation_reference_acc"].mean == pytest.approx(mat("rollouts", "n=4").mean())
+    # the start answered nothing here: the reference arm minus the start is the arm's accuracy, paired by problem
+    assert est["ablation_reference_minus_start_acc"].mean == pytest.approx(mat("rollouts", "n=4").mean())
+    assert est["ablation_reference_minus_start_acc"].n_problems == 60
 
 
 def test_the_summary_holds_every_key_the_02_claims_read_and_the_protocols_companions():
     rows = _fake_rows(seeds=(0, 1, 2))
     preset = load_preset("tiny", {"sft_ablations.seeds": [0, 1, 2]})
     grids, block = load_grids(preset, PAPER_SFT_LR), load_ablations(preset)
-    start = {"acc": 0.0, "acc_code": 0.0, "acc_math": 0.0, "outcomes": [0] * 60}
+    start = {"acc": 0.0, "acc_code": 0.0, "acc_math": 0.0, "outcomes": [0] * 60, "outcome_ids": rows[0]["outcome_ids"]}
     summary, est = ablation_summary(rows, grids, block, start, "qa_pretrain: test")
     needed = set()
     for c in claims.load_claims():
@@ -374,6 +378,11 @@ def test_the_summary_holds_every_key_the_02_claims_read_and_the_protocols_compan
     assert by["sft_larger_lr_better"]["status"] in ("reproduced", "partly")
     beside = findings_table(__import__("pandas").DataFrame(rows_), grids)
     assert set(beside["axis"]) == set(GRIDS) and beside["status"].notna().all()
+    # a reference arm far below its start (the arms undo it): the same claims are not testable
+    undone, _ = ablation_summary(rows, grids, block, {**start, "acc": 1.0, "outcomes": [1] * 60}, "chat: test")
+    assert undone["ablation_reference_minus_start_acc"] < -0.05
+    by = {r["id"]: r for r in claims.evaluate(claims.load_claims(), {"02_sft": undone})}
+    assert by["sft_larger_lr_better"]["status"] == "not_testable"
 
 
 def test_curves_and_rank_skew():

@@ -189,6 +189,11 @@ def axis_estimates(rows: Sequence[Row], grids: Sequence[Grid], block: SFTAblatio
     if ref:
         (m,) = outcome_matrix([ref], sorted(ref))
         est["ablation_reference_acc"] = arm_mean(m)
+        # the reference arm against the start it was fine-tuned from, paired by problem: far below it, the arms
+        # measure how much fine-tuning undoes the start (the 'regress' verdict of the probe), not the §2 effects
+        if "outcome_ids" in start_eval:
+            start_arm = {s: {**start_eval, "arm": "common start"} for s in ref}
+            est["ablation_reference_minus_start_acc"] = _difference(ref, start_arm)
         for name, keep in (("code", lambda lv, d: d == "code"), ("hard", lambda lv, d: lv in hard)):
             est[f"ablation_reference_acc_{name}"] = arm_mean(outcome_matrix([ref], sorted(ref), keep)[0])
     return {k: v for k, v in est.items() if v is not None}
