@@ -230,6 +230,11 @@ class TasksConfig:
         return sorted({lv for d in self.domains for lv in self.levels(d)})
 
 
+# The learning-rate decays after the warm-up that falcon_h1r.sft's schedule accepts (sft_ablations.start_lr_decay
+# picks one for the SFT ablations' common start): "linear" to 0 (paper Table 1) or "constant" (a mid-run checkpoint).
+LR_DECAYS = ("linear", "constant")
+
+
 @dataclass
 class TrainConfig:
     """The base SFT run that trains the preset's model from scratch (or fine-tunes a checkpoint)."""

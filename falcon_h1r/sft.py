@@ -35,7 +35,7 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from falcon_h1r.config import TrainConfig
+from falcon_h1r.config import LR_DECAYS, TrainConfig
 from falcon_h1r.distributed import (DistContext, all_reduce_sum, batch_units, check_normalization, micro_batches,
                                     no_sync_unless, normalized_loss, shard_indices, unwrap)
 from falcon_h1r.packed_mamba import enable_packed_mamba
@@ -253,9 +253,6 @@ def per_sample_losses(model: torch.nn.Module, examples: Sequence[Example], pad_i
 
 
 # ============================================================================== schedule and history
-LR_DECAYS = ("linear", "constant")
-
-
 def linear_warmup_schedule(step: int, total: int, warmup_frac: float, decay: str = "linear") -> float:
     """LR multiplier: linear warm-up over ``warmup_frac`` of the steps, then linear decay to 0 (``decay="linear"``,
     paper Table 1) or flat (``"constant"``: a checkpoint taken mid-run, before any annealing, so that a later

@@ -483,9 +483,9 @@ def test_sweep_report_reads_a_partial_work_folder_and_the_floor_record_becomes_t
 def test_the_loss_shock_and_the_probe_verdicts():
     from falcon_h1r.sections.sft_ablations import loss_shock, probe_verdict
 
-    assert loss_shock([0.1] * 10, None) == 1.0
-    assert loss_shock([0.1, 0.3, 0.2] + [0.05] * 7, None) == 3.0
-    assert loss_shock([], 0.2) is None and loss_shock([math.nan] * 4, None) is None
+    assert loss_shock([0.1] * 10) == 1.0
+    assert loss_shock([0.1, 0.3, 0.2] + [0.05] * 7) == 3.0
+    assert loss_shock([]) is None and loss_shock([math.nan] * 4) is None
     assert probe_verdict(0.2, start_acc=0.22) == "ok" and probe_verdict(0.2, start_acc=0.3).startswith("regress")
     assert probe_verdict(0.01, start_acc=0.3).startswith("floor")
 

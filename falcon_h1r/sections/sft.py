@@ -32,8 +32,9 @@ from falcon_h1r.results import RESULTS_ROOT, SectionWriter, read_json
 from falcon_h1r.sections.common import BaseModel, get_base_models, model_device
 from falcon_h1r.sections.common import open_section as common_open_section
 from falcon_h1r.sections.sft_ablation_data import describe_start
+from falcon_h1r.sections.sft_ablation_export import write_grid_records
 from falcon_h1r.sections.sft_ablations import (Grid, SFTAblations, ablation_setup, load_ablations, prepare,
-                                               resolve_grids, run_all)
+                                               resolve_grids, run_all, start_record)
 from falcon_h1r.sections.sft_findings import ablation_summary, arm_table, findings_table
 from falcon_h1r.sections.sft_findings import curves as normalization_curves
 from falcon_h1r.sft import SFTRecipe, collate_packed, examples_from_traces, per_sample_losses
@@ -298,9 +299,8 @@ def ablations(sec: Section) -> Ablations:
         ctx = ablation_setup(sec.cfg, writer.dir / "_work")
         prepare(ctx)
         grids, rows = run_all(ctx)
-        start = {**{k: v for k, v in ctx.start_info.items() if k != "recipe"}, "eval": ctx.start_eval()}
-        writer.records("ablation_rows", rows)
-        writer.json("ablation_start", start)
+        start = start_record(ctx)
+        write_grid_records(writer, rows, start)
         return Ablations(grids, rows, start, history=testbed_history(sec))
     if (writer.dir / "ablation_rows.jsonl").exists() and (writer.dir / "ablation_start.json").exists():
         rows = [json.loads(line) for line in (writer.dir / "ablation_rows.jsonl").read_text().splitlines()]
@@ -338,7 +338,7 @@ def floor_probe_note(rec: dict[str, Any]) -> str:
     commit = rec.get("provenance", {}).get("git", {}).get("commit", "?")[:7]
     st = rec["start"]
     start = (f"the `{rec['start_corpus']}` start ({st['steps']} steps"
-             f"{', rate annealed to 0' if rec['start_corpus'] == 'chat' else ''}, held-out pass@1 {rec['start_acc']:.3f})")
+             f"{', rate annealed to 0' if st.get('lr_decay') == 'linear' else ''}, held-out pass@1 {rec['start_acc']:.3f})")
     if "runs" not in rec:  # a single probe arm
         return (f"At commit {commit}, {start}: the probe's reference arm (our rate {rec['reference_arm_lr']:g}) scored "
                 f"{rec['reference_arm_acc']:.3f} after its steps. Verdict: {rec['verdict']}.")

@@ -23,8 +23,8 @@ from falcon_h1r.config import RecipeError, load_preset
 from falcon_h1r.results import RESULTS_ROOT, SectionWriter, section_dir
 from falcon_h1r.sections.common import cache_dir
 from falcon_h1r.sections.sft_ablation_data import start_key
-from falcon_h1r.sections.sft_ablations import (ablation_setup, grid_runs, load_ablations, load_rows, load_trainer,
-                                               resolve_grids)
+from falcon_h1r.sections.sft_ablations import (ablation_setup, grid_rows_in_order, grid_runs, load_ablations,
+                                               load_rows, load_trainer, resolve_grids, start_record)
 
 
 class GridIncomplete(RuntimeError):
@@ -50,22 +50,26 @@ def export_grid(preset_name: str, overrides: dict[str, Any] | None = None, *,
                           f"grid's first piece); nothing was written")
     done = load_rows(work / "ablation_rows.jsonl", ctx.run_key)
     grids, ref = resolve_grids(preset, done)
-    missing = [k for k in grid_runs(grids) if k not in done]
-    if ref is None or missing:
-        have = len(set(grid_runs(grids)) & set(done))
-        raise GridIncomplete(f"{work}: {have} of the {len(grid_runs(grids))} runs "
+    needed = grid_runs(grids)
+    have = len(set(needed) & set(done))
+    if ref is None or have < len(needed):
+        raise GridIncomplete(f"{work}: {have} of the {len(needed)} runs "
                              f"{'of the learning-rate grid ' if ref is None else ''}have a row for run key "
                              f"{ctx.run_key}; run the grid again (scripts/gpu_sft_grid.sh {preset_name}); nothing "
                              f"was written")
-    rows = [{**done[(a.key(), s)], "arm": a.name, "grid": g.name} for g in grids for a, s in g.runs()]
-    start = {**{k: v for k, v in ctx.start_info.items() if k != "recipe"}, "eval": ctx.start_eval()}
+    rows = grid_rows_in_order(grids, done)
     writer = SectionWriter(preset_name, "02_sft", root=root)
-    writer.records("ablation_rows", rows)
-    writer.json("ablation_start", start)
+    write_grid_records(writer, rows, start_record(ctx))
     computed_on = sorted({f"{r.get('computed_on', {}).get('commit', '?')[:7]} on "
                           f"{r.get('computed_on', {}).get('device', '?')}" for r in rows})
     return {"preset": preset_name, "rows": len(rows), "reference_lr_paper": ref, "run_key": ctx.run_key,
             "start_key": key, "computed_on": computed_on, "dir": str(writer.dir)}
+
+
+def write_grid_records(writer: SectionWriter, rows: list[dict[str, Any]], start: dict[str, Any]) -> None:
+    """The two records notebook 02 renders a grid from: ``ablation_rows.jsonl`` and ``ablation_start.json``."""
+    writer.records("ablation_rows", rows)
+    writer.json("ablation_start", start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["GridIncomplete", "export_grid", "main"]
+__all__ = ["GridIncomplete", "export_grid", "main", "write_grid_records"]
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
-from falcon_h1r.config import Preset, RecipeError, load_recipe_grid, parse
+from falcon_h1r.config import LR_DECAYS, Preset, RecipeError, load_recipe_grid, parse
 from falcon_h1r.tasks import LEVELS
 
 GRIDS = ("learning_rate", "rollouts", "incorrect", "teachers", "weighting", "mixture", "normalization")
@@ -28,7 +28,6 @@ PAPER_HIDDEN_SIZE = 3072
 # ============================================================================== the preset block
 BASES_SOURCES = ("train", "committed")  # sft_ablations.bases
 START_CORPORA = ("answers", "traces", "chat")  # sft_ablations.start_corpus
-START_LR_DECAYS = ("linear", "constant")  # sft_ablations.start_lr_decay (falcon_h1r.sft.LR_DECAYS)
 # Below this held-out pass@1 an arm sits at the testbed's floor: the claims' precondition (papers/claims.yaml,
 # ablation_reference_acc >= 0.05) and the level under which the learning-rate grid is not read by accuracy.
 FLOOR_ACC = 0.05
@@ -93,9 +92,9 @@ class SFTAblations:
         if self.start_corpus not in START_CORPORA:
             raise RecipeError(f"sft_ablations.start_corpus: {self.start_corpus!r} not accepted; use one of "
                               f"{', '.join(START_CORPORA)}")
-        if self.start_lr_decay not in START_LR_DECAYS:
+        if self.start_lr_decay not in LR_DECAYS:
             raise RecipeError(f"sft_ablations.start_lr_decay: {self.start_lr_decay!r} not accepted; use one of "
-                              f"{', '.join(START_LR_DECAYS)}")
+                              f"{', '.join(LR_DECAYS)}")
         if self.bases not in BASES_SOURCES:
             raise RecipeError(f"sft_ablations.bases: {self.bases!r} not accepted; use one of {', '.join(BASES_SOURCES)}")
         for name in ("steps", "batch_size", "problems_per_domain", "eval_per_domain", "eval_samples", "mup_base_width",
@@ -299,5 +298,5 @@ def grid_runs(grids: list[Grid]) -> list[tuple[str, int]]:
     return list(dict.fromkeys((a.key(), s) for g in grids for a, s in g.runs()))
 
 
-__all__ = ["Arm", "FLOOR_ACC", "GRIDS", "START_CORPORA", "START_LR_DECAYS", "Grid", "PAPER_HIDDEN_SIZE", "PAPER_SFT_LR", "SFTAblations", "best_lr_paper", "grid_runs",
+__all__ = ["Arm", "FLOOR_ACC", "GRIDS", "START_CORPORA", "Grid", "PAPER_HIDDEN_SIZE", "PAPER_SFT_LR", "SFTAblations", "best_lr_paper", "grid_runs",
            "load_ablations", "load_grid", "load_grids", "reference_arm"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -251,9 +252,10 @@ def _run_arm(ctx: AblationContext, arm: Arm, seed: int) -> dict[str, Any]:
             "train_tokens_per_s": round(hist.input_tokens / max(hist.wall_s, 1e-9), 1), "n_records": len(records),
             **{f"data_{k}": v for k, v in stats.items()}, "curve": curve,
             "loss_curve": {"step": hist.steps, "loss": hist.loss},
-            "rank_tokens_max_over_min": [round(x, 4) for x in skew], "computed_on": computed_on()}
+            "rank_tokens_max_over_min": [round(x, 4) for x in skew], "computed_on": dict(computed_on())}
 
 
+@functools.cache
 def computed_on() -> dict[str, Any]:
     """Where a row was computed (the commit and the device), so rows exported on another machine keep it."""
     from falcon_h1r.env import device_info, git_state
@@ -383,10 +385,20 @@ def run_all(ctx: AblationContext, *, progress: bool = True, deadline: float | No
             time.sleep(poll_s)  # another worker is finishing its share of the learning_rate grid
     if ref is not None:
         _run_share(ctx, grids, done, shard, deadline, progress)
-    done = load_rows(work, ctx.run_key)
-    rows = [{**done[(a.key(), s)], "arm": a.name, "grid": g.name} for g in grids for a, s in g.runs()
+    return grids, grid_rows_in_order(grids, load_rows(work, ctx.run_key))
+
+
+def grid_rows_in_order(grids: Sequence[Grid], done: Mapping[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``done`` the grids show, grid by grid and arm by arm, each named by its grid and arm (a run that
+    several grids share appears once per grid): what notebook 02 records as ``ablation_rows.jsonl``."""
+    return [{**done[(a.key(), s)], "arm": a.name, "grid": g.name} for g in grids for a, s in g.runs()
             if (a.key(), s) in done]
-    return grids, rows
+
+
+def start_record(ctx: AblationContext) -> dict[str, Any]:
+    """The common start as notebook 02 records it (``ablation_start.json``): how it was trained, and its held-out
+    evaluation under ``eval``."""
+    return {**{k: v for k, v in ctx.start_info.items() if k != "recipe"}, "eval": ctx.start_eval()}
 
 
 def _preset_context(preset_name: str, overrides: dict[str, Any] | None, progress: bool,
@@ -446,7 +458,7 @@ def probe(preset_name: str, overrides: dict[str, Any] | None = None) -> dict[str
     row = run_arm(ctx, replace(reference_arm("probe", lr_paper), curve=True), 0)
     runs = len(grid_runs(load_grids(ctx.preset, PAPER_SFT_LR)))
     per_run = row["train_wall_s"] + row["eval_wall_s"]
-    shock = loss_shock(row.get("loss_curve", {}).get("loss", []), ctx.start_info.get("loss_last"))
+    shock = loss_shock(row.get("loss_curve", {}).get("loss", []))
     return {"preset": preset_name, "device": str(ctx.device), "setup_s": round(t_setup, 1), "lr": row["lr"],
             "lr_paper": lr_paper, "start_train_s": ctx.start_info.get("train_wall_s"), "start_acc": start_eval["acc"],
             "start_lr_decay": ctx.recipe.start_lr_decay, "start_loss_last": ctx.start_info.get("loss_last"),
@@ -458,15 +470,14 @@ def probe(preset_name: str, overrides: dict[str, Any] | None = None) -> dict[str
             "start_corpus": ctx.recipe.start_corpus, "verdict": probe_verdict(row["acc"], start_acc=start_eval["acc"])}
 
 
-def loss_shock(losses: Sequence[float], start_loss: float | None, head: float = 0.2) -> float | None:
-    """How far an arm's first steps throw the start off: the highest training loss in the first ``head`` of the
-    run over the run's first loss (or the start's last loss when there is no first). About 1 when the arm simply
-    continues the start; the annealed chat start at small gave ~2.8 at the lowest rate (f37288b)."""
+def loss_shock(losses: Sequence[float], head: float = 0.2) -> float | None:
+    """How far an arm's first steps throw the start off: the highest finite training loss in the first ``head`` of
+    the run over the first one; None without a positive finite loss there. About 1 when the arm simply continues
+    the start; the annealed chat start at small gave 3.0 at the lowest rate (f37288b, mean over its 5 seeds)."""
     xs = [float(x) for x in losses[:max(2, int(len(losses) * head))] if x is not None and math.isfinite(float(x))]
-    ref = xs[0] if xs else start_loss
-    if not xs or not ref or not math.isfinite(ref) or ref <= 0:
+    if not xs or xs[0] <= 0:
         return None
-    return round(max(xs) / ref, 3)
+    return round(max(xs) / xs[0], 3)
 
 
 def probe_verdict(acc: float, who: str = "the reference arm", start_acc: float | None = None) -> str:
@@ -513,7 +524,7 @@ def sweep_report(work_dir: str | Path) -> dict[str, Any]:
                       "acc_mean": round(sum(r["acc"] for r in rs) / len(rs), 4), "acc_max": round(max(r["acc"] for r in rs), 4),
                       "train_loss_final_mean": round(sum(losses) / len(losses), 4) if losses else None,
                       "diverged_runs": len(rs) - len(losses),
-                      "loss_shock_mean": _mean_or_none([loss_shock(r.get("loss_curve", {}).get("loss", []), None)
+                      "loss_shock_mean": _mean_or_none([loss_shock(r.get("loss_curve", {}).get("loss", []))
                                                         for r in rs]),
                       "entropy_mean": round(sum(ents) / len(ents), 4) if ents else None,
                       "mean_response_tokens": round(sum(r["mean_response_tokens"] for r in rs) / len(rs), 1)})
@@ -585,8 +596,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["AblationContext", "Arm", "GRIDS", "Grid", "REFERENCE_TEACHER", "ROW_VERSION", "SFTAblations",
-           "ablation_setup", "append_row", "computed_on", "grid_runs", "load_ablations", "load_grid", "load_grids", "load_rows",
-           "load_trainer", "loss_shock", "main", "prepare", "probe", "probe_verdict", "reference_arm", "resolve_grids", "run_ablations",
+           "ablation_setup", "append_row", "computed_on", "grid_rows_in_order", "grid_runs", "load_ablations", "load_grid", "load_grids", "load_rows",
+           "load_trainer", "loss_shock", "main", "prepare", "probe", "probe_verdict", "reference_arm", "resolve_grids", "run_ablations", "start_record",
            "run_ablations_parallel", "run_all", "run_arm", "run_grid", "sweep_report"]
 
 
