@@ -29,6 +29,7 @@ HEADLINES: list[tuple[str, str, str, str]] = [
     ("01_data_curation", "contamination_pct", "contamination vs held-out sets (%)", "{:.3f}"),
     ("01_data_curation", "contamination_planted_found_fraction", "contamination check: planted copies found", "{:.2f}"),
     ("02_sft", "ablation_seeds", "SFT ablations: seeds per arm", "{:.0f}"),
+    ("02_sft", "ablation_runs_missing", "SFT ablations: grid runs not yet run", "{:.0f}"),
     ("02_sft", "larger_minus_smaller_lr_acc", "SFT: largest minus smallest learning rate (acc)", "{:+.3f}"),
     ("02_sft", "balanced_minus_per_rank_heldout_acc", "SFT: balanced minus per-rank normalization (acc)", "{:+.3f}"),
     ("02_sft", "dp_tokens_per_rank_max_over_min", "SFT: supervised tokens per rank, max / min", "{:.1f}"),

@@ -318,6 +318,22 @@ def ablations(sec: Section) -> Ablations:
 TESTBED_RECORDS = ("ablation_floor_probe.json", "ablation_traces_probe.json", "ablation_chat_annealed_probe.json")
 
 
+def unfinished_grid_note(start: dict[str, Any] | None, preset: str) -> str | None:
+    """What an unfinished grid (``sft_ablation_export --partial``) lacks, from ``ablation_start.json``'s
+    ``grid_runs``; None when every run is in."""
+    runs = (start or {}).get("grid_runs")
+    if not runs:
+        return None
+    by_arm: dict[str, list[int]] = {}
+    for m in runs["missing"]:
+        by_arm.setdefault(f"{'/'.join(m['grids'])}: {m['arm']}", []).append(m["seed"])
+    arms = "; ".join(f"{a} (seeds {', '.join(map(str, sorted(s)))})" for a, s in sorted(by_arm.items()))
+    return (f"**This grid is unfinished**: {runs['done']} of its {runs['needed']} runs have a row (the GPU time ran "
+            f"out). Not yet run: {arms}. Every comparison below that needs those arms has no estimate, and its "
+            f"claims stay *not run*, until `bash scripts/gpu_sft_grid.sh {preset}` finishes them from the same "
+            f"start.")
+
+
 def testbed_history(sec: Section) -> str | None:
     """The starts this preset's grid tried before its current one, each in a sentence from its record, and the
     start it uses now; None when there are no such records (tiny)."""
@@ -362,6 +378,12 @@ def ablation_tables(sec: Section, abl: Ablations) -> AblationTables:
     """Per-arm table and every axis' estimate (``sft_findings``), with the summary keys the 02_sft claims read."""
     summary, est = ablation_summary(abl.rows, abl.grids, sec.ablations, abl.start["eval"],
                                     describe_start(abl.start))
+    missing = abl.start.get("grid_runs", {}).get("missing", [])
+    # an unfinished grid (sft_ablation_export --partial); both keys always written, so that a summary merged
+    # into the committed one (falcon-h1r reproduce's staging copy) never keeps a finished grid's stale list
+    summary["ablation_runs_missing"] = len(missing)
+    summary["ablation_arms_not_run"] = "; ".join(sorted({f"{g}/{m['arm']}" for m in missing
+                                                         for g in m["grids"]})) or "none"
     return AblationTables(arm_table(abl.rows, abl.grids), summary, est, len(abl.start["eval"]["outcomes"]))
 
 
@@ -401,5 +423,5 @@ def gpu_record(name: str) -> dict[str, Any] | None:
 
 
 __all__ = ["AblationTables", "Ablations", "BaseAccuracy", "GPU_RECORDS_DIR", "SECTION", "Section", "ablation_tables",
-           "ablations", "axis_findings", "checkpoint_benchmarks", "claim_rows", "TESTBED_RECORDS", "floor_probe_note", "testbed_history", "is_checkpoint", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
+           "ablations", "axis_findings", "checkpoint_benchmarks", "claim_rows", "TESTBED_RECORDS", "floor_probe_note", "testbed_history", "unfinished_grid_note", "is_checkpoint", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
            "base_training", "curves", "gpu_record", "load_recipe", "open_section", "trainer_checks"]

@@ -1,5 +1,6 @@
 """Section 02's finished ablation grid, from its work folder to the section's committed records, on any machine:
-``python -m falcon_h1r.sections.sft_ablation_export --preset small`` (exit 3 while runs are missing, 2 on bad input).
+``python -m falcon_h1r.sections.sft_ablation_export --preset small`` (exit 3 while runs are missing, 2 on bad input;
+``--partial`` writes the finished runs of an unfinished grid, naming the missing ones).
 
 Why: the grid needs a GPU, but notebook 02's analysis of it (paired differences, intervals, claims, figures) does
 not. A device call's minutes are better spent on runs than on the notebook, so the GPU piece
@@ -9,7 +10,10 @@ own compute path writes them (:func:`falcon_h1r.sections.sft.ablations`). Then
 ``falcon-h1r reproduce --preset small --sections 02`` renders the whole analysis on a CPU machine.
 
 Nothing is computed here: the common start must be in the cache (it is not retrained), its evaluation and every
-run of the grids must be in the work folder; otherwise it says what is missing and writes nothing.
+run of the grids must be in the work folder; otherwise it says what is missing and writes nothing. With
+``--partial`` (a grid whose device time ran out) the runs that finished are written and ``ablation_start.json``
+lists the missing ones under ``grid_runs``, so the notebook shows every axis it can compare and names the arms it
+cannot (their claims stay "not testable": their summary keys are absent); the reference rate must be known.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from falcon_h1r.config import RecipeError, load_preset
 from falcon_h1r.results import RESULTS_ROOT, SectionWriter, section_dir
 from falcon_h1r.sections.common import cache_dir
 from falcon_h1r.sections.sft_ablation_data import start_key
+from falcon_h1r.sections.sft_ablation_recipes import Grid
 from falcon_h1r.sections.sft_ablations import (ablation_setup, grid_rows_in_order, grid_runs, load_ablations,
                                                load_rows, load_trainer, resolve_grids, start_record)
 
@@ -32,10 +37,11 @@ class GridIncomplete(RuntimeError):
 
 
 def export_grid(preset_name: str, overrides: dict[str, Any] | None = None, *,
-                root: Path = RESULTS_ROOT) -> dict[str, Any]:
+                root: Path = RESULTS_ROOT, partial: bool = False) -> dict[str, Any]:
     """Write ``ablation_rows.jsonl`` and ``ablation_start.json`` of ``results/<preset>/02_sft/`` from the section's
     ``_work`` folder. Raises :class:`RecipeError` when the start or its evaluation is absent, and
-    :class:`GridIncomplete` when runs are missing; returns what was written."""
+    :class:`GridIncomplete` when runs are missing (unless ``partial``, which still needs the learning-rate grid
+    that sets the reference rate); returns what was written."""
     preset = load_preset(preset_name, overrides)
     work = section_dir(preset_name, "02_sft", root) / "_work"
     key = start_key(preset, load_ablations(preset), load_trainer(preset))
@@ -52,18 +58,34 @@ def export_grid(preset_name: str, overrides: dict[str, Any] | None = None, *,
     grids, ref = resolve_grids(preset, done)
     needed = grid_runs(grids)
     have = len(set(needed) & set(done))
-    if ref is None or have < len(needed):
+    if ref is None or (have < len(needed) and not partial):
         raise GridIncomplete(f"{work}: {have} of the {len(needed)} runs "
                              f"{'of the learning-rate grid ' if ref is None else ''}have a row for run key "
                              f"{ctx.run_key}; run the grid again (scripts/gpu_sft_grid.sh {preset_name}); nothing "
                              f"was written")
     rows = grid_rows_in_order(grids, done)
     writer = SectionWriter(preset_name, "02_sft", root=root)
-    write_grid_records(writer, rows, start_record(ctx))
+    missing = missing_runs(grids, done)
+    start = start_record(ctx)
+    if missing:
+        start["grid_runs"] = {"done": have, "needed": len(needed), "missing": missing}
+    write_grid_records(writer, rows, start)
     computed_on = sorted({f"{r.get('computed_on', {}).get('commit', '?')[:7]} on "
                           f"{r.get('computed_on', {}).get('device', '?')}" for r in rows})
     return {"preset": preset_name, "rows": len(rows), "reference_lr_paper": ref, "run_key": ctx.run_key,
-            "start_key": key, "computed_on": computed_on, "dir": str(writer.dir)}
+            "start_key": key, "computed_on": computed_on, "missing_runs": len(missing), "dir": str(writer.dir)}
+
+
+def missing_runs(grids: Sequence[Grid], done: Mapping[tuple[str, int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The grids' runs with no row in ``done``, one entry per (arm, seed) run however many grids share it: its
+    grids, arm and seed."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for g in grids:
+        for a, s in g.runs():
+            if (a.key(), s) not in done:
+                entry = out.setdefault((a.key(), s), {"grids": [], "arm": a.name, "seed": s})
+                entry["grids"].append(g.name)
+    return list(out.values())
 
 
 def write_grid_records(writer: SectionWriter, rows: list[dict[str, Any]], start: dict[str, Any]) -> None:
@@ -82,13 +104,15 @@ def main(argv: list[str] | None = None) -> int:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--override", action="append", default=[], help="preset override key=value (YAML value)")
+    ap.add_argument("--partial", action="store_true",
+                    help="write the finished runs of an unfinished grid and list the missing ones")
     args = ap.parse_args(argv)
     bad = [o for o in args.override if "=" not in o]
     if bad:
         ap.error(f"--override {bad[0]!r}: expected key=value, e.g. sft_ablations.steps=60")
     try:
         overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
-        print(json.dumps(export_grid(args.preset, overrides)))
+        print(json.dumps(export_grid(args.preset, overrides, partial=args.partial)))
     except (RecipeError, yaml.YAMLError) as exc:
         print(f"sft_ablation_export: {exc}", file=sys.stderr)
         return 2
@@ -98,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["GridIncomplete", "export_grid", "main", "write_grid_records"]
+__all__ = ["GridIncomplete", "export_grid", "main", "missing_runs", "write_grid_records"]
 
 
 if __name__ == "__main__":

@@ -271,7 +271,7 @@ def ablation_summary(rows: Sequence[Row], grids: Sequence[Grid], block: SFTAblat
                 "ablation_steps": block.steps, "ablation_batch_size": block.batch_size,
                 "ablation_eval_problems": len(start_eval["outcomes"]), "ablation_eval_samples": block.eval_samples,
                 "ablation_runs": len({(r["arm_key"], r["seed"]) for r in rows})})
-    out.update(mechanism_keys(rows))
+    out.update(mechanism_keys(rows, start_eval))
     skew = rank_skew(rows)
     if skew:
         out.update({"dp_tokens_per_rank_max_over_min": skew["median"],
@@ -284,9 +284,12 @@ def ablation_summary(rows: Sequence[Row], grids: Sequence[Grid], block: SFTAblat
     return out, est
 
 
-def mechanism_keys(rows: Sequence[Row]) -> dict[str, float]:
+def mechanism_keys(rows: Sequence[Row], start_eval: Row | None = None) -> dict[str, float]:
     """What the testbed gives each mechanism to act on (the claims' preconditions): distinct correct training
-    traces with n = 12 over n = 4 rollouts, and wrong traces the with-incorrect arm keeps (means over seeds)."""
+    traces with n = 12 over n = 4 rollouts, wrong traces the with-incorrect arm keeps (means over seeds), and how
+    much of the start's accuracy on the other domain a single-domain arm keeps (math only on code, code only on
+    math; the smaller of the two, 1 when the start scores 0 on both): near 0, single-domain SFT erases the other domain and the transfer comparison
+    measures what each arm forgets (bounded by the start's level there), not what it transfers."""
     def mean_of(grid: str, arm: str, key: str) -> float | None:
         rs = grid_rows(rows, grid, arm)
         return statistics.fmean(r[key] for r in rs.values()) if rs else None
@@ -298,6 +301,12 @@ def mechanism_keys(rows: Sequence[Row]) -> dict[str, float]:
     kept = mean_of("incorrect", "with incorrect (hard)", "data_kept_incorrect")
     if kept is not None:
         out["ablation_incorrect_traces_kept"] = kept
+    on_code, on_math = mean_of("mixture", "math only", "acc_code"), mean_of("mixture", "code only", "acc_math")
+    if start_eval is not None and on_code is not None and on_math is not None:
+        # a domain the start scores 0 on has nothing to forget: that direction does not bound the retention
+        kept_shares = [arm / start_eval[k] for arm, k in ((on_code, "acc_code"), (on_math, "acc_math"))
+                       if start_eval.get(k)]
+        out["single_domain_offtarget_retention_min"] = min(kept_shares, default=1.0)
     return out
 
 

@@ -169,6 +169,8 @@ if abl.history:
 if abl.note:
     display(Markdown(abl.note))
 else:
+    if S.unfinished_grid_note(start, preset):
+        display(Markdown(S.unfinished_grid_note(start, preset)))
     se = start["eval"]
     display(Markdown(f"Ours ({preset} preset): the common start trained {start['steps']} steps x "
                      f"{start['batch_size']} documents ({start['tokens']:,} tokens, loss {start['loss_first']:.2f} -> "
@@ -191,7 +193,7 @@ if grids:
     summ = tables.summary
     display(Markdown(f"Reference rate (the learning-rate grid's best): {summ.get('ablation_reference_lr_paper', 0) * 1e6:.0f}e-6 "
                      f"in the paper's convention, {summ.get('ablation_reference_lr', 0):.4g} at our width. Every "
-                     f"axis' estimate ({summ['ablation_seeds']} seeds or more per arm, {n_heldout} held-out "
+                     f"axis' estimate ({int(arms['seeds'].min())} seeds or more per arm that ran, {n_heldout} held-out "
                      "problems):\n" + "\n".join(lines)))
 
 # %% [markdown]
@@ -211,6 +213,9 @@ if grids:
         rows_g = beside[beside.axis == g.name]
         display(Markdown(f"#### {g.name}: {g.question}\n**Paper:** {rows_g['paper_finding'].iloc[0] if len(rows_g) else ''}"))
         display(rows_g[["claim", "ours", "status", "reason"]])
+        if not any(r["grid"] == g.name for r in ablation_rows):
+            display(Markdown(f"No run of the {g.name} grid has a row yet (the grid is unfinished): no figure."))
+            continue
         fig = axis_figure(g, arms, ablation_rows, sizes, start["eval"],
                           f"Ours: {g.name}, {preset} preset (synthetic tasks), 95 % intervals over seeds and problems")
         writer.figure(f"ablation_{g.name}", fig)
@@ -224,7 +229,7 @@ if grids:
 # step with its 95 % interval (5 seeds at small), and how unequal the ranks' token counts were.
 
 # %%
-if any(g.name == "normalization" for g in grids):
+if any(r["grid"] == "normalization" for r in ablation_rows):
     curves = S.curves(abl)
     writer.table("normalization_curves", curves, caption=f"Ours ({preset} preset): held-out pass@1 over SFT steps "
                  "(step 0: the common start), 4 simulated DP ranks, mean over seeds and problems with 95 % interval")
