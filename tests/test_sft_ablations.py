@@ -602,3 +602,16 @@ def test_export_writes_the_notebooks_records_from_a_finished_work_folder_and_not
     start = json.loads((out / "ablation_start.json").read_text())
     assert start["eval"]["acc"] == 0.1 and start["steps"] == 2 and "recipe" not in start
     assert "grid_runs" not in start and unfinished_grid_note(start, "tiny") is None and rec["missing_runs"] == 0
+    # the probe that gated the grid travels with the start, and the notebook says its verdict from its numbers
+    from falcon_h1r.sections.sft import probe_note
+
+    assert "probe" not in start and probe_note(start) is None
+    key = json.loads((out / "ablation_start.json").read_text())["key"]
+    (out / "_work" / f"probe-{key}.json").write_text(json.dumps(
+        {"lr": 0.0015, "lr_paper": 128e-6, "start_acc": 0.2333, "acc": 0.2481, "loss_shock": 1.494, "verdict": "ok"}))
+    export_grid("tiny", over, root=tmp_path)
+    start = json.loads((out / "ablation_start.json").read_text())
+    assert start["probe"]["verdict"] == "ok"
+    assert probe_note(start) == ("Before the grid, the probe trained the reference arm at the gentlest rate (ours "
+                                 "0.0015, 128e-6 in the paper's convention) from this start: pass@1 0.233 -> 0.248, "
+                                 "its training loss x1.5 in its first steps (`loss_shock`); verdict: ok.")

@@ -318,6 +318,18 @@ def ablations(sec: Section) -> Ablations:
 TESTBED_RECORDS = ("ablation_floor_probe.json", "ablation_traces_probe.json", "ablation_chat_annealed_probe.json")
 
 
+def probe_note(start: dict[str, Any] | None) -> str | None:
+    """The probe that gated this start's grid (``ablation_start.json``'s ``probe``), in one sentence from its
+    numbers; None when the grid ran without one (the notebook's own compute path, tiny)."""
+    pr = (start or {}).get("probe")
+    if not pr:
+        return None
+    return (f"Before the grid, the probe trained the reference arm at the gentlest rate (ours {pr['lr']:g}, "
+            f"{pr['lr_paper'] * 1e6:.0f}e-6 in the paper's convention) from this start: pass@1 {pr['start_acc']:.3f} "
+            f"-> {pr['acc']:.3f}, its training loss x{pr['loss_shock']:.1f} in its first steps (`loss_shock`); "
+            f"verdict: {pr['verdict']}.")
+
+
 def unfinished_grid_note(start: dict[str, Any] | None, preset: str) -> str | None:
     """What an unfinished grid (``sft_ablation_export --partial``) lacks, from ``ablation_start.json``'s
     ``grid_runs``; None when every run is in."""
@@ -423,5 +435,5 @@ def gpu_record(name: str) -> dict[str, Any] | None:
 
 
 __all__ = ["AblationTables", "Ablations", "BaseAccuracy", "GPU_RECORDS_DIR", "SECTION", "Section", "ablation_tables",
-           "ablations", "axis_findings", "checkpoint_benchmarks", "claim_rows", "TESTBED_RECORDS", "floor_probe_note", "testbed_history", "unfinished_grid_note", "is_checkpoint", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
+           "ablations", "axis_findings", "checkpoint_benchmarks", "claim_rows", "TESTBED_RECORDS", "floor_probe_note", "testbed_history", "probe_note", "unfinished_grid_note", "is_checkpoint", "base_accuracy", "base_pass1_by_level", "base_pass1_estimates", "base_pass1_table", "base_summary",
            "base_training", "curves", "gpu_record", "load_recipe", "open_section", "trainer_checks"]

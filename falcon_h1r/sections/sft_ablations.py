@@ -41,7 +41,7 @@ from falcon_h1r.config import GenerationConfig, Preset, RecipeError, load_preset
 from falcon_h1r.curation import mixture_sample
 from falcon_h1r.env import seed_everything
 from falcon_h1r.evaluation import evaluate_outcomes
-from falcon_h1r.results import RESULTS_ROOT, section_dir
+from falcon_h1r.results import RESULTS_ROOT, read_json, section_dir
 from falcon_h1r.sections.common import cached_json, get_tokenizer, recipe_hash, task_sets, torch_threads
 from falcon_h1r.sections.sft_ablation_data import (ablation_problems, curate_pool, curation_recipe, get_start,
                                                    held_out_problems, pool_key, pool_records, problem_pass_rates,
@@ -397,8 +397,13 @@ def grid_rows_in_order(grids: Sequence[Grid], done: Mapping[tuple[str, int], dic
 
 def start_record(ctx: AblationContext) -> dict[str, Any]:
     """The common start as notebook 02 records it (``ablation_start.json``): how it was trained, and its held-out
-    evaluation under ``eval``."""
-    return {**{k: v for k, v in ctx.start_info.items() if k != "recipe"}, "eval": ctx.start_eval()}
+    evaluation under ``eval``, and the probe that gated the grid (``probe``: ``--probe``'s record for this start,
+    when ``scripts/gpu_sft_grid.sh`` ran it)."""
+    record = {**{k: v for k, v in ctx.start_info.items() if k != "recipe"}, "eval": ctx.start_eval()}
+    probe = ctx.work_dir / f"probe-{ctx.start_info.get('key')}.json"
+    if probe.exists():
+        record["probe"] = read_json(probe)
+    return record
 
 
 def _preset_context(preset_name: str, overrides: dict[str, Any] | None, progress: bool,

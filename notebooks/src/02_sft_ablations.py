@@ -169,14 +169,15 @@ if abl.history:
 if abl.note:
     display(Markdown(abl.note))
 else:
-    if S.unfinished_grid_note(start, preset):
-        display(Markdown(S.unfinished_grid_note(start, preset)))
     se = start["eval"]
     display(Markdown(f"Ours ({preset} preset): the common start trained {start['steps']} steps x "
                      f"{start['batch_size']} documents ({start['tokens']:,} tokens, loss {start['loss_first']:.2f} -> "
                      f"{start['loss_last']:.2f}, {start['train_wall_s']:.0f} s on {start['device']}); on the "
                      f"{len(se['outcomes'])} held-out problems it scores {se['acc']:.3f} ({start['kind']}). "
                      f"Example document:\n\n```\n{start['example_document'][:300]}\n```"))
+    for note in (S.probe_note(start), S.unfinished_grid_note(start, preset)):
+        if note:
+            display(Markdown(note))
 
 # %%
 if grids:
