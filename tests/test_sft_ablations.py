@@ -398,6 +398,36 @@ def test_the_summary_holds_every_key_the_02_claims_read_and_the_protocols_compan
     assert by["sft_math_led_mix_beats_balanced"]["status"] != "not_testable"
 
 
+def test_every_axis_figure_draws_and_the_start_is_drawn_per_group_of_problems():
+    """Each grid's figure renders with intervals; in the grouped panels the common start is the start's own
+    accuracy on that group of problems (e.g. its easy-level accuracy over the easy bars), not its overall one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from falcon_h1r.sections.sft_figures import axis_figure, start_by_group
+    from falcon_h1r.sections.sft_findings import arm_table, level_groups
+
+    rows = _fake_rows(seeds=(0, 1, 2))
+    preset = load_preset("tiny", {"sft_ablations.seeds": [0, 1, 2]})
+    grids, block = load_grids(preset, PAPER_SFT_LR), load_ablations(preset)
+    levels, domains = rows[0]["outcome_levels"], rows[0]["outcome_domains"]
+    outcomes = [1 if lv == 1 else 0 for lv in levels]  # the start solves every level-1 problem, no level-2 one
+    start = {"acc": 0.5, "outcomes": outcomes, "outcome_levels": levels, "outcome_domains": domains}
+    by_level = start_by_group(start, level_groups(block))
+    assert by_level and all(v in (0.0, 1.0) for v in by_level.values()) and len(set(by_level.values())) == 2
+    assert start_by_group(start, {"math": lambda lv, d: d == "math"}) == {
+        "math": float(np.mean([o for o, d in zip(outcomes, domains) if d == "math"]))}
+    arms = arm_table(rows, grids)
+    for g in grids:
+        fig = axis_figure(g, arms, rows, block, start, f"test {g.name}")
+        if g.name in ("rollouts", "incorrect", "weighting", "learning_rate"):
+            (segs,) = [c for c in fig.axes[1].collections if c.get_label() == "common start"]
+            assert sorted(float(seg[0][1]) for seg in segs.get_segments()) == sorted(by_level.values())
+        plt.close(fig)
+
+
 def test_curves_and_rank_skew():
     rows = _fake_rows(seeds=(0, 1, 2))
     c = curves(rows)

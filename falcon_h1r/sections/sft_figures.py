@@ -1,5 +1,5 @@
 """Notebook 02's figures of the §2 ablations: one per axis, every point with its 95 % interval from the statistical
-protocol (:mod:`falcon_h1r.sections.sft_findings`, :mod:`falcon_h1r.stats`), the common start as a dotted line.
+protocol (:mod:`falcon_h1r.sections.sft_findings`, :mod:`falcon_h1r.stats`), the common start as a dotted line (per group of problems in the grouped panels).
 Titles say whose numbers they are (ours, synthetic tasks, the preset)."""
 
 from __future__ import annotations
@@ -32,7 +32,19 @@ def _arms(ax: Any, df: pd.DataFrame, start_acc: float, x: Sequence[Any] | None =
     ax.set_ylabel("held-out pass@1 (T 0.6)")
 
 
-def _grouped(ax: Any, table: pd.DataFrame, start_acc: float | None = None) -> None:
+def start_by_group(start_eval: Row, groups: dict[str, Any]) -> dict[str, float]:
+    """The common start's held-out accuracy on each group of problems (the same predicates as the arms')."""
+    out = {}
+    for name, keep in groups.items():
+        vals = [o for o, lv, d in zip(start_eval["outcomes"], start_eval["outcome_levels"],
+                                      start_eval["outcome_domains"]) if keep(lv, d)]
+        if vals:
+            out[name] = float(np.mean(vals))
+    return out
+
+
+def _grouped(ax: Any, table: pd.DataFrame, start_by: dict[str, float] | None = None) -> None:
+    """Bars per group and arm; the common start's accuracy in each group as a dotted segment over that group."""
     groups = list(dict.fromkeys(table["group"]))
     arms = list(dict.fromkeys(table["arm"]))
     width = 0.8 / max(1, len(arms))
@@ -40,8 +52,10 @@ def _grouped(ax: Any, table: pd.DataFrame, start_acc: float | None = None) -> No
         sub = table[table.arm == a].set_index("group").reindex(groups).reset_index()
         ax.bar(np.arange(len(groups)) + i * width, sub["acc"], width, yerr=_err(sub), capsize=2, label=a)
     ax.set_xticks(np.arange(len(groups)) + width * (len(arms) - 1) / 2, groups, fontsize=8)
-    if start_acc is not None:
-        ax.axhline(start_acc, color="grey", ls=":", lw=1)
+    at = [(j, start_by[g]) for j, g in enumerate(groups) if start_by and g in start_by]
+    if at:
+        ax.hlines([y for _, y in at], [j - width / 2 for j, _ in at], [j + width * (len(arms) - 0.5) for j, _ in at],
+                  color="grey", ls=":", lw=1.2, label="common start")
     ax.legend(fontsize=7)
 
 
@@ -60,7 +74,8 @@ def axis_figure(grid: Grid, arms: pd.DataFrame, rows: Sequence[Row], block: SFTA
         _arms(axes[0], sub, start, x=sub["lr_paper"] * 1e6)
         axes[0].set_xscale("log", base=2)
         axes[0].set_xlabel("paper-convention rate (x1e-6), µP-scaled to our width")
-        _grouped(axes[1], group_table(rows, grid, level_groups(block)), start)
+        levels = level_groups(block)
+        _grouped(axes[1], group_table(rows, grid, levels), start_by_group(start_eval, levels))
     elif name == "teachers":
         _arms(axes[0], sub, start)
         ent = []
@@ -75,12 +90,13 @@ def axis_figure(grid: Grid, arms: pd.DataFrame, rows: Sequence[Row], block: SFTA
     elif name == "mixture":
         _arms(axes[0], sub, start)
         domains = sorted(set(rows[0]["outcome_domains"]))
-        table = group_table(rows, grid, {d: (lambda lv, dd, d=d: dd == d) for d in domains})
-        _grouped(axes[1], table)
+        by_domain = {d: (lambda lv, dd, d=d: dd == d) for d in domains}
+        _grouped(axes[1], group_table(rows, grid, by_domain), start_by_group(start_eval, by_domain))
         axes[1].set_ylabel("pass@1 by domain")
     else:  # rollouts, incorrect, weighting: the arms, then by difficulty
         _arms(axes[0], sub, start)
-        _grouped(axes[1], group_table(rows, grid, level_groups(block)), start)
+        levels = level_groups(block)
+        _grouped(axes[1], group_table(rows, grid, levels), start_by_group(start_eval, levels))
         axes[1].set_ylabel("pass@1 by difficulty")
     fig.suptitle(f"{title}\n{grid.question}", fontsize=9)
     fig.tight_layout()
@@ -108,4 +124,4 @@ def normalization_figure(rows: Sequence[Row], title: str) -> Any:
     return fig
 
 
-__all__ = ["axis_figure", "normalization_figure"]
+__all__ = ["axis_figure", "normalization_figure", "start_by_group"]
