@@ -55,7 +55,7 @@ def _grouped(ax: Any, table: pd.DataFrame, start_by: dict[str, float] | None = N
     at = [(j, start_by[g]) for j, g in enumerate(groups) if start_by and g in start_by]
     if at:
         ax.hlines([y for _, y in at], [j - width / 2 for j, _ in at], [j + width * (len(arms) - 0.5) for j, _ in at],
-                  color="grey", ls=":", lw=1.2, label="common start")
+                  color="black", ls=":", lw=1.2, zorder=3, label="common start")
     ax.legend(fontsize=7)
 
 
