@@ -414,7 +414,8 @@ def test_every_axis_figure_draws_and_the_start_is_drawn_per_group_of_problems():
     grids, block = load_grids(preset, PAPER_SFT_LR), load_ablations(preset)
     levels, domains = rows[0]["outcome_levels"], rows[0]["outcome_domains"]
     outcomes = [1 if lv == 1 else 0 for lv in levels]  # the start solves every level-1 problem, no level-2 one
-    start = {"acc": 0.5, "outcomes": outcomes, "outcome_levels": levels, "outcome_domains": domains}
+    start = {"acc": 0.5, "outcomes": outcomes, "outcome_levels": levels, "outcome_domains": domains,
+             "outcome_ids": rows[0]["outcome_ids"]}
     by_level = start_by_group(start, level_groups(block))
     assert by_level and all(v in (0.0, 1.0) for v in by_level.values()) and len(set(by_level.values())) == 2
     assert start_by_group(start, {"math": lambda lv, d: d == "math"}) == {

@@ -13,7 +13,7 @@ Nothing is computed here: the common start must be in the cache (it is not retra
 run of the grids must be in the work folder; otherwise it says what is missing and writes nothing. With
 ``--partial`` (a grid whose device time ran out) the runs that finished are written and ``ablation_start.json``
 lists the missing ones under ``grid_runs``, so the notebook shows every axis it can compare and names the arms it
-cannot (their claims stay "not testable": their summary keys are absent); the reference rate must be known.
+cannot (their claims stay "not run": their summary keys are absent); the reference rate must be known.
 """
 
 from __future__ import annotations
@@ -56,16 +56,15 @@ def export_grid(preset_name: str, overrides: dict[str, Any] | None = None, *,
                           f"grid's first piece); nothing was written")
     done = load_rows(work / "ablation_rows.jsonl", ctx.run_key)
     grids, ref = resolve_grids(preset, done)
-    needed = grid_runs(grids)
-    have = len(set(needed) & set(done))
-    if ref is None or (have < len(needed) and not partial):
+    needed, missing = grid_runs(grids), missing_runs(grids, done)
+    have = len(needed) - len(missing)
+    if ref is None or (missing and not partial):
         raise GridIncomplete(f"{work}: {have} of the {len(needed)} runs "
                              f"{'of the learning-rate grid ' if ref is None else ''}have a row for run key "
                              f"{ctx.run_key}; run the grid again (scripts/gpu_sft_grid.sh {preset_name}); nothing "
                              f"was written")
     rows = grid_rows_in_order(grids, done)
     writer = SectionWriter(preset_name, "02_sft", root=root)
-    missing = missing_runs(grids, done)
     start = start_record(ctx)
     if missing:
         start["grid_runs"] = {"done": have, "needed": len(needed), "missing": missing}

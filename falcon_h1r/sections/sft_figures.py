@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from falcon_h1r.sections.sft_ablation_recipes import Grid, SFTAblations
-from falcon_h1r.sections.sft_findings import curves, group_table, level_groups
+from falcon_h1r.sections.sft_findings import curves, group_table, level_groups, outcome_matrix
 from falcon_h1r.stats import arm_mean
 
 Row = dict[str, Any]
@@ -33,13 +33,13 @@ def _arms(ax: Any, df: pd.DataFrame, start_acc: float, x: Sequence[Any] | None =
 
 
 def start_by_group(start_eval: Row, groups: dict[str, Any]) -> dict[str, float]:
-    """The common start's held-out accuracy on each group of problems (the same predicates as the arms')."""
+    """The common start's held-out accuracy on each group of problems, selected as the arms' are
+    (:func:`~falcon_h1r.sections.sft_findings.outcome_matrix`)."""
     out = {}
     for name, keep in groups.items():
-        vals = [o for o, lv, d in zip(start_eval["outcomes"], start_eval["outcome_levels"],
-                                      start_eval["outcome_domains"]) if keep(lv, d)]
-        if vals:
-            out[name] = float(np.mean(vals))
+        (m,) = outcome_matrix([{0: start_eval}], [0], keep)
+        if m.size:
+            out[name] = float(m.mean())
     return out
 
 

@@ -288,8 +288,9 @@ def mechanism_keys(rows: Sequence[Row], start_eval: Row | None = None) -> dict[s
     """What the testbed gives each mechanism to act on (the claims' preconditions): distinct correct training
     traces with n = 12 over n = 4 rollouts, wrong traces the with-incorrect arm keeps (means over seeds), and how
     much of the start's accuracy on the other domain a single-domain arm keeps (math only on code, code only on
-    math; the smaller of the two, 1 when the start scores 0 on both): near 0, single-domain SFT erases the other domain and the transfer comparison
-    measures what each arm forgets (bounded by the start's level there), not what it transfers."""
+    math; the smaller of the two, 1 when the start scores 0 on both): near 0, single-domain SFT erases the other
+    domain and the transfer comparison measures what each arm forgets (bounded by the start's level there), not
+    what it transfers."""
     def mean_of(grid: str, arm: str, key: str) -> float | None:
         rs = grid_rows(rows, grid, arm)
         return statistics.fmean(r[key] for r in rs.values()) if rs else None
