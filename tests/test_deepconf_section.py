@@ -429,6 +429,58 @@ def test_pools_resume_base_by_base_at_the_time_budget(tmp_path):
     assert sorted(pools) == [0, 1, 2] and list(walls) == ["pool_base2"]  # only the last was generated now
 
 
+def test_a_pool_made_chunk_by_chunk_equals_the_pool_made_at_once(tmp_path):
+    """A deadline already past: one chunk of problems a call, kept; the pieces join into the same pool."""
+    import time
+
+    from falcon_h1r.sections.deepconf_experiment import generate_pool
+
+    base, problems = _base(), _problems()[:4]
+    kw = dict(seed=5, batch_size=64, progress=False)  # pool 32: 2 problems a chunk, 2 chunks
+    whole = generate_pool(base.model, base.tokenizer, problems, GEN, 32, **kw)
+    chunks = tmp_path / "pool.chunks"
+    with pytest.raises(StageIncomplete, match="1 of 2 chunks"):
+        generate_pool(base.model, base.tokenizer, problems, GEN, 32, chunk_dir=chunks, deadline=time.time() - 1, **kw)
+    assert len(list(chunks.glob("chunk-*.parquet"))) == 1
+    pieces = generate_pool(base.model, base.tokenizer, problems, GEN, 32, chunk_dir=chunks,
+                           deadline=time.time() - 1, **kw)
+    assert [(t.problem_id, t.answer, t.num_tokens) for t in pieces] == [(t.problem_id, t.answer, t.num_tokens)
+                                                                        for t in whole]
+    assert all(np.allclose(a.confidences, b.confidences) for a, b in zip(pieces, whole))
+
+
+def test_pools_of_some_bases_only_one_process_per_base(tmp_path):
+    """--base-seed: each process makes its own base's pool; together they are the whole set, reused later."""
+    preset, bases = _preset(), _bases(3)
+    problems = _problems()[:2]
+    recipe, experiment = dx.recipes(preset)
+    work = dx.pool_dir(tmp_path / "sec", preset, problems, recipe, experiment)
+    pools, walls = dx.base_pools(preset, bases, problems, recipe, experiment, work=work, progress=False,
+                                 only_seeds=[1])
+    assert list(pools) == [1] and list(walls) == ["pool_base1"] and len(list(work.glob("*.parquet"))) == 1
+    dx.base_pools(preset, bases, problems, recipe, experiment, work=work, progress=False, only_seeds=[0, 2])
+    pools, walls = dx.base_pools(preset, bases, problems, recipe, experiment, work=work, progress=False)
+    assert sorted(pools) == [0, 1, 2] and walls == {}  # all three were there
+    with pytest.raises(ValueError, match="pools_only"):
+        dx.run(preset, bases=bases, progress=False, overhead=False, only_seeds=[0])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "tiny", "--pools-only", "--base-seed", "7"], "--base-seed [7]"),
+    (["--preset", "tiny", "--records", "--budget-s", "5"], "--records takes no"),
+    (["--preset", "tiny", "--pools-only", "--parallel", "--base-seed", "0"], "--parallel starts"),
+    (["--preset", "tiny"], "one of the arguments"),
+    (["--preset", "nope", "--pools-only"], "nope"),
+])
+def test_cli_rejects_bad_input_with_exit_2(argv, message, capsys):
+    try:
+        code = dx.main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_screen_by_sampling_each_base(tmp_path):
     res = dx.run(_preset(screen="sample", screen_samples=8), bases=_bases(2), progress=False, overhead=False)
     assert (res.screening["n"] == 16).all()  # 8 fresh samples from each of the two bases

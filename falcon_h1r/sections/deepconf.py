@@ -15,14 +15,19 @@ What notebook 05 calls, and where each of its numbers is computed:
   :mod:`falcon_h1r.stats`): :func:`headline` for ``summary.json``, the curves, premise, savings and keep-rule
   tables the notebook shows.
 
-``python -m falcon_h1r.sections.deepconf --preset small --pools-only [--budget-s 540]`` generates the pools
-alone, base by base (exit 3 when the time budget stopped it: run it again to continue).
+``python -m falcon_h1r.sections.deepconf --preset small --pools-only [--budget-s 540] [--parallel]`` generates the
+pools alone, base by base (``--parallel``: one process per missing base sharing the GPU, whose decode loop of a
+~6M model is launch-bound and leaves it mostly idle); exit 3 when the time budget stopped it: run it again to
+continue. ``--records`` then computes the section's records (screen, replay, live runs, overhead; no notebook)
+on a machine that can compute the preset, so that notebook 05 renders them on any other (a lent GPU image
+without papermill).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -58,6 +63,12 @@ from falcon_h1r.sections.deepconf_experiment import (
 SECTION = "05_deepconf"
 CAPTION = "Ours ({preset} preset, synthetic tasks)"
 OVERHEAD_GPU_TOKENS = 512  # decode steps of the GPU overhead probe (see run())
+RECORDS_SHOWN = ("trace_tokens_median", "n_problems", "base_seeds", "max_budget", "pass1", "majority_minus_pass1",
+                 "majority_minus_pass1_ci95", "deepconf_low_minus_majority_acc",
+                 "deepconf_low_minus_majority_acc_ci95", "deepconf_high_minus_majority_acc",
+                 "deepconf_high_minus_majority_acc_ci95", "deepconf_low_token_saving_vs_majority",
+                 "deepconf_high_token_saving_vs_majority", "consensus_stop_token_saving",
+                 "confidence_overhead_fraction")  # what --records prints when it is done
 
 
 # ============================================================================== recipes
@@ -185,15 +196,21 @@ def pool_dir(folder: Path, preset: Preset, selected: Sequence[dict[str, Any]], r
 
 def base_pools(preset: Preset, bases: Sequence[Any], selected: Sequence[dict[str, Any]], recipe: DeepConfRecipe,
                experiment: DeepConfExperiment, *, work: Path | None, progress: bool = True,
-               budget_s: float | None = None) -> tuple[dict[int, list[Trace]], dict[str, float]]:
+               budget_s: float | None = None,
+               only_seeds: Sequence[int] | None = None) -> tuple[dict[int, list[Trace]], dict[str, float]]:
     """One pool per base (seed -> traces), loaded from ``work`` when there, else generated and saved there.
-    With ``budget_s``, stops after a base once that much time has passed and raises
-    :class:`~falcon_h1r.sections.common.StageIncomplete` (run again to continue with the next base)."""
+    With ``budget_s``, stops once that much time has passed (after a base, or, with ``work``, after the chunk
+    of problems that passes it, the finished chunks kept) and raises
+    :class:`~falcon_h1r.sections.common.StageIncomplete` (run again to continue).
+    ``only_seeds`` generates (and returns) the pools of those bases only: one process per base."""
     from falcon_h1r.tracestore import load_traces, save_traces
 
     t0 = time.perf_counter()
+    deadline = None if budget_s is None else time.time() + budget_s
     pools, walls = {}, {}
     for i, base in enumerate(bases):
+        if only_seeds is not None and base.seed not in only_seeds:
+            continue
         path = None if work is None else work / f"base-{base.seed}-{base.info.get('recipe_hash', 'x')}.parquet"
         if path is not None and path.exists():
             pools[base.seed] = load_traces(path)
@@ -202,13 +219,19 @@ def base_pools(preset: Preset, bases: Sequence[Any], selected: Sequence[dict[str
             raise StageIncomplete(f"DeepConf pools: {i} of {len(bases)} bases done at the time budget; run again "
                                   "to continue")
         t1 = time.perf_counter()
-        pools[base.seed] = generate_pool(base.model, base.tokenizer, selected, preset.generation,
-                                         experiment.pool(recipe), seed=preset.seed * 10 + 2 + 97 * base.seed,
-                                         batch_size=experiment.pool_batch_size, progress=progress,
-                                         keep_token_ids=experiment.keep_token_ids)
+        chunks = None if path is None else path.with_suffix(".chunks")
+        try:
+            pools[base.seed] = generate_pool(base.model, base.tokenizer, selected, preset.generation,
+                                             experiment.pool(recipe), seed=preset.seed * 10 + 2 + 97 * base.seed,
+                                             batch_size=experiment.pool_batch_size, progress=progress,
+                                             keep_token_ids=experiment.keep_token_ids, chunk_dir=chunks,
+                                             deadline=deadline if chunks is not None else None)
+        except StageIncomplete as exc:
+            raise StageIncomplete(f"DeepConf pools: base {base.seed}: {exc}") from None
         walls[f"pool_base{base.seed}"] = time.perf_counter() - t1
         if path is not None:
             save_traces(pools[base.seed], path, with_token_ids=experiment.keep_token_ids)
+            shutil.rmtree(chunks, ignore_errors=True)
     return pools, walls
 
 
@@ -220,12 +243,13 @@ def _trace_tokens(pools: dict[int, list[Trace]]) -> dict[str, float]:
 
 
 def run(preset: Preset, *, bases: Sequence[Any] | None = None, writer: Any = None, progress: bool = True,
-        overhead: bool = True, budget_s: float | None = None, pools_only: bool = False) -> DeepConfRun | None:
+        overhead: bool = True, budget_s: float | None = None, pools_only: bool = False,
+        only_seeds: Sequence[int] | None = None) -> DeepConfRun | None:
     """The whole section at ``preset``: screen, one pool per base (kept in ``<section>/_work/``), replay, live
     runs and (``overhead``) the controller's cost. ``bases`` are the preset's SFT bases (default
     :func:`falcon_h1r.sections.common.get_base_models`); ``writer`` a :class:`falcon_h1r.results.SectionWriter`
     that receives every table and the headline figures (without one, pools are not kept). ``pools_only``
-    stops after the pools (returns None)."""
+    stops after the pools (returns None); ``only_seeds`` (with ``pools_only``) makes those bases' pools only."""
     from falcon_h1r.env import device_info, seed_everything
     from falcon_h1r.sections.common import get_base_models
 
@@ -239,8 +263,10 @@ def run(preset: Preset, *, bases: Sequence[Any] | None = None, writer: Any = Non
 
     folder = writer.dir if writer is not None else section_dir(preset.name, SECTION) if pools_only else None
     work = pool_dir(folder, preset, selected, recipe, experiment) if folder is not None else None
+    if only_seeds is not None and not pools_only:
+        raise ValueError("only_seeds makes some bases' pools only: it needs pools_only=True")
     pools, pool_walls = base_pools(preset, bases, selected, recipe, experiment, work=work, progress=progress,
-                                   budget_s=budget_s)
+                                   budget_s=budget_s, only_seeds=only_seeds)
     if pools_only:
         return None
     t1 = time.perf_counter()
@@ -381,27 +407,70 @@ def savings_notes(run: DeepConfRun, summary: dict[str, Any], source: str) -> lis
     return notes
 
 
+def _pools_in_parallel(preset: str, seeds: Sequence[int], budget_s: float | None) -> int:
+    """One ``--pools-only --base-seed S`` process per base, sharing the device; the worst exit status."""
+    import subprocess
+
+    budget = [] if budget_s is None else ["--budget-s", str(budget_s)]
+    procs = {s: subprocess.Popen([sys.executable, "-m", "falcon_h1r.sections.deepconf", "--preset", preset,
+                                  "--pools-only", "--base-seed", str(s), *budget]) for s in seeds}
+    codes = {s: p.wait() for s, p in procs.items()}
+    print(f"DeepConf pools, one process per base: exit {codes}", file=sys.stderr)
+    bad = [c for c in codes.values() if c not in (0, 3)]
+    return bad[0] if bad else 3 if 3 in codes.values() else 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``--pools-only``: generate the preset's missing DeepConf pools, base by base, within ``--budget-s``."""
+    """``--pools-only``: generate the preset's missing DeepConf pools within ``--budget-s`` (``--parallel``: one
+    process per base). ``--records``: the section's records, computed without the notebook."""
     from falcon_h1r.config import load_preset
+    from falcon_h1r.sections.common import base_seeds
 
     ap = argparse.ArgumentParser(prog="python -m falcon_h1r.sections.deepconf", description=main.__doc__)
     ap.add_argument("--preset", required=True)
-    ap.add_argument("--pools-only", action="store_true", help="only generate the pools (the rest: notebook 05)")
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--pools-only", action="store_true", help="only generate the pools (the rest: notebook 05)")
+    what.add_argument("--records", action="store_true", help="compute the section's records into "
+                      "results/PRESET/05_deepconf (pools reused; no notebook: render it with falcon-h1r reproduce)")
     ap.add_argument("--budget-s", type=float, default=None, help="stop after the base that passes this many seconds")
+    ap.add_argument("--parallel", action="store_true", help="with --pools-only: one process per base")
+    ap.add_argument("--base-seed", type=int, action="append", default=None, metavar="SEED",
+                    help="with --pools-only: this base's pool only (repeatable)")
     args = ap.parse_args(argv)
-    if not args.pools_only:
-        ap.error("only --pools-only is supported here; run notebook 05 (falcon-h1r reproduce --sections 05) for "
-                 "the rest")
+    if args.records and (args.parallel or args.base_seed or args.budget_s is not None):
+        ap.error("--records takes no --parallel, --base-seed or --budget-s (generate the pools first with "
+                 "--pools-only)")
+    if args.parallel and args.base_seed:
+        ap.error("--parallel starts one process per base itself; give it no --base-seed")
     try:
         preset = load_preset(args.preset)
         recipes(preset)
+        seeds = base_seeds(preset)
+        unknown = sorted(set(args.base_seed or []) - set(seeds))
+        if unknown:
+            raise RecipeError(f"--base-seed {unknown}: the {args.preset} preset's bases are eval.base_seeds "
+                              f"{list(seeds)}")
     except (RecipeError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
+    if args.records:
+        from falcon_h1r.sections.common import open_section
+
+        sec = open_section(args.preset, SECTION)
+        if sec.mode != "compute":
+            print(f"error: this machine cannot compute the {args.preset} preset (no usable CUDA GPU); --records "
+                  "needs one", file=sys.stderr)
+            return 2
+        res = run(sec.cfg, writer=sec.writer)
+        head = headline(res)
+        shown = {k: head.get(k) for k in RECORDS_SHOWN if k in head}
+        print(f"DeepConf records in {sec.writer.dir} ({time.perf_counter() - t0:.0f} s): {shown}", file=sys.stderr)
+        return 0
+    if args.parallel and len(seeds) > 1:
+        return _pools_in_parallel(args.preset, seeds, args.budget_s)
     try:
-        run(preset, pools_only=True, budget_s=args.budget_s)
+        run(preset, pools_only=True, budget_s=args.budget_s, only_seeds=args.base_seed)
     except StageIncomplete as exc:
         print(f"incomplete after {time.perf_counter() - t0:.0f} s: {exc}", file=sys.stderr)
         return 3

@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -286,14 +287,21 @@ def select_problems(screen: pd.DataFrame, problems: Sequence[dict[str, Any]],
 # ============================================================================== 2. pool
 def generate_pool(model: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], gen: GenerationConfig,
                   pool_size: int, *, seed: int = 0, batch_size: int = 0, progress: bool = True,
-                  keep_token_ids: bool = False) -> list[Trace]:
+                  keep_token_ids: bool = False, chunk_dir: Path | None = None,
+                  deadline: float | None = None) -> list[Trace]:
     """``pool_size`` complete (never early-stopped) graded traces per problem, in the problems' order.
 
     Problems go to the engine in chunks of whole problems, ordered by difficulty level (trace length grows
     with it), ``batch_size`` rows per decode batch (0: ``gen.batch_size``): a batch runs until its longest trace
-    ends, so similar lengths in one batch waste fewer steps. Chunk ``c`` is seeded ``seed * 1000 + c``.
+    ends, so similar lengths in one batch waste fewer steps. Chunk ``c`` is seeded ``seed * 1000 + c``, so a pool
+    made in pieces is the pool made at once: with ``chunk_dir`` each finished chunk is kept there (and read back
+    on a rerun), and with ``deadline`` (a ``time.time()``) the run stops after the chunk that passes it (one
+    chunk a call at least) and raises :class:`~falcon_h1r.sections.common.StageIncomplete` (call again).
     """
     from tqdm.auto import tqdm
+
+    from falcon_h1r.sections.common import StageIncomplete
+    from falcon_h1r.tracestore import load_traces, save_traces
 
     batch = batch_size or gen.batch_size
     cfg = replace(gen, batch_size=batch)
@@ -301,11 +309,22 @@ def generate_pool(model: Any, tokenizer: Any, problems: Sequence[dict[str, Any]]
     order = sorted(range(len(problems)), key=lambda i: (problems[i].get("difficulty", 0), i))
     traces: dict[int, list[Trace]] = {}
     chunks = [order[i:i + per_chunk] for i in range(0, len(order), per_chunk)]
-    for c, idx in enumerate(tqdm(chunks, desc=f"trace pool ({pool_size} per problem)", disable=not progress,
-                                 leave=False)):
+    bar = tqdm(chunks, desc=f"trace pool ({pool_size} per problem)", disable=not progress, leave=False)
+    made_here = 0
+    for c, idx in enumerate(bar):
         chunk = [problems[i] for i in idx]
+        kept = None if chunk_dir is None else Path(chunk_dir) / f"chunk-{c:04d}.parquet"
+        if kept is not None and kept.exists():
+            groups = group_by_problem(load_traces(kept))
+            for i, p in zip(idx, chunk):
+                traces[i] = groups[p["id"]]
+            continue
+        if deadline is not None and made_here and time.time() > deadline:  # one chunk a call at least
+            raise StageIncomplete(f"trace pool: {c} of {len(chunks)} chunks done at the time budget (kept in "
+                                  f"{chunk_dir}); run again to continue")
         comps = _generate(model, tokenizer, _prompts(tokenizer, chunk, pool_size), cfg, seed=seed * 1000 + c,
                           progress=False)
+        new = []
         for i, p, group in zip(idx, chunk, _by_problem(comps, chunk, pool_size)):
             ts = from_completions(group, p)
             for t in ts:
@@ -313,6 +332,11 @@ def generate_pool(model: Any, tokenizer: Any, problems: Sequence[dict[str, Any]]
                 if not keep_token_ids:
                     t.token_ids = None
             traces[i] = ts
+            new += ts
+        if kept is not None:
+            save_traces(new, kept, with_token_ids=keep_token_ids)
+        made_here += 1
+    bar.close()
     return [t for i in range(len(problems)) for t in traces[i]]
 
 

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Notebook 05's DeepConf records on a GPU machine, in time-limited pieces, without the notebook (the lent image
+# has no papermill): the notebook then renders them on any machine.
+#
+#   . scripts/gpu_prelude.sh && bash scripts/gpu_deepconf.sh PRESET
+#
+# Steps, each skipped when already done on this machine:
+#  1. Unpack carried bases (.carry/base_PRESET_*.tgz, as scripts/gpu_rl_probe.sh bundles them) into the cache.
+#  2. The SFT bases (`python -m falcon_h1r.sections.bases`, one process per base, resumable), then each base
+#     trained here bundled into $OUT/base_PRESET_<dir>.tgz (about 13 MB at small: carry two a call with the
+#     wheels, so a later session skips this step).
+#  3. The trace pools, one process per base (`python -m falcon_h1r.sections.deepconf --pools-only --parallel`),
+#     kept chunk by chunk (4 problems a chunk at small) so a piece cut off by the budget loses at most a chunk.
+#  4. The records (`--records`: screen, replay, live runs, overhead), then $OUT/deepconf05_PRESET.tgz (the section
+#     folder without _work). Here: `tar -xzf deepconf05_PRESET.tgz -C results/PRESET && falcon-h1r reproduce
+#     --preset PRESET --sections 05` renders notebook 05 from them.
+# DEEPCONF_BUDGET_S (default 570) seconds from the start bound the whole piece (under a device call's 600 s);
+# DEEPCONF_RECORDS_S (default 150) is what step 4 needs (it is not started with less left).
+# Exit: 0 done, 3 not finished (run the same command again: on this machine it continues), 2 bad usage.
+# PYTHON picks the interpreter (default python3, as on the GPU image).
+set -u -o pipefail
+[ $# -eq 1 ] || { echo "usage: $0 PRESET" >&2; exit 2; }
+PRESET=$1
+case "$PRESET" in tiny|small|paper) ;; *) echo "gpu_deepconf: PRESET is tiny, small or paper, got '$PRESET'" >&2; exit 2;; esac
+PY=${PYTHON:-python3}
+ROOT=${FALCON_H1R_RESULTS:-results}
+CACHE="$ROOT/$PRESET/_cache"
+SEC="$ROOT/$PRESET/05_deepconf"
+BUNDLES=${OUT:-${DEEPCONF_OUT:-/tmp/falcon_h1r_deepconf}}
+BUDGET=${DEEPCONF_BUDGET_S:-570}
+RECORDS=${DEEPCONF_RECORDS_S:-150}
+mkdir -p "$CACHE" "$BUNDLES"
+t0=$(date +%s)
+left() { echo $(( BUDGET - ($(date +%s) - t0) )); }
+quiet() { tr '\r' '\n' | grep -v "it/s\]\|s/it\]\|Backend impl\|falling back\|^ *$"; }
+
+# ---- 1. carried bases
+CARRIED=""
+for f in .carry/base_"$PRESET"_*.tgz; do
+  [ -f "$f" ] || continue
+  tar -xzf "$f" -C "$CACHE" && CARRIED="$CARRIED $(basename "$f" .tgz)" && echo "gpu_deepconf: unpacked $f"
+done
+
+# ---- 2. the bases (a finished base is loaded from the cache in seconds)
+echo "gpu_deepconf: bases, $(left) s left"
+timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.bases --preset "$PRESET" --budget-s $(( $(left) - 120 )) 2>&1 \
+  | quiet | tail -n 5
+rc=${PIPESTATUS[0]}
+for dir in $(cd "$CACHE" && ls -d base-* 2>/dev/null | grep -v '\.'); do
+  case "$CARRIED" in *"base_${PRESET}_$dir"*) continue;; esac
+  [ -f "$BUNDLES/base_${PRESET}_$dir.tgz" ] && continue
+  tar -czf "$BUNDLES/base_${PRESET}_$dir.tgz" -C "$CACHE" "$dir" $(cd "$CACHE" && ls -d tokenizer-* 2>/dev/null) \
+    && echo "gpu_deepconf: base bundle base_${PRESET}_$dir.tgz ($(du -h "$BUNDLES/base_${PRESET}_$dir.tgz" | cut -f1))"
+done
+[ "$rc" -eq 0 ] || { echo "gpu_deepconf: the bases are not finished (rc $rc); run again" >&2; exit 3; }
+
+# ---- 3. the pools
+echo "gpu_deepconf: pools, $(left) s left"
+"$PY" -m falcon_h1r.sections.deepconf --preset "$PRESET" --pools-only --parallel --budget-s $(( $(left) - 90 )) 2>&1 \
+  | quiet | tail -n 8
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || { echo "gpu_deepconf: the pools are not finished (rc $rc); run again" >&2; exit 3; }
+
+# ---- 4. the records
+[ "$(left)" -ge "$RECORDS" ] || { echo "gpu_deepconf: pools done; $(left) s left, under DEEPCONF_RECORDS_S; run again" >&2; exit 3; }
+echo "gpu_deepconf: records, $(left) s left"
+timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.deepconf --preset "$PRESET" --records 2>&1 | quiet | tail -n 3
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || { echo "gpu_deepconf: the records failed or ran out of time (rc $rc); run again" >&2; exit 3; }
+tar -czf "$BUNDLES/deepconf05_$PRESET.tgz" -C "$ROOT/$PRESET" --exclude=_work 05_deepconf \
+  && echo "gpu_deepconf: records bundle deepconf05_$PRESET.tgz ($(du -h "$BUNDLES/deepconf05_$PRESET.tgz" | cut -f1)), $(( $(date +%s) - t0 )) s"
