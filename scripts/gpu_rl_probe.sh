@@ -16,10 +16,12 @@
 #     a unit cut off on another machine restarts). Carry only the bases the next piece works on (the notebook loads
 #     a base only while one of its units is unfinished): two small bases and the wheels fit the 64 MiB carry.
 #  2. (A base the notebook needs and does not find is trained by it, section 02's stage, on the same budget.)
-#  3. Notebook 03 with the overrides. The preset's rl_experiments.budget_s stops it at a step boundary (small:
-#     420 s), and `timeout` RL_PROBE_BUDGET_S (default 570 s from the start) is the backstop under the device
-#     command's 600 s. An incomplete run exits 3: run the same command again (on this machine it continues from
-#     the saved state; on a fresh one carry the bundles back in .carry/ first).
+#  3. Notebook 03 with the overrides (without papermill, as with the slim wheels of .whl_g: its records alone,
+#     `python -m falcon_h1r.sections.rl --records`, which notebook 03 renders on any machine). The preset's
+#     rl_experiments.budget_s stops it at a step boundary (small: 420 s), and `timeout` RL_PROBE_BUDGET_S
+#     (default 570 s from the start) is the backstop under the device command's 600 s. An incomplete run exits
+#     3: run the same command again (on this machine it continues from the saved state; on a fresh one carry the
+#     bundles back in .carry/ first).
 #  4. Bundle any base trained here, the RL state (JSON only) into $OUT/rl_state_PRESET.tgz and, when done, the
 #     section folder (records, tables, figures, the executed notebook) into $OUT/rl_NAME.tgz; print the
 #     headline and the per-unit timings.
@@ -55,7 +57,12 @@ if [ "$NAME" = main ]; then ROOT="$REPO/results"; else
   ROOT="$PROBES/$NAME"; mkdir -p "$ROOT/$PRESET"; ln -sfn "$CACHE" "$ROOT/$PRESET/_cache"; fi
 [ "$(left)" -gt 60 ] || { echo "gpu_rl_probe: under a minute left in RL_PROBE_BUDGET_S=$BUDGET; run again" >&2; exit 3; }
 echo "gpu_rl_probe: notebook 03 at $PRESET, $(left) s left, records in $ROOT/$PRESET/03_rl"
-FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$(left)" "$PY" -m falcon_h1r reproduce --preset "$PRESET" --sections 03 "${ARGS[@]}"
+if "$PY" -c "import papermill" 2>/dev/null; then
+  FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$(left)" "$PY" -m falcon_h1r reproduce --preset "$PRESET" --sections 03 "${ARGS[@]}"
+else  # the slim wheels (no papermill): the records alone; notebook 03 renders them on any machine
+  echo "gpu_rl_probe: no papermill here: computing the records only (python -m falcon_h1r.sections.rl --records)"
+  FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.rl --preset "$PRESET" --records "${ARGS[@]}"
+fi
 rc=$?
 
 # ---- 4. bundles and the headline
@@ -76,7 +83,8 @@ if [ $rc -eq 0 ] && [ -d "$SEC" ]; then
     && echo "gpu_rl_probe: records bundle $BUNDLES/rl_$NAME.tgz ($(du -h "$BUNDLES/rl_$NAME.tgz" | cut -f1))"
   "$PY" - "$SEC" <<'EOF'
 import json, sys
-s = json.load(open(f"{sys.argv[1]}/summary.json"))
+import os
+s = json.load(open(f"{sys.argv[1]}/summary.json")) if os.path.exists(f"{sys.argv[1]}/summary.json") else {}
 t = json.load(open(f"{sys.argv[1]}/timings.json"))
 keys = ["rl_seeds", "math_only_minus_sft_math", "math_only_minus_sft_math_ci95", "rl_pool_pass_rate_inside_fraction_code",
         "backfill_gen_call_saving_vs_nocache", "backfill_gen_call_saving_vs_nocache_ci95",

@@ -383,3 +383,43 @@ def test_compute_records_in_pieces_loads_only_the_bases_it_still_needs(tmp_path)
     assert pieces[-1]["complete"] and len(pieces) > 1 and "run again" in pieces[0]["why"]
     assert run(over) == {"complete": True, "loads": []}  # every unit kept: no base is loaded at all
     assert (tmp_path / "out" / "tiny" / "03_rl" / "curricula_evals.jsonl").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "tiny", "--records", "--override", "rl_experiments.steps=-3"], "rl_experiments.steps"),
+    (["--preset", "tiny", "--records", "--override", "steps"], "expected KEY=VALUE"),
+    (["--preset", "nope", "--records"], "nope"),
+    (["--preset", "tiny"], "--records"),
+])
+def test_records_cli_rejects_bad_input_with_exit_2_before_any_work(argv, message, capsys, monkeypatch):
+    from falcon_h1r.sections import rl as RL
+
+    monkeypatch.setattr(RL, "compute_records", lambda *a, **k: pytest.fail("records were computed"))
+    try:
+        code = RL.main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_records_cli_computes_through_the_sections_writer_and_says_when_the_budget_stopped_it(monkeypatch, tmp_path):
+    """--records writes with the section's writer under the results root; a budget stop exits 3 (run again)."""
+    from falcon_h1r import results
+    from falcon_h1r.sections import common
+    from falcon_h1r.sections import rl as RL
+    from falcon_h1r.sections.common import StageIncomplete
+
+    monkeypatch.setattr(results, "RESULTS_ROOT", tmp_path)
+    seen = []
+    monkeypatch.setattr(common, "open_section", lambda p, s, o, **k: common.SectionRun(
+        load_preset(p, o), "compute", results.SectionWriter(p, s, root=tmp_path)))
+
+    def fake(cfg, rl, exp, writer, **k):
+        seen.append((cfg.name, exp.steps, writer.dir))
+        return {"total_s": 1.0}
+
+    monkeypatch.setattr(RL, "compute_records", fake)
+    assert RL.main(["--preset", "tiny", "--records", "--override", "rl_experiments.steps=2"]) == 0
+    assert seen == [("tiny", 2, tmp_path / "tiny" / RL.SECTION)]
+    monkeypatch.setattr(RL, "compute_records", lambda *a, **k: (_ for _ in ()).throw(StageIncomplete("budget")))
+    assert RL.main(["--preset", "tiny", "--records"]) == 3

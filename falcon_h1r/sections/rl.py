@@ -12,6 +12,10 @@ the tables and summary figures :mod:`falcon_h1r.sections.rl_report`.
 Seeds are bases: RL seed i starts from the preset's i-th independently trained SFT base (``eval.base_seeds``,
 :func:`falcon_h1r.sections.common.get_base_models`) and samples with that base's seed, so an interval over the RL
 seeds covers retraining the base as well as the RL run.
+
+``python -m falcon_h1r.sections.rl --preset small --records [--override K=V ...]`` computes the records alone
+(no notebook; exit 3 when ``rl_experiments.budget_s`` stopped it: run it again), so that a machine without
+papermill computes them and notebook 03 renders them anywhere (``scripts/gpu_rl_probe.sh`` uses it there).
 """
 
 from __future__ import annotations
@@ -561,7 +565,52 @@ def _run_order(curricula: Sequence[str]) -> list[str]:
     return order
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``--records``: notebook 03's records at a preset, computed without the notebook."""
+    import argparse
+    import sys
+
+    import yaml
+
+    from falcon_h1r.sections.common import open_section
+    from falcon_h1r.sections.recipes import validate_preset
+
+    ap = argparse.ArgumentParser(prog="python -m falcon_h1r.sections.rl", description=main.__doc__)
+    ap.add_argument("--preset", required=True)
+    ap.add_argument("--records", action="store_true", required=True, help="compute the records into the results root")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="a recipe value (YAML)")
+    args = ap.parse_args(argv)
+    try:
+        overrides = {}
+        for item in args.override:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise RecipeError(f"--override {item!r}: expected KEY=VALUE, e.g. rl_experiments.steps=200")
+            overrides[key.strip()] = yaml.safe_load(raw)
+        validate_preset(args.preset, overrides)
+    except (RecipeError, FileNotFoundError, ValueError, yaml.YAMLError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sec = open_section(args.preset, SECTION, overrides)
+    if sec.mode != "compute":
+        print(f"error: this machine cannot compute the {args.preset} preset (no usable CUDA GPU); --records needs "
+              "one", file=sys.stderr)
+        return 2
+    rl, exp = load_recipes(sec.cfg)
+    try:
+        timings = compute_records(sec.cfg, rl, exp, sec.writer)
+    except StageIncomplete as exc:
+        print(f"incomplete: {exc}", file=sys.stderr)
+        return 3
+    print(f"RL records in {sec.writer.dir} ({timings['total_s']:.0f} s)", file=sys.stderr)
+    return 0
+
+
 __all__ = ["CURRICULA", "DOMAINS", "FrozenCopy", "Measurer", "PAPER_TABLE3_ROW", "PoolBuilder", "RLExperimentRecipe",
            "RunContext", "SECTION", "STRATEGIES_COMPARED", "compute_records", "eval_record", "heldout_problems",
-           "heldout_report", "load_recipes", "measure_dir", "ours_label", "per_problem_rates", "run_curriculum",
+           "heldout_report", "load_recipes", "main", "measure_dir", "ours_label", "per_problem_rates", "run_curriculum",
            "strategy_recipe", "work_dir"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
