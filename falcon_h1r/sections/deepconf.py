@@ -463,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                   "needs one", file=sys.stderr)
             return 2
         res = run(sec.cfg, writer=sec.writer)
+        sec.writer.provenance()  # where the records were computed: a later render here keeps it as computed_run
         head = headline(res)
         shown = {k: head.get(k) for k in RECORDS_SHOWN if k in head}
         print(f"DeepConf records in {sec.writer.dir} ({time.perf_counter() - t0:.0f} s): {shown}", file=sys.stderr)

@@ -602,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StageIncomplete as exc:
         print(f"incomplete: {exc}", file=sys.stderr)
         return 3
+    sec.writer.provenance()  # where the records were computed: a later render here keeps it as computed_run
     print(f"RL records in {sec.writer.dir} ({timings['total_s']:.0f} s)", file=sys.stderr)
     return 0
 
