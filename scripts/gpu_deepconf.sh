@@ -56,8 +56,8 @@ done
 
 # ---- 3. the pools
 echo "gpu_deepconf: pools, $(left) s left"
-"$PY" -m falcon_h1r.sections.deepconf --preset "$PRESET" --pools-only --parallel --budget-s $(( $(left) - 90 )) 2>&1 \
-  | quiet | tail -n 8
+timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.deepconf --preset "$PRESET" --pools-only --parallel \
+  --budget-s $(( $(left) - 90 )) 2>&1 | quiet | tail -n 8
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "gpu_deepconf: the pools are not finished (rc $rc); run again" >&2; exit 3; }
 
