@@ -66,24 +66,14 @@ def check_preset(preset: str) -> str:
 
 
 def parse_overrides(items: list[str] | None) -> dict:
-    """``["rl_experiments.steps=200", "rl.lr=5e-5"]`` -> ``{"rl_experiments.steps": 200, "rl.lr": "5e-5"}``.
+    """The ``--override`` items as a dict (:func:`falcon_h1r.config.parse_overrides`); a malformed one is a
+    :class:`UsageError`."""
+    from falcon_h1r.config import RecipeError, parse_overrides as parse_items
 
-    Each value is read as YAML (numbers, ``true``/``false``, ``[a, b]`` lists); the recipe's own types
-    decide the rest (``5e-5`` reads as a string in YAML and is accepted where a number is expected).
-    """
-    import yaml
-
-    out = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--override {item!r}: expected KEY=VALUE, e.g. rl_experiments.steps=200")
-        try:
-            out[key] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise UsageError(f"--override {item!r}: the value is not valid YAML ({exc.__class__.__name__})") from None
-    return out
+    try:
+        return parse_items(items)
+    except RecipeError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def check_preset_and_overrides(preset: str, overrides: dict) -> None:

@@ -335,6 +335,26 @@ class Preset:
         return out
 
 
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["rl_experiments.steps=200", "rl.lr=5e-5"]`` -> ``{"rl_experiments.steps": 200, "rl.lr": "5e-5"}``.
+
+    Each value is read as YAML (numbers, ``true``/``false``, ``[a, b]`` lists); the recipe's own types
+    decide the rest (``5e-5`` reads as a string in YAML and is accepted where a number is expected). A malformed
+    item raises :class:`RecipeError` naming it.
+    """
+    out = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RecipeError(f"--override {item!r}: expected KEY=VALUE, e.g. rl_experiments.steps=200")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"--override {item!r}: the value is not valid YAML ({exc.__class__.__name__})") from None
+    return out
+
+
 def _apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
     """Apply ``{"train.steps": 50}`` style overrides; a key must already exist or name a known block."""
     raw = copy.deepcopy(raw)

@@ -205,7 +205,6 @@ def base_pools(preset: Preset, bases: Sequence[Any], selected: Sequence[dict[str
     ``only_seeds`` generates (and returns) the pools of those bases only: one process per base."""
     from falcon_h1r.tracestore import load_traces, save_traces
 
-    t0 = time.perf_counter()
     deadline = None if budget_s is None else time.time() + budget_s
     pools, walls = {}, {}
     for i, base in enumerate(bases):
@@ -215,7 +214,7 @@ def base_pools(preset: Preset, bases: Sequence[Any], selected: Sequence[dict[str
         if path is not None and path.exists():
             pools[base.seed] = load_traces(path)
             continue
-        if budget_s is not None and walls and time.perf_counter() - t0 > budget_s:  # after one generated here
+        if deadline is not None and walls and time.time() > deadline:  # after one generated here
             raise StageIncomplete(f"DeepConf pools: {i} of {len(bases)} bases done at the time budget; run again "
                                   "to continue")
         t1 = time.perf_counter()

@@ -570,8 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import sys
 
-    import yaml
-
+    from falcon_h1r.config import parse_overrides
     from falcon_h1r.sections.common import open_section
     from falcon_h1r.sections.recipes import validate_preset
 
@@ -581,14 +580,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="a recipe value (YAML)")
     args = ap.parse_args(argv)
     try:
-        overrides = {}
-        for item in args.override:
-            key, sep, raw = item.partition("=")
-            if not sep or not key.strip():
-                raise RecipeError(f"--override {item!r}: expected KEY=VALUE, e.g. rl_experiments.steps=200")
-            overrides[key.strip()] = yaml.safe_load(raw)
+        overrides = parse_overrides(args.override)
         validate_preset(args.preset, overrides)
-    except (RecipeError, FileNotFoundError, ValueError, yaml.YAMLError) as exc:
+    except (RecipeError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     sec = open_section(args.preset, SECTION, overrides)
