@@ -5,16 +5,20 @@
 #   . scripts/gpu_prelude.sh && bash scripts/gpu_deepconf.sh PRESET
 #
 # Steps, each skipped when already done on this machine:
-#  1. Unpack carried bases (.carry/base_PRESET_*.tgz, as scripts/gpu_rl_probe.sh bundles them) into the cache.
+#  1. Unpack carried bases (.carry/base_PRESET_*.tgz, as scripts/gpu_rl_probe.sh bundles them) into the cache and
+#     carried pools (.carry/deepconf05_pools_PRESET.tgz.part*, as step 3 bundles them) into the section's _work.
 #  2. The SFT bases (`python -m falcon_h1r.sections.bases`, one process per base, resumable), then each base
 #     trained here bundled into $OUT/base_PRESET_<dir>.tgz (about 13 MB at small: carry two a call with the
 #     wheels, so a later session skips this step).
 #  3. The trace pools, one process per base (`python -m falcon_h1r.sections.deepconf --pools-only --parallel`),
-#     kept chunk by chunk (4 problems a chunk at small) so a piece cut off by the budget loses at most a chunk.
+#     kept chunk by chunk (4 problems a chunk at small) so a piece cut off by the budget loses at most a chunk;
+#     what is made so far comes back as $OUT/deepconf05_pools_PRESET.tgz.part* (15 MB parts), so a piece on a
+#     fresh machine continues from it (the chunks live only on the machine otherwise).
 #  4. The records (`--records`: screen, replay, live runs, overhead), then $OUT/deepconf05_PRESET.tgz (the section
 #     folder without _work). Here: `tar -xzf deepconf05_PRESET.tgz -C results/PRESET && falcon-h1r reproduce
 #     --preset PRESET --sections 05` renders notebook 05 from them.
-# DEEPCONF_BUDGET_S (default 570) seconds from the start bound the whole piece (under a device call's 600 s);
+# DEEPCONF_BUDGET_S (default 570) seconds from the start (the device command's, FALCON_H1R_T0, when
+# scripts/gpu_prelude.sh set it: the wheel install counts) bound the whole piece (under a device call's 600 s);
 # DEEPCONF_RECORDS_S (default 150) is what step 4 needs (it is not started with less left).
 # Exit: 0 done, 3 not finished (run the same command again: on this machine it continues), 2 bad usage.
 # PYTHON picks the interpreter (default python3, as on the GPU image).
@@ -30,16 +34,23 @@ BUNDLES=${OUT:-${DEEPCONF_OUT:-/tmp/falcon_h1r_deepconf}}
 BUDGET=${DEEPCONF_BUDGET_S:-570}
 RECORDS=${DEEPCONF_RECORDS_S:-150}
 mkdir -p "$CACHE" "$BUNDLES"
-t0=$(date +%s)
+# the device command's start when the prelude set it (its wheel install counts too); a start older than the
+# budget is an earlier command's (a shell that sourced the prelude before), not this one's
+t0=${FALCON_H1R_T0:-$(date +%s)}; [ $(( $(date +%s) - t0 )) -lt "$BUDGET" ] || t0=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - t0) )); }
 quiet() { tr '\r' '\n' | grep -v "it/s\]\|s/it\]\|Backend impl\|falling back\|^ *$"; }
 
-# ---- 1. carried bases
+# ---- 1. carried bases and pools
 CARRIED=""
 for f in .carry/base_"$PRESET"_*.tgz; do
   [ -f "$f" ] || continue
   tar -xzf "$f" -C "$CACHE" && CARRIED="$CARRIED $(basename "$f" .tgz)" && echo "gpu_deepconf: unpacked $f"
 done
+if ls .carry/deepconf05_pools_"$PRESET".tgz.part* >/dev/null 2>&1; then
+  mkdir -p "$SEC" && cat .carry/deepconf05_pools_"$PRESET".tgz.part* | tar -xzf - -C "$SEC" \
+    && echo "gpu_deepconf: unpacked the carried pools into $SEC/_work" \
+    || { echo "gpu_deepconf: .carry/deepconf05_pools_$PRESET.tgz.part* did not unpack" >&2; exit 2; }
+fi
 
 # ---- 2. the bases (a finished base is loaded from the cache in seconds)
 echo "gpu_deepconf: bases, $(left) s left"
@@ -59,7 +70,14 @@ echo "gpu_deepconf: pools, $(left) s left"
 timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.deepconf --preset "$PRESET" --pools-only --parallel \
   --budget-s $(( $(left) - 90 )) 2>&1 | quiet | tail -n 8
 rc=${PIPESTATUS[0]}
-[ "$rc" -eq 0 ] || { echo "gpu_deepconf: the pools are not finished (rc $rc); run again" >&2; exit 3; }
+# the pools made so far (finished pools and the chunks of unfinished ones, ~8 MB a base at small) come back in
+# 15 MB parts, so a fresh machine continues from them: carry the parts in .carry/
+if [ -d "$SEC/_work" ]; then
+  rm -f "$BUNDLES"/deepconf05_pools_"$PRESET".tgz.part*
+  tar -czf - -C "$SEC" --exclude='*.tmp' _work | split -b 15M - "$BUNDLES/deepconf05_pools_$PRESET.tgz.part" \
+    && echo "gpu_deepconf: pools bundle deepconf05_pools_$PRESET.tgz.part* ($(cat "$BUNDLES"/deepconf05_pools_"$PRESET".tgz.part* | wc -c) bytes)"
+fi
+[ "$rc" -eq 0 ] || { echo "gpu_deepconf: the pools are not finished (rc $rc); run again (on a fresh machine carry $BUNDLES/deepconf05_pools_$PRESET.tgz.part* in .carry/)" >&2; exit 3; }
 
 # ---- 4. the records
 [ "$(left)" -ge "$RECORDS" ] || { echo "gpu_deepconf: pools done; $(left) s left, under DEEPCONF_RECORDS_S; run again" >&2; exit 3; }

@@ -3,9 +3,13 @@
 # Installs the carried wheels of .whl/ (made here by scripts/gpu_setup.sh; carry ".whl") into /tmp/site,
 # offline, and puts /tmp/site and the repository on PYTHONPATH. Sourced, not run, so that the export reaches
 # the caller's shell. FALCON_H1R_WHEELS and FALCON_H1R_SITE change the two folders.
+# FALCON_H1R_T0: when the device command started (the first prelude of the command sets it), so that the
+# scripts' own budgets (gpu_deepconf.sh, gpu_rl_probe.sh) count the wheel install too, not only their own part.
+export FALCON_H1R_T0=${FALCON_H1R_T0:-$(date +%s)}
 _fh_whl=${FALCON_H1R_WHEELS:-.whl}
 _fh_site=${FALCON_H1R_SITE:-/tmp/site}
-if [ -z "$(ls "$_fh_whl"/*.whl 2>/dev/null)" ]; then
+# a warm machine that already installed them needs no wheels carried again
+if [ ! -f "$_fh_site/.falcon_h1r_wheels" ] && [ -z "$(ls "$_fh_whl"/*.whl 2>/dev/null)" ]; then
   echo "gpu_prelude: no wheels in $_fh_whl; run scripts/gpu_setup.sh on the CPU machine and carry .whl" >&2
   return 1 2>/dev/null || exit 1
 fi

@@ -508,3 +508,57 @@ def test_overhead_probe_runs_on_both_engines(engine):
     if engine == "hf":
         assert rec["controller_in_loop_s"] > 0
         assert rec["overhead_fraction"] == pytest.approx(rec["controller_in_loop_s"] / rec["step_s_without"])
+
+
+def test_the_gpu_script_carries_pools_both_ways_and_counts_the_device_commands_start(tmp_path):
+    """scripts/gpu_deepconf.sh with its Python stubbed (each call only logged): carried pool parts are unpacked
+    into the section's _work and come back as parts; the budget each step gets counts from the device command's
+    start (FALCON_H1R_T0, set by the prelude) unless that start is older than the budget (an earlier command's);
+    bad usage and parts that do not unpack stop it with exit 2 and one line."""
+    import os
+    import subprocess
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fakepy"
+    fake.write_text(f'#!/bin/bash\necho "$@" >> {log}\n')
+    fake.chmod(0o755)
+    work = tmp_path / "pools" / "_work" / "pools-abc"
+    work.mkdir(parents=True)
+    (work / "base-0-x.parquet").write_bytes(os.urandom(3000))
+    carry = tmp_path / "repo" / ".carry"
+    carry.mkdir(parents=True)
+    subprocess.run(f"tar -czf - -C {tmp_path / 'pools'} _work | split -b 1000 - {carry}/deepconf05_pools_tiny.tgz.part",
+                   shell=True, check=True)
+
+    def run(*args, t0=None, out="out"):
+        env = {**os.environ, "PYTHON": str(fake), "OUT": str(tmp_path / out),
+               "FALCON_H1R_RESULTS": str(tmp_path / "res"), "DEEPCONF_BUDGET_S": "500", "DEEPCONF_RECORDS_S": "10"}
+        env.pop("FALCON_H1R_T0", None)
+        if t0 is not None:
+            env["FALCON_H1R_T0"] = str(t0)
+        return subprocess.run(["bash", str(root / "scripts" / "gpu_deepconf.sh"), *args], cwd=tmp_path / "repo",
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    def budgets():
+        return [int(line.split("--budget-s ")[1].split()[0]) for line in log.read_text().splitlines()
+                if "--budget-s" in line]
+
+    proc = run("tiny", t0=int(time.time()) - 5000)  # a stale start: this command's own start counts
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "res" / "tiny" / "05_deepconf" / "_work" / "pools-abc" / "base-0-x.parquet").read_bytes() == (
+        work / "base-0-x.parquet").read_bytes()
+    parts = sorted((tmp_path / "out").glob("deepconf05_pools_tiny.tgz.part*"))
+    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    assert budgets()[0] >= 500 - 120 - 2  # the bases' budget: all of it but the 120 s kept for what follows
+    log.unlink()
+    assert run("tiny", t0=int(time.time()) - 100, out="out2").returncode == 0
+    assert 500 - 100 - 120 - 3 <= budgets()[0] <= 500 - 100 - 120  # the wheel install's 100 s are counted
+    for args, message in {(): "usage", ("huge",): "tiny, small or paper"}.items():
+        proc = run(*args)
+        assert proc.returncode == 2 and message in proc.stderr
+    (carry / "deepconf05_pools_tiny.tgz.partaa").write_bytes(b"not a tarball")
+    proc = run("tiny")
+    assert proc.returncode == 2 and "did not unpack" in proc.stderr
