@@ -252,9 +252,22 @@ class TrainConfig:
     # happens to build the cache first: the weights of a CPU run depend on the thread count (float sums are
     # reordered), so it is part of the cache key and the provenance. No effect on a GPU.
     cpu_threads: int = 2
+    # data-parallel ranks on the CPU, one process of ``cpu_threads`` threads each (falcon_h1r.cpu_ranks): a tiny
+    # model gains nothing from a second thread but two processes run side by side at full speed, so 2 ranks halve
+    # the base run on a 2-core machine. Part of the cache key (the float sums are reordered). No effect on a GPU.
+    cpu_ranks: int = 1
 
     def __post_init__(self) -> None:
         _positive("train.steps", self.steps)
+        _positive("train.cpu_ranks", self.cpu_ranks)
+
+    def key(self) -> dict[str, Any]:
+        """These values for a stage's cache key: ``cpu_ranks`` joins only when it is not 1, so the keys of the
+        bases trained before it existed (the committed small ones among them) still find them."""
+        out = to_dict(self)
+        if out.get("cpu_ranks") == 1:
+            del out["cpu_ranks"]
+        return out
         _positive("train.batch_size", self.batch_size)
         _positive("train.lr", self.lr)
         if not 0 <= self.warmup_frac < 1:

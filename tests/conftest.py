@@ -28,7 +28,7 @@ def tiny_preset():
     """The tiny preset shrunk further so a test trains in seconds."""
     from falcon_h1r.config import load_preset
 
-    return load_preset("tiny", {"tasks.train_per_domain": 60, "tasks.test_per_domain": 10, "train.steps": 6,
+    return load_preset("tiny", {"tasks.train_per_domain": 60, "tasks.test_per_domain": 10, "train.steps": 6, "train.cpu_ranks": 1,
                                 "train.batch_size": 8, "eval.problems_per_domain": 4,
                                 "generation.max_new_tokens": 12, "tokenizer.vocab_size": 300})
 

@@ -26,7 +26,7 @@ def test_notebook_matches_source_and_has_parameters_cell_and_no_outputs(notebook
 
 
 # Overrides that shrink each tiny-preset notebook to seconds (the real tiny run is `make reproduce`).
-FAST = {"tasks.train_per_domain": 60, "tasks.test_per_domain": 10, "train.steps": 4, "train.batch_size": 8,
+FAST = {"tasks.train_per_domain": 60, "tasks.test_per_domain": 10, "train.steps": 4, "train.cpu_ranks": 1, "train.batch_size": 8,
         "eval.problems_per_domain": 3, "generation.max_new_tokens": 8, "tokenizer.vocab_size": 300}
 # Each section's own shrink overrides (its owner keeps its line; keys are dotted preset paths).
 FAST_SECTION = {

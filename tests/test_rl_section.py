@@ -359,7 +359,7 @@ def test_compute_records_in_pieces_loads_only_the_bases_it_still_needs(tmp_path)
     import subprocess
     import sys
 
-    over = {"tasks.train_per_domain": 60, "tasks.test_per_domain": 10, "train.steps": 4, "train.batch_size": 8,
+    over = {"tasks.train_per_domain": 60, "tasks.test_per_domain": 10, "train.steps": 4, "train.cpu_ranks": 1, "train.batch_size": 8,
             "eval.problems_per_domain": 3, "generation.max_new_tokens": 8, "tokenizer.vocab_size": 300,
             "rl_experiments.steps": 2, "rl_experiments.strategy_steps": 2, "rl_experiments.strategy_seeds": 2,
             "rl.group_size": 2, "rl.batch_prompts": 2, "rl.gen_prompts_per_call": 2, "rl.max_gen_calls_per_step": 2,

@@ -187,3 +187,26 @@ def test_torchrun_entry_point_trains_on_two_cpu_ranks(tmp_path):
     rec = json.loads(out.read_text())
     assert rec["world"] == 2 and rec["engine"] == "ddp" and len(rec["loss"]) == 2
     assert all(r["tokens_per_s"] > 0 for r in rec["per_rank"])
+
+
+def test_training_on_two_cpu_ranks_equals_one_process_and_resumes(tmp_path):
+    """falcon_h1r.cpu_ranks (the tiny base's two-core path): the same global batches split over two spawned gloo
+    ranks give one process's losses and weights (up to the order of float sums), and a second call with the
+    checkpoint folder resumes from the newest checkpoint instead of training again."""
+    from falcon_h1r.cpu_ranks import train_sft_on_cpu_ranks
+
+    recipe = SFTRecipe(packing=False, loss_norm="balanced", save_every=3, keep_checkpoints=1)
+    one = _model()
+    ref = train_sft(one, _examples(), TRAIN, pad_id=PAD, seed=5, progress=False, recipe=recipe)
+    two = _model()
+    hist = train_sft_on_cpu_ranks(two, _examples(), TRAIN, ranks=2, pad_id=PAD, seed=5, recipe=recipe,
+                                  checkpoint_dir=tmp_path / "ck", progress=False)
+    assert hist.steps_done == TRAIN.steps and hist.tokens == ref.tokens
+    assert hist.loss == pytest.approx(ref.loss, rel=1e-5)
+    for (name, a), b in zip(one.named_parameters(), two.parameters()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
+    again = train_sft_on_cpu_ranks(_model(), _examples(), TRAIN, ranks=2, pad_id=PAD, seed=5, recipe=recipe,
+                                   checkpoint_dir=tmp_path / "ck", progress=False)
+    assert again.resumed_from == TRAIN.steps and again.loss == hist.loss
+    with pytest.raises(ValueError, match="ranks must be 2 or more"):
+        train_sft_on_cpu_ranks(_model(), _examples(), TRAIN, ranks=1, pad_id=PAD)

@@ -193,7 +193,7 @@ def get_base_model(preset: Preset, *, seed: int | None = None, root: Path = RESU
     sets = task_sets(preset)
     tok = get_tokenizer(preset, sets, root)
     trainer = base_training_recipe(preset)
-    key = recipe_hash(preset.model, preset.tokenizer, preset.tasks, preset.train, seed, preset.dtype,
+    key = recipe_hash(preset.model, preset.tokenizer, preset.tasks, preset.train.key(), seed, preset.dtype,
                       GENERATOR_VERSION, trainer)
     path = cache_dir(preset, root) / f"base-{key}"
     test = held_out(sets, preset)
@@ -250,9 +250,20 @@ def get_base_model(preset: Preset, *, seed: int | None = None, root: Path = RESU
         before = greedy_eval(model)
         records = teacher_records(sets["train"], preset.tasks.teacher_style, preset.seed)
         examples = examples_from_traces(records, tok, preset.train.max_seq_len)
-        hist = train_sft(model, examples, preset.train, pad_id=tok.pad_id, seed=seed, progress=progress,
-                         desc=f"base SFT (seed {seed})", recipe=trainer, checkpoint_dir=work, resume=True,
-                         deadline=None if budget_s is None else time.time() + budget_s)
+        if preset.train.cpu_ranks > 1 and torch.device(device).type == "cpu":
+            from falcon_h1r.cpu_ranks import train_sft_on_cpu_ranks
+
+            if budget_s is not None:
+                raise RecipeError(f"a base trained on train.cpu_ranks={preset.train.cpu_ranks} CPU processes runs "
+                                  "whole: a time budget needs train.cpu_ranks=1")
+            hist = train_sft_on_cpu_ranks(model, examples, preset.train, ranks=preset.train.cpu_ranks,
+                                          pad_id=tok.pad_id, seed=seed, recipe=trainer, checkpoint_dir=work,
+                                          progress=progress, desc=f"base SFT (seed {seed}, "
+                                                                  f"{preset.train.cpu_ranks} CPU ranks)")
+        else:
+            hist = train_sft(model, examples, preset.train, pad_id=tok.pad_id, seed=seed, progress=progress,
+                             desc=f"base SFT (seed {seed})", recipe=trainer, checkpoint_dir=work, resume=True,
+                             deadline=None if budget_s is None else time.time() + budget_s)
         if hist.steps_done < preset.train.steps:
             raise StageIncomplete(f"base model (seed {seed}) stopped at step {hist.steps_done} of "
                                   f"{preset.train.steps} on its time budget; its checkpoint is in {work}; run again "
@@ -264,7 +275,8 @@ def get_base_model(preset: Preset, *, seed: int | None = None, root: Path = RESU
         "preset": preset.name, "seed": seed, "params": count_params(model), "train_wall_s": round(hist.wall_s, 2),
         "total_wall_s": round(time.time() - t0, 2), "train_tokens": hist.tokens, "steps": preset.train.steps,
         "resumed_from": hist.resumed_from, **accuracy_fields(before, after), "sampled": sampled,
-        "eval_key": eval_key(), "trace_tokens": lengths, "cpu_threads": threads, "cpu_model": cpu_model(),
+        "eval_key": eval_key(), "trace_tokens": lengths, "cpu_threads": threads,
+        "cpu_ranks": preset.train.cpu_ranks if torch.device(device).type == "cpu" else 1, "cpu_model": cpu_model(),
         "device": str(device), "loss_curve": {"step": hist.steps, "loss": hist.loss}, "recipe_hash": key,
     }
     # Write into a private folder, then rename: a concurrent run or an interrupted one never leaves

@@ -141,7 +141,7 @@ def measure_dir(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, bases: Se
 def _shared_key(preset: Preset, bases: Sequence[int]) -> str:
     from falcon_h1r.tasks import GENERATOR_VERSION
 
-    return recipe_hash(preset.model, preset.tasks, preset.train, preset.generation, preset.eval, preset.seed,
+    return recipe_hash(preset.model, preset.tasks, preset.train.key(), preset.generation, preset.eval, preset.seed,
                        list(bases), preset.sections.get("curation", {}), preset.sections.get("sft", {}),
                        preset.tokenizer, GENERATOR_VERSION, RECORDS_VERSION)
 
