@@ -20,7 +20,7 @@ renders from the committed records.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -35,6 +35,7 @@ from falcon_h1r.sections.sft_ablation_data import describe_start
 from falcon_h1r.sections.sft_ablation_export import write_grid_records
 from falcon_h1r.sections.sft_ablations import (Grid, SFTAblations, ablation_setup, load_ablations, prepare,
                                                resolve_grids, run_all, start_record)
+from falcon_h1r.sections.sft_ablation_workers import start_workers, wait_for_workers, workers_alive
 from falcon_h1r.sections.sft_findings import ablation_summary, arm_table, findings_table
 from falcon_h1r.sections.sft_findings import curves as normalization_curves
 from falcon_h1r.sft import SFTRecipe, collate_packed, examples_from_traces, per_sample_losses
@@ -59,13 +60,14 @@ class Section:
     ablations: SFTAblations
     mode: str  # "compute" | "render"
     writer: SectionWriter
+    overrides: dict[str, Any] = field(default_factory=dict)  # the notebook's (grid workers get the same preset)
 
 
 def open_section(preset: str, overrides: dict[str, Any] | None = None) -> Section:
     """Check the notebook's parameters and every block of the preset (``sections.common.open_section``), then
     read this section's two blocks."""
     run = common_open_section(preset, SECTION, overrides)
-    return Section(run.cfg, load_recipe(run.cfg), load_ablations(run.cfg), run.mode, run.writer)
+    return Section(run.cfg, load_recipe(run.cfg), load_ablations(run.cfg), run.mode, run.writer, dict(overrides or {}))
 
 
 # ============================================================================== the base model
@@ -298,6 +300,13 @@ def ablations(sec: Section) -> Ablations:
     if sec.mode == "compute":
         ctx = ablation_setup(sec.cfg, writer.dir / "_work")
         prepare(ctx)
+        n = sec.ablations.workers
+        if n > 1:  # shares 1..n-1 in worker processes beside this one's share 0 (the same rows as one process)
+            workers = start_workers(preset, sec.overrides, range(1, n), n, root=writer.dir.parent.parent)
+            try:
+                run_all(ctx, shard=(0, n), others_alive=lambda: workers_alive(workers))
+            finally:
+                wait_for_workers(workers)
         grids, rows = run_all(ctx)
         start = start_record(ctx)
         write_grid_records(writer, rows, start)

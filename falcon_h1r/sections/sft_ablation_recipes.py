@@ -82,6 +82,10 @@ class SFTAblations:
     start_batch_size: int = 64
     start_lr: float = 0.002
     cpu_threads: int = 0  # torch threads for the runs on CPU (0: leave as is); tiny models run best on 1
+    # processes computing the grid when notebook 02 computes it (the notebook's own and workers - 1 more, each a
+    # share of the runs into the shared work file): the runs are independent and seeded per (arm, seed), so the
+    # rows are the same for any count; 2 uses both cores of a 2-core machine. Not a paper value.
+    workers: int = 1
     # Where notebook 02 takes its bases' figures from when it computes: "train" (train them, or read this machine's
     # cache) or "committed" (the committed base_training.json and trainer_checks.json of this preset). The grid
     # starts from its own common start and never uses the bases, so a GPU session can spend its minutes on the
@@ -98,7 +102,7 @@ class SFTAblations:
         if self.bases not in BASES_SOURCES:
             raise RecipeError(f"sft_ablations.bases: {self.bases!r} not accepted; use one of {', '.join(BASES_SOURCES)}")
         for name in ("steps", "batch_size", "problems_per_domain", "eval_per_domain", "eval_samples", "mup_base_width",
-                     "start_steps", "start_batch_size"):
+                     "start_steps", "start_batch_size", "workers"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"sft_ablations.{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("max_new_tokens", "eval_every", "cpu_threads", "eval_batch_size", "curve_eval_per_domain"):

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -46,6 +46,7 @@ from falcon_h1r.sections.common import cached_json, get_tokenizer, recipe_hash, 
 from falcon_h1r.sections.sft_ablation_data import (ablation_problems, curate_pool, curation_recipe, get_start,
                                                    held_out_problems, pool_key, pool_records, problem_pass_rates,
                                                    start_key, teacher_pool)
+from falcon_h1r.sections.sft_ablation_workers import start_workers, wait_for_workers
 from falcon_h1r.sections.sft_ablation_recipes import (FLOOR_ACC, GRIDS, PAPER_SFT_LR, Arm, Grid, SFTAblations,
                                                       best_lr_paper, grid_runs, load_ablations, load_grid, load_grids,
                                                       reference_arm)
@@ -104,7 +105,7 @@ class AblationContext:
         exclude = {p["question"] for p in sets["test"]} | {p["question"] for p in sets["train"]}
         s_key = start_key(preset, recipe, trainer)
         shaping = {k: v for k, v in to_dict(recipe).items()
-                   if k not in ("grids", "seeds", "grid_seeds", "cpu_threads", "eval_batch_size", "hard_levels",
+                   if k not in ("grids", "seeds", "grid_seeds", "cpu_threads", "workers", "eval_batch_size", "hard_levels",
                                 "easy_levels", "start_corpus", "start_lr_decay")}  # both in s_key
         t = preset.train  # the base run's knobs an arm shares (its steps, batch and rate are the block's)
         run_key = recipe_hash(s_key, shaping, {"warmup_frac": t.warmup_frac, "weight_decay": t.weight_decay,
@@ -367,11 +368,13 @@ def _run_share(ctx: AblationContext, grids: Sequence[Grid], done: dict, shard: t
 
 
 def run_all(ctx: AblationContext, *, progress: bool = True, deadline: float | None = None,
-            shard: tuple[int, int] = (0, 1), poll_s: float = 5.0) -> tuple[list[Grid], list[dict[str, Any]]]:
+            shard: tuple[int, int] = (0, 1), poll_s: float = 5.0,
+            others_alive: Callable[[], bool] | None = None) -> tuple[list[Grid], list[dict[str, Any]]]:
     """Every run of the preset's grids this worker's ``shard`` holds, in two phases when the reference rate comes
     from the learning_rate grid: that grid first (then wait for the other workers' share of it), the other grids
     around its best rate after. Returns the grids (resolved, or the learning_rate grid alone when ``deadline``
-    came first) and every row of them in the work file."""
+    came first, or when ``others_alive`` says the workers holding the other shares have failed) and every row of
+    them in the work file."""
     work = ctx.work_dir / "ablation_rows.jsonl"
     done = load_rows(work, ctx.run_key)
     grids, ref = resolve_grids(ctx.preset, done)
@@ -381,6 +384,8 @@ def run_all(ctx: AblationContext, *, progress: bool = True, deadline: float | No
             done = load_rows(work, ctx.run_key)
             grids, ref = resolve_grids(ctx.preset, done)
             if ref is not None or (deadline is not None and time.time() > deadline):
+                break
+            if others_alive is not None and not others_alive():
                 break
             time.sleep(poll_s)  # another worker is finishing its share of the learning_rate grid
     if ref is not None:
@@ -431,19 +436,11 @@ def run_ablations_parallel(preset_name: str, overrides: dict[str, Any] | None, *
     much of a GPU idle (launches, Python, the sandbox grading the held-out code), which another process fills.
     The common start, its evaluation and the curated pools are built here first; each worker then computes its
     share (``--shard i/n``) into the shared work file."""
-    import subprocess
-
     t0 = time.time()
     ctx = _preset_context(preset_name, overrides, True)
     prepare(ctx)
-    extra = [a for k, v in (overrides or {}).items() for a in ("--override", f"{k}={json.dumps(v)}")]
-    budget = [] if budget_s is None else ["--budget-s", str(max(1.0, budget_s - (time.time() - t0)))]
-    cli = [sys.executable, "-m", "falcon_h1r.sections.sft_ablations", "--preset", preset_name]
-    procs = [subprocess.Popen([*cli, "--shard", f"{i}/{workers}", *budget, *extra]) for i in range(workers)]
-    codes = [p.wait() for p in procs]
-    bad = [c for c in codes if c not in (0, 3)]
-    if bad:
-        raise RuntimeError(f"SFT ablation workers exited with codes {codes} (0: all done, 3: budget reached)")
+    budget = None if budget_s is None else max(1.0, budget_s - (time.time() - t0))
+    wait_for_workers(start_workers(preset_name, overrides, range(workers), workers, budget_s=budget))
     return {**_runs_done(ctx), "wall_s": round(time.time() - t0, 1), "workers": workers}
 
 
