@@ -9,6 +9,9 @@ VENV ?= .venv
 # pytest-xdist workers for `make test` (a test file stays on one worker: its module fixtures are built once)
 TEST_WORKERS ?= 2
 GPU ?=
+# notebooks run side by side after the first (which trains the base the others load): 2 at tiny, where most keep
+# one core busy; 1 at the GPU presets
+JOBS ?= $(if $(filter tiny,$(PRESET)),2,1)
 PY := $(VENV)/bin/python
 
 .PHONY: env reproduce test test-all list clean-cache
@@ -17,7 +20,7 @@ env:
 	@VENV=$(VENV) GPU=$(GPU) bash scripts/setup_env.sh
 
 reproduce: env
-	$(PY) -m falcon_h1r reproduce --preset $(PRESET) $(if $(SECTIONS),--sections $(SECTIONS))
+	$(PY) -m falcon_h1r reproduce --preset $(PRESET) --jobs $(JOBS) $(if $(SECTIONS),--sections $(SECTIONS))
 
 test: env
 	$(PY) -m pytest -q -m "not gpu" -n $(TEST_WORKERS) --dist loadfile tests

@@ -235,7 +235,25 @@ def scoreboard(preset: str) -> int:
     return 0
 
 
-def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides: dict | None = None) -> int:
+def _notebook_outcome(section: str, preset: str, params: dict | None, log_output: bool) -> tuple[bool, str, float]:
+    """:func:`run_notebook`'s outcome as plain values (ok, the executed notebook's path or the error, seconds), so
+    that it comes back from a worker process (``--jobs``) even when the error does not pickle."""
+    t = time.time()
+    try:
+        out = run_notebook(section, preset, parameters=params, log_output=log_output)
+        return True, str(out), time.time() - t
+    except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
+        return False, str(exc) or type(exc).__name__, time.time() - t
+
+
+def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides: dict | None = None,
+                  jobs: int = 1) -> int:
+    """Run the notebooks in order; with ``jobs`` > 1 the first one alone (01 trains the SFT base every later
+    notebook loads) and then the rest ``jobs`` at a time in worker processes. Why: most tiny notebooks keep one
+    core busy (a ~150K model gains nothing from a second thread), so a 2-core machine runs two side by side."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
     from tqdm.auto import tqdm
 
     failed = []
@@ -244,21 +262,33 @@ def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides:
     if overrides:
         print(f"reproduce {preset}: overrides {overrides}; results under {RESULTS_ROOT}", file=sys.stderr)
     sweep_stale_runs(RESULTS_ROOT / preset)
-    bar = tqdm(sections, desc=f"reproduce {preset}", unit="notebook", file=sys.stderr)
-    for section in bar:
-        bar.set_postfix_str(section)
-        t = time.time()
-        try:
-            out = run_notebook(section, preset, parameters=params, log_output=log_output)
+    bar = tqdm(total=len(sections), desc=f"reproduce {preset}", unit="notebook", file=sys.stderr)
+
+    def report(section: str, ok: bool, what: str, seconds: float) -> None:
+        bar.update(1)
+        if ok:
+            out = Path(what)
             shown = out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out
-            tqdm.write(f"[ok] {section} in {time.time() - t:.0f}s -> {shown}", file=sys.stderr)
-        except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
-            failed.append(section)
-            where = RESULTS_ROOT / preset / section / f"{NOTEBOOKS[section].removesuffix('.ipynb')}.failed.ipynb"
-            first = str(exc).strip().splitlines()
-            tqdm.write(f"[FAILED] {section}: {first[-1] if first else type(exc).__name__}\n"
-                       f"         the executed notebook with its traceback: {where}\n"
-                       f"         the last good results in {where.parent} are untouched", file=sys.stderr)
+            tqdm.write(f"[ok] {section} in {seconds:.0f}s -> {shown}", file=sys.stderr)
+            return
+        failed.append(section)
+        where = RESULTS_ROOT / preset / section / f"{NOTEBOOKS[section].removesuffix('.ipynb')}.failed.ipynb"
+        first = what.strip().splitlines()
+        tqdm.write(f"[FAILED] {section}: {first[-1] if first else 'error'}\n"
+                   f"         the executed notebook with its traceback: {where}\n"
+                   f"         the last good results in {where.parent} are untouched", file=sys.stderr)
+
+    alone, together = (sections[:1], sections[1:]) if jobs > 1 else (sections, [])
+    for section in alone:
+        bar.set_postfix_str(section)
+        report(section, *_notebook_outcome(section, preset, params, log_output))
+    if together:
+        bar.set_postfix_str(f"{', '.join(together)}, {jobs} at a time")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            running = {pool.submit(_notebook_outcome, s, preset, params, log_output): s for s in together}
+            for fut in as_completed(running):
+                report(running[fut], *fut.result())
+    bar.close()
     total = time.time() - t0
     print(f"reproduce {preset}: {len(sections) - len(failed)}/{len(sections)} notebooks ok in {total:.0f}s",
           file=sys.stderr)
@@ -266,7 +296,7 @@ def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides:
     if code:
         return code
     if failed:
-        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"failed: {', '.join(sorted(failed))}", file=sys.stderr)
         return 1
     return 0
 
@@ -283,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="a recipe value for this run, e.g. rl_experiments.steps=200 or "
                           "'rl_experiments.curricula=[math_only]' (repeatable; "
                           "set FALCON_H1R_RESULTS to keep the committed records)")
+    rep.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="after the first notebook, run N at a time in worker processes (make reproduce: 2)")
     rep.add_argument("--require-gpu", action="store_true",
                      help="exit 2 instead of rendering the committed records when the preset computes on a CUDA "
                           "GPU and none is usable here")
@@ -302,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                 update_readme(preset)
             return 0
         sections = resolve_sections(args.sections)
+        if args.cmd == "reproduce" and args.jobs < 1:
+            raise UsageError(f"--jobs {args.jobs}: expected a count of 1 or more")
         overrides = parse_overrides(args.override)
         check_preset_and_overrides(preset, overrides)
         check_local_files(preset, overrides, sections)
@@ -311,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     code = check_gpu(preset, overrides, args.require_gpu)
     if code is not None:
         return code
-    return cmd_reproduce(preset, sections, args.log_output, overrides)
+    return cmd_reproduce(preset, sections, args.log_output, overrides, jobs=args.jobs)
 
 
 if __name__ == "__main__":

@@ -169,3 +169,42 @@ def test_empty_section_list_and_bad_preset_files_exit_2(capsys, monkeypatch, tmp
     assert main(["reproduce", "--preset", "tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "strategy_stepz" in err[0] and "preset tiny" in err[0]
+
+
+def test_jobs_run_the_first_notebook_alone_then_the_rest_side_by_side(monkeypatch, tmp_path, capsys):
+    """--jobs 2: the first notebook (it trains the base the others load) finishes before any other starts; the
+    rest run in a pool of two; a failing one is named and the run exits 1 while the others still finish. The
+    process pool is swapped for threads here so that the stubbed notebook runner reaches the workers."""
+    import concurrent.futures
+    import threading
+    import time
+
+    from falcon_h1r import cli
+
+    monkeypatch.setattr(cli, "RESULTS_ROOT", tmp_path / "results")
+    events, lock, running, peak = [], threading.Lock(), set(), []
+
+    def fake(section, preset, **kw):
+        with lock:
+            events.append(("start", section))
+            running.add(section)
+            peak.append(len(running))
+        time.sleep(0.2)
+        with lock:
+            running.discard(section)
+            events.append(("end", section))
+        if section == "04_throughput":
+            raise RuntimeError("cell 3 failed\nValueError: broken on purpose")
+        return tmp_path / f"{section}.ipynb"
+
+    monkeypatch.setattr(cli, "run_notebook", fake)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor",
+                        lambda max_workers, mp_context=None: concurrent.futures.ThreadPoolExecutor(max_workers))
+    assert main(["reproduce", "--preset", "tiny", "--jobs", "2"]) == 1
+    assert events[:2] == [("start", "01_data_curation"), ("end", "01_data_curation")]
+    assert max(peak) == 2 and sorted(s for e, s in events if e == "end") == sorted(cli.NOTEBOOKS)
+    err = capsys.readouterr().err
+    assert "[FAILED] 04_throughput: ValueError: broken on purpose" in err and "failed: 04_throughput" in err
+    assert "5/6 notebooks ok" in err
+    assert main(["reproduce", "--preset", "tiny", "--jobs", "0"]) == 2
+    assert "--jobs 0: expected a count of 1 or more" in capsys.readouterr().err
