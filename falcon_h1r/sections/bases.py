@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from falcon_h1r.config import PRESETS, RecipeError
+from falcon_h1r.config import PRESETS, RecipeError, parse_overrides
 from falcon_h1r.sections.common import StageIncomplete, base_seeds, get_base_model
 from falcon_h1r.sections.recipes import validate_preset
 
@@ -48,15 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="preset override (YAML)")
     ap.add_argument("--seed", type=int, default=None, help="(internal) train this one base in this process")
     args = ap.parse_args(argv)
-    import yaml
-
-    overrides = {}
-    for item in args.override:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            ap.error(f"--override {item!r}: expected KEY=VALUE")
-        overrides[key] = yaml.safe_load(raw)
     try:
+        overrides = parse_overrides(args.override)
         cfg = validate_preset(args.preset, overrides)
     except RecipeError as exc:
         print(f"bases: {exc}", file=sys.stderr)

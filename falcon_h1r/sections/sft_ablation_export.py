@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from falcon_h1r.config import RecipeError, load_preset
+from falcon_h1r.config import RecipeError, load_preset, parse_overrides
 from falcon_h1r.results import RESULTS_ROOT, SectionWriter, section_dir
 from falcon_h1r.sections.common import cache_dir
 from falcon_h1r.sections.sft_ablation_data import start_key
@@ -97,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     """Export the preset's finished grid (see the module docstring)."""
     import argparse
 
-    import yaml
-
     ap = argparse.ArgumentParser(prog="python -m falcon_h1r.sections.sft_ablation_export",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
@@ -106,13 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--partial", action="store_true",
                     help="write the finished runs of an unfinished grid and list the missing ones")
     args = ap.parse_args(argv)
-    bad = [o for o in args.override if "=" not in o]
-    if bad:
-        ap.error(f"--override {bad[0]!r}: expected key=value, e.g. sft_ablations.steps=60")
     try:
-        overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
+        overrides = parse_overrides(args.override)
         print(json.dumps(export_grid(args.preset, overrides, partial=args.partial)))
-    except (RecipeError, yaml.YAMLError) as exc:
+    except RecipeError as exc:
         print(f"sft_ablation_export: {exc}", file=sys.stderr)
         return 2
     except GridIncomplete as exc:

@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from falcon_h1r.config import GenerationConfig, Preset, RecipeError, load_preset, to_dict
+from falcon_h1r.config import GenerationConfig, Preset, RecipeError, load_preset, parse_overrides, to_dict
 from falcon_h1r.curation import mixture_sample
 from falcon_h1r.env import seed_everything
 from falcon_h1r.evaluation import evaluate_outcomes
@@ -549,8 +549,6 @@ def main(argv: list[str] | None = None) -> int:
     then run the notebook). ``--probe`` times one reference arm first."""
     import argparse
 
-    import yaml
-
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("--preset", default="small")
     ap.add_argument("--budget-s", type=float, default=None, help="stop starting new runs after this many seconds")
@@ -577,11 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--shard {args.shard!r}: expected i/n with 0 <= i < n, e.g. 0/4")
     if args.workers < 1:
         ap.error(f"--workers {args.workers}: expected a count of 1 or more")
-    bad = [o for o in args.override if "=" not in o]
-    if bad:
-        ap.error(f"--override {bad[0]!r}: expected key=value, e.g. sft_ablations.steps=60")
-    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
     try:
+        overrides = parse_overrides(args.override)
         load_grids(load_preset(args.preset, overrides))  # the preset, its blocks and grids, before any work
         if args.probe:
             print(json.dumps(probe(args.preset, overrides)))
