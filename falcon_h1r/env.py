@@ -61,8 +61,11 @@ def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         commit = full_hash(out.stdout) if out.returncode == 0 else None
         if commit:
-            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=10).stdout
+            # the code's state, not the results': a run rewrites results/ as it goes (notebook 01's records
+            # would otherwise mark every later notebook of the same run dirty)
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":(exclude)results"], cwd=root, capture_output=True, text=True,
+                                    timeout=10).stdout
             dirty = bool(status.strip())
     except (OSError, subprocess.SubprocessError):
         commit = None
