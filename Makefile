@@ -9,8 +9,8 @@ VENV ?= .venv
 # pytest-xdist workers for `make test` (a test file stays on one worker: its module fixtures are built once)
 TEST_WORKERS ?= 2
 GPU ?=
-# notebooks run side by side after the SFT bases they all load are made: 2 at tiny, where most keep one core
-# busy; 1 at the GPU presets
+# notebooks run side by side after the first (which trains the base the others load): 2 at tiny, where most keep
+# one core busy; 1 at the GPU presets
 JOBS ?= $(if $(filter tiny,$(PRESET)),2,1)
 PY := $(VENV)/bin/python
 

@@ -246,31 +246,11 @@ def _notebook_outcome(section: str, preset: str, params: dict | None, log_output
         return False, str(exc) or type(exc).__name__, time.time() - t
 
 
-def train_bases_first(preset: str, overrides: dict | None) -> bool | None:
-    """The preset's SFT bases (``python -m falcon_h1r.sections.bases``, the stage every notebook loads them from),
-    before notebooks run side by side: otherwise each would wait for, or train, the same bases. None when the
-    preset trains none here (a checkpoint, or a preset this machine renders); else whether they are ready."""
-    import json
-    import subprocess
-
-    from falcon_h1r.config import load_preset
-    from falcon_h1r.sections.common import run_mode
-
-    cfg = load_preset(preset, overrides)
-    if cfg.model.checkpoint or run_mode(cfg) != "compute":
-        return None
-    extra = [a for k, v in (overrides or {}).items() for a in ("--override", f"{k}={json.dumps(v)}")]
-    proc = subprocess.run([sys.executable, "-m", "falcon_h1r.sections.bases", "--preset", preset, *extra],
-                          stdout=subprocess.PIPE, text=True)  # the progress bars (stderr) show
-    return proc.returncode == 0
-
-
 def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides: dict | None = None,
                   jobs: int = 1) -> int:
-    """Run the notebooks in order; with ``jobs`` > 1 first the SFT bases every notebook loads (or, when they
-    cannot be made apart, the first notebook alone: 01 trains them), then the notebooks ``jobs`` at a time in
-    worker processes. Why: most tiny notebooks keep one core busy (a ~150K model gains nothing from a second
-    thread), so a 2-core machine runs two side by side."""
+    """Run the notebooks in order; with ``jobs`` > 1 the first one alone (01 trains the SFT base every later
+    notebook loads) and then the rest ``jobs`` at a time in worker processes. Why: most tiny notebooks keep one
+    core busy (a ~150K model gains nothing from a second thread), so a 2-core machine runs two side by side."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
@@ -298,17 +278,7 @@ def cmd_reproduce(preset: str, sections: list[str], log_output: bool, overrides:
                    f"         the executed notebook with its traceback: {where}\n"
                    f"         the last good results in {where.parent} are untouched", file=sys.stderr)
 
-    alone, together = sections, []
-    if jobs > 1 and len(sections) > 1:
-        bar.set_postfix_str("SFT bases")
-        t = time.time()
-        ready = train_bases_first(preset, overrides)
-        if ready is False:
-            tqdm.write(f"[FAILED] the SFT bases, in {time.time() - t:.0f}s: running {sections[0]} alone first (it "
-                       "trains them and shows the error)", file=sys.stderr)
-        elif ready:
-            tqdm.write(f"[ok] the SFT bases in {time.time() - t:.0f}s", file=sys.stderr)
-        alone, together = ([], sections) if ready else (sections[:1], sections[1:])
+    alone, together = (sections[:1], sections[1:]) if jobs > 1 else (sections, [])
     for section in alone:
         bar.set_postfix_str(section)
         report(section, *_notebook_outcome(section, preset, params, log_output))
@@ -344,8 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                           "'rl_experiments.curricula=[math_only]' (repeatable; "
                           "set FALCON_H1R_RESULTS to keep the committed records)")
     rep.add_argument("--jobs", type=int, default=1, metavar="N",
-                     help="run N notebooks at a time in worker processes, after the SFT bases they load "
-                          "(make reproduce: 2 at tiny)")
+                     help="after the first notebook, run N at a time in worker processes (make reproduce: 2)")
     rep.add_argument("--require-gpu", action="store_true",
                      help="exit 2 instead of rendering the committed records when the preset computes on a CUDA "
                           "GPU and none is usable here")

@@ -171,11 +171,9 @@ def test_empty_section_list_and_bad_preset_files_exit_2(capsys, monkeypatch, tmp
     assert len(err) == 1 and "strategy_stepz" in err[0] and "preset tiny" in err[0]
 
 
-@pytest.mark.parametrize("bases", [True, None, False])
-def test_jobs_run_the_notebooks_side_by_side_after_the_bases(monkeypatch, tmp_path, capsys, bases):
-    """--jobs 2: the SFT bases first (every notebook loads them); then the notebooks in a pool of two. Where the
-    bases are not made apart (None: none to train here; False: that step failed) the first notebook runs alone
-    first (it trains them). A failing notebook is named and the run exits 1 while the others still finish. The
+def test_jobs_run_the_first_notebook_alone_then_the_rest_side_by_side(monkeypatch, tmp_path, capsys):
+    """--jobs 2: the first notebook (it trains the base the others load) finishes before any other starts; the
+    rest run in a pool of two; a failing one is named and the run exits 1 while the others still finish. The
     process pool is swapped for threads here so that the stubbed notebook runner reaches the workers."""
     import concurrent.futures
     import threading
@@ -200,28 +198,13 @@ def test_jobs_run_the_notebooks_side_by_side_after_the_bases(monkeypatch, tmp_pa
         return tmp_path / f"{section}.ipynb"
 
     monkeypatch.setattr(cli, "run_notebook", fake)
-    monkeypatch.setattr(cli, "train_bases_first", lambda preset, overrides: events.append(("bases", preset)) or bases)
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor",
                         lambda max_workers, mp_context=None: concurrent.futures.ThreadPoolExecutor(max_workers))
     assert main(["reproduce", "--preset", "tiny", "--jobs", "2"]) == 1
-    assert events[0] == ("bases", "tiny")
-    if bases:
-        assert {s for e, s in events[1:3]} == {"01_data_curation", "02_sft"}  # both start at once
-    else:
-        assert events[1:3] == [("start", "01_data_curation"), ("end", "01_data_curation")]
+    assert events[:2] == [("start", "01_data_curation"), ("end", "01_data_curation")]
     assert max(peak) == 2 and sorted(s for e, s in events if e == "end") == sorted(cli.NOTEBOOKS)
     err = capsys.readouterr().err
     assert "[FAILED] 04_throughput: ValueError: broken on purpose" in err and "failed: 04_throughput" in err
     assert "5/6 notebooks ok" in err
     assert main(["reproduce", "--preset", "tiny", "--jobs", "0"]) == 2
     assert "--jobs 0: expected a count of 1 or more" in capsys.readouterr().err
-
-
-def test_no_bases_step_where_the_preset_trains_none_here():
-    """small on a machine without a usable GPU renders its committed records: no bases are trained first."""
-    from falcon_h1r import cli
-    from falcon_h1r.kernels import cuda_status
-
-    if cuda_status().usable:
-        pytest.skip("a usable GPU here: small computes")
-    assert cli.train_bases_first("small", {}) is None
