@@ -444,10 +444,12 @@ def test_the_cli_names_bad_input_and_exits_2(capsys):
 
     assert main(["--preset", "tiny", "--override", "sft_ablations.steps=0"]) == 2
     assert "sft_ablations.steps: must be >= 1" in capsys.readouterr().err
-    for argv in (["--shard", "3/2"], ["--workers", "0"], ["--override", "steps"]):
+    for argv in (["--shard", "3/2"], ["--workers", "0"]):
         with pytest.raises(SystemExit) as e:
             main(["--preset", "tiny", *argv])
         assert e.value.code == 2
+    assert main(["--preset", "tiny", "--override", "steps"]) == 2  # the shared parser's one line (config.parse_overrides)
+    assert "--override 'steps': expected KEY=VALUE" in capsys.readouterr().err
 
 
 def test_computing_with_committed_bases_copies_their_records_and_names_a_missing_one(tmp_path, monkeypatch):
