@@ -259,6 +259,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _positive("train.steps", self.steps)
+        _positive("train.batch_size", self.batch_size)
+        _positive("train.lr", self.lr)
+        if not 0 <= self.warmup_frac < 1:
+            raise RecipeError(f"train.warmup_frac: must be in [0, 1), got {self.warmup_frac}")
+        _positive("train.max_seq_len", self.max_seq_len)
+        _positive("train.cpu_threads", self.cpu_threads)
         _positive("train.cpu_ranks", self.cpu_ranks)
 
     def key(self) -> dict[str, Any]:
@@ -268,12 +274,6 @@ class TrainConfig:
         if out.get("cpu_ranks") == 1:
             del out["cpu_ranks"]
         return out
-        _positive("train.batch_size", self.batch_size)
-        _positive("train.lr", self.lr)
-        if not 0 <= self.warmup_frac < 1:
-            raise RecipeError(f"train.warmup_frac: must be in [0, 1), got {self.warmup_frac}")
-        _positive("train.max_seq_len", self.max_seq_len)
-        _positive("train.cpu_threads", self.cpu_threads)
 
 
 @dataclass

@@ -47,3 +47,20 @@ def test_numeric_strings_from_yaml_are_numbers():
     from falcon_h1r.config import TrainConfig
 
     assert parse(TrainConfig, {"lr": "3e-4"}).lr == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize("key, value", [("train.steps", 0), ("train.batch_size", 0), ("train.lr", 0),
+                                        ("train.warmup_frac", 1.0), ("train.max_seq_len", 0),
+                                        ("train.cpu_threads", 0), ("train.cpu_ranks", 0)])
+def test_every_train_field_is_checked(key, value):
+    with pytest.raises(RecipeError, match=key):
+        load_preset("tiny", {key: value})
+
+
+def test_train_key_leaves_out_one_cpu_rank_only():
+    """cpu_ranks 1 (every preset before the field existed) keeps the old cache keys; 2 changes them."""
+    from falcon_h1r.config import to_dict
+
+    one, two = load_preset("tiny", {"train.cpu_ranks": 1}).train, load_preset("tiny", {"train.cpu_ranks": 2}).train
+    assert "cpu_ranks" not in one.key() and {**one.key(), "cpu_ranks": 1} == to_dict(one)
+    assert two.key() == to_dict(two)
