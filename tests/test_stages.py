@@ -55,3 +55,17 @@ def test_cached_base_is_re_evaluated_when_the_eval_count_changes(tiny_preset, tm
     assert again.path == first.path and again.info["train_wall_s"] == first.info["train_wall_s"]
     assert again.info["eval_problems"] == 2 * len(tiny_preset.tasks.domains) != first.info["eval_problems"]
     assert get_base_model(fewer, root=tmp_path, progress=False).info == again.info  # now cached as is
+
+
+def test_a_budget_with_cpu_ranks_is_refused_before_any_work(tiny_preset, tmp_path, monkeypatch):
+    """A base on several CPU processes runs whole (the ranks cannot agree on a deadline): asking for a time budget
+    is one clear error before the model is built or evaluated."""
+    from dataclasses import replace
+
+    from falcon_h1r.config import RecipeError
+    from falcon_h1r.sections import common
+
+    monkeypatch.setattr(common, "seed_everything", lambda *a: pytest.fail("work started"))
+    preset = replace(tiny_preset, train=replace(tiny_preset.train, cpu_ranks=2))
+    with pytest.raises(RecipeError, match="train.cpu_ranks=1"):
+        get_base_model(preset, root=tmp_path, progress=False, budget_s=60)

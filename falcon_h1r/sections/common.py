@@ -242,6 +242,10 @@ def get_base_model(preset: Preset, *, seed: int | None = None, root: Path = RESU
             write_json(path / "history.json", info)
         return BaseModel(model, tok, sets, info, path)
 
+    ranks = preset.train.cpu_ranks if torch.device(device).type == "cpu" else 1  # real CPU processes (cpu_ranks)
+    if ranks > 1 and budget_s is not None:  # before any work
+        raise RecipeError(f"a base trained on train.cpu_ranks={ranks} CPU processes runs whole: a time budget needs "
+                          "train.cpu_ranks=1")
     work = path.with_name(f"{path.name}.work")
     seed_everything(seed)
     with torch_threads(threads, device):
@@ -250,16 +254,12 @@ def get_base_model(preset: Preset, *, seed: int | None = None, root: Path = RESU
         before = greedy_eval(model)
         records = teacher_records(sets["train"], preset.tasks.teacher_style, preset.seed)
         examples = examples_from_traces(records, tok, preset.train.max_seq_len)
-        if preset.train.cpu_ranks > 1 and torch.device(device).type == "cpu":
+        if ranks > 1:
             from falcon_h1r.cpu_ranks import train_sft_on_cpu_ranks
 
-            if budget_s is not None:
-                raise RecipeError(f"a base trained on train.cpu_ranks={preset.train.cpu_ranks} CPU processes runs "
-                                  "whole: a time budget needs train.cpu_ranks=1")
-            hist = train_sft_on_cpu_ranks(model, examples, preset.train, ranks=preset.train.cpu_ranks,
-                                          pad_id=tok.pad_id, seed=seed, recipe=trainer, checkpoint_dir=work,
-                                          progress=progress, desc=f"base SFT (seed {seed}, "
-                                                                  f"{preset.train.cpu_ranks} CPU ranks)")
+            hist = train_sft_on_cpu_ranks(model, examples, preset.train, ranks=ranks, pad_id=tok.pad_id, seed=seed,
+                                          recipe=trainer, checkpoint_dir=work, progress=progress,
+                                          desc=f"base SFT (seed {seed}, {ranks} CPU ranks)")
         else:
             hist = train_sft(model, examples, preset.train, pad_id=tok.pad_id, seed=seed, progress=progress,
                              desc=f"base SFT (seed {seed})", recipe=trainer, checkpoint_dir=work, resume=True,
@@ -276,7 +276,7 @@ def get_base_model(preset: Preset, *, seed: int | None = None, root: Path = RESU
         "total_wall_s": round(time.time() - t0, 2), "train_tokens": hist.tokens, "steps": preset.train.steps,
         "resumed_from": hist.resumed_from, **accuracy_fields(before, after), "sampled": sampled,
         "eval_key": eval_key(), "trace_tokens": lengths, "cpu_threads": threads,
-        "cpu_ranks": preset.train.cpu_ranks if torch.device(device).type == "cpu" else 1, "cpu_model": cpu_model(),
+        "cpu_ranks": ranks, "cpu_model": cpu_model(),
         "device": str(device), "loss_curve": {"step": hist.steps, "loss": hist.loss}, "recipe_hash": key,
     }
     # Write into a private folder, then rename: a concurrent run or an interrupted one never leaves
