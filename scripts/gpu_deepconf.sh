@@ -34,10 +34,7 @@ BUNDLES=${OUT:-${DEEPCONF_OUT:-/tmp/falcon_h1r_deepconf}}
 BUDGET=${DEEPCONF_BUDGET_S:-570}
 RECORDS=${DEEPCONF_RECORDS_S:-150}
 mkdir -p "$CACHE" "$BUNDLES"
-# the device command's start when the prelude set it (its wheel install counts too); a start older than the
-# budget is an earlier command's (a shell that sourced the prelude before), not this one's
-t0=${FALCON_H1R_T0:-$(date +%s)}; [ $(( $(date +%s) - t0 )) -lt "$BUDGET" ] || t0=$(date +%s)
-left() { echo $(( BUDGET - ($(date +%s) - t0) )); }
+. "$(dirname "$0")/gpu_clock.sh"   # t0 (the device command's start) and left()
 quiet() { tr '\r' '\n' | grep -v "it/s\]\|s/it\]\|Backend impl\|falling back\|^ *$"; }
 
 # ---- 1. carried bases and pools

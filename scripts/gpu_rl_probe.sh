@@ -38,10 +38,7 @@ PROBES=${FALCON_H1R_PROBE_ROOT:-/tmp/falcon_h1r_probe}
 BUNDLES=${OUT:-${RL_PROBE_OUT:-$PROBES}}
 BUDGET=${RL_PROBE_BUDGET_S:-570}
 mkdir -p "$CACHE" "$BUNDLES"
-# the device command's start when the prelude set it (its wheel install counts too); a start older than the
-# budget is an earlier command's (a shell that sourced the prelude before), not this one's
-t0=${FALCON_H1R_T0:-$(date +%s)}; [ $(( $(date +%s) - t0 )) -lt "$BUDGET" ] || t0=$(date +%s)
-left() { echo $(( BUDGET - ($(date +%s) - t0) )); }
+. "$(dirname "$0")/gpu_clock.sh"   # t0 (the device command's start) and left()
 
 # ---- 1. what earlier pieces brought back
 for f in .carry/base_"$PRESET"*.tgz .carry/rl_state_"$PRESET".tgz; do

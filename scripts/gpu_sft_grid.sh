@@ -37,10 +37,7 @@ BUNDLES=${OUT:-${SFT_GRID_OUT:-/tmp/falcon_h1r_sft_grid}}
 BUDGET=${SFT_GRID_BUDGET_S:-560}
 TAIL=${SFT_RUN_TAIL_S:-150}
 WORKERS=${SFT_WORKERS:-8}
-# the device command's start when the prelude set it (its wheel install counts too); a start older than the
-# budget is an earlier command's (a shell that sourced the prelude before), not this one's
-t0=${FALCON_H1R_T0:-$(date +%s)}; [ $(( $(date +%s) - t0 )) -lt "$BUDGET" ] || t0=$(date +%s)
-left() { echo $(( BUDGET - ($(date +%s) - t0) )); }
+. "$(dirname "$0")/gpu_clock.sh"   # t0 (the device command's start) and left()
 ARGS=()
 for kv in "$@"; do
   case "$kv" in *=*) ARGS+=(--override "$kv");; *) echo "gpu_sft_grid: '$kv' is not KEY=VALUE" >&2; exit 2;; esac
