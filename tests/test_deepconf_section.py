@@ -505,9 +505,13 @@ def test_overhead_probe_runs_on_both_engines(engine):
                                              prompt_len=5, repeats=1, engine=engine)
     assert rec["engine"] == engine and rec["step_s_without"] > 0 and rec["step_s_with"] > 0
     assert np.isfinite(rec["overhead_fraction"]) and rec["overhead_fraction_isolated"] > 0
+    assert rec["controller_form"] == "torch ops"  # on the CPU; CUDA with Triton: "fused Triton kernel"
     if engine == "hf":
         assert rec["controller_in_loop_s"] > 0
         assert rec["overhead_fraction"] == pytest.approx(rec["controller_in_loop_s"] / rec["step_s_without"])
+    else:  # the fast engine also times the controller's torch form, in the same runs
+        assert len(rec["step_s_runs_with_torch_form"]) == 1 and np.isfinite(rec["overhead_fraction_torch_form"])
+        assert np.isfinite(rec["overhead_fraction_paired_median"])
 
 
 def test_the_gpu_script_carries_pools_both_ways_and_counts_the_device_commands_start(tmp_path):

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from falcon_h1r.deepconf.online import EarlyStopController
+from falcon_h1r.deepconf.stop_kernel import fused_available
 
 
 class _TimedStop:
@@ -51,7 +52,9 @@ def measure_confidence_overhead(model: Any, *, vocab_size: int, batch_size: int,
       ``overhead_fraction_loop_diff``, drowns in noise on a shared CPU: +-20 % between identical runs.)
 
     Each figure is the fastest of ``repeats`` runs (other processes only ever add time). Also: the
-    controller alone in a tight eager loop (``overhead_fraction_isolated``).
+    controller alone in a tight eager loop (``overhead_fraction_isolated``). On the fast engine the controller's
+    torch form (``fused=False``, about 12 small kernels) is timed beside its fused kernel
+    (``overhead_fraction_torch_form``), and ``controller_form`` says which one ``overhead_fraction`` timed.
     """
     import torch
 
@@ -84,10 +87,12 @@ def measure_confidence_overhead(model: Any, *, vocab_size: int, batch_size: int,
 
         decode_step(None)  # warm-up: allocator, kernels, graph capture
         decode_step(EarlyStopController(0.0, window))
-        runs: dict[str, list[float]] = {"without": [], "with": []}
+        decode_step(EarlyStopController(0.0, window, fused=False))
+        runs: dict[str, list[float]] = {"without": [], "with": [], "with_torch_form": []}
         for _ in range(repeats):
             runs["without"].append(decode_step(None))
             runs["with"].append(decode_step(EarlyStopController(0.0, window)))
+            runs["with_torch_form"].append(decode_step(EarlyStopController(0.0, window, fused=False)))
     else:
         def timed(steps: int, controller: Any) -> float:
             sync()
@@ -111,6 +116,11 @@ def measure_confidence_overhead(model: Any, *, vocab_size: int, batch_size: int,
     # min over repeats: other processes only ever add time, so the fastest run is the cleanest estimate
     step_without, step_with = min(runs["without"]), min(runs["with"])
     loop_diff = (step_with - step_without) / step_without
+    # the same runs paired repeat by repeat (the median of the per-repeat fractions: a second reading)
+    paired = sorted((w - o) / o for w, o in zip(runs["with"], runs["without"]))
+    fused_form = device.type == "cuda" and fused_available()  # what EarlyStopController(fused=None) picks
+    torch_form = ((min(runs["with_torch_form"]) - step_without) / step_without
+                  if runs.get("with_torch_form") else None)
 
     # the controller alone, on the same shapes, eagerly (an upper bound for the graph-captured step)
     controller = EarlyStopController(0.0, window)
@@ -134,9 +144,13 @@ def measure_confidence_overhead(model: Any, *, vocab_size: int, batch_size: int,
         "step_s_without": step_without, "step_s_with": step_with,
         "overhead_fraction": loop_diff if resolved == "fast" else min(in_loop) / step_without,
         "overhead_fraction_loop_diff": loop_diff,
+        "overhead_fraction_paired_median": paired[len(paired) // 2] if paired else None,
+        "controller_form": "fused Triton kernel" if fused_form else "torch ops",
+        "overhead_fraction_torch_form": torch_form,
         "controller_in_loop_s": min(in_loop) if in_loop else None,
         "controller_call_s": call_s, "overhead_fraction_isolated": call_s / step_without,
         "step_s_runs_without": runs["without"], "step_s_runs_with": runs["with"],
+        "step_s_runs_with_torch_form": runs.get("with_torch_form", []),
     }
 
 

@@ -266,7 +266,8 @@ if len(live):
 # CUDA graph and its cost is the difference of the two decode clocks; in transformers' loop (CPU) its calls are
 # timed inside the loop, because two whole runs on a shared CPU differ by more than the controller costs.
 # Target on GPU: at most 3 % of a decode step (`bench/deepconf_overhead.py` measures the same). A CPU figure
-# says nothing about the GPU target.
+# says nothing about the GPU target. On CUDA the controller is one fused Triton kernel
+# (`falcon_h1r.deepconf.stop_kernel`); records made since then also time its torch form in the same runs.
 
 # %%
 over = res.overhead
@@ -279,7 +280,11 @@ else:
                      f"({over.get('method', 'loop difference')}; {over['engine']} engine, {over['device']}, batch "
                      f"{over['batch_size']}, {over['step_s_without'] * 1e3:.2f} ms per step without it). The "
                      f"difference of whole runs was {loop_diff:+.1%}; the controller call alone, eagerly, "
-                     f"{over['overhead_fraction_isolated']:.1%} ({OURS})."))
+                     f"{over['overhead_fraction_isolated']:.1%}. Controller form: "
+                     f"{over.get('controller_form', 'torch ops (recorded before the fused kernel)')}"
+                     + (f"; its torch form in the same runs: {over['overhead_fraction_torch_form']:.1%}"
+                        if over.get("overhead_fraction_torch_form") is not None else "")
+                     + f" ({OURS})."))
 
 # %% [markdown]
 # ## What can be read from this run, and the claims it tests
