@@ -112,6 +112,18 @@ def test_equal_accuracy_saving_per_base_by_hand(out):
         per_base.append(1 - out.array("online_high", 8, "tokens")[b].mean() / need)
     assert est.mean == pytest.approx(np.mean(per_base)) and est.n_problems is None and est.unit == "bases"
     assert est.mean <= 0.2 + 1e-9  # at most the 20 % same-budget saving: majority may reach it at a lower K
+    # online_high's accuracy is majority@8's: the point on majority's curve cannot be located
+    assert not est.informative and "not told apart from majority@8" in est.reason
+
+
+def test_equal_accuracy_saving_is_read_where_the_accuracies_differ():
+    """A series clearly below majority@16 (it has majority@4's accuracy, with 50 / 60 / 70 % of majority@4's tokens
+    on bases 0 / 1 / 2) sits on majority's curve at K = 4: savings 0.5, 0.4 and 0.3, mean 0.4."""
+    t = _table()
+    low = t[(t["series"] == "majority") & (t["K"] == 4)].assign(series="weak", K=16)
+    low["tokens"] = low["tokens"] * low["base"].map({0: 0.5, 1: 0.6, 2: 0.7})
+    est = dr.equal_accuracy_saving(dr.Outcomes(pd.concat([t, low], ignore_index=True)), "weak", 16)
+    assert est.informative and est.mean == pytest.approx(0.4) and est.reason == ""
 
 
 def test_savings_parity_and_spread(out):

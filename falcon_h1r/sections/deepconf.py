@@ -392,14 +392,20 @@ def savings_notes(run: DeepConfRun, summary: dict[str, Any], source: str) -> lis
         text = fmt(v) + (f" ± {abs(h):.1%}" if pct and h is not None else f" ± {h:.3f}" if h is not None else "")
         return text + ("" if summary.get(f"{key}_informative") else " (not informative)")
 
+    def equal_acc(v: str) -> str:
+        key = f"deepconf_{v}_token_saving_at_equal_acc"
+        if summary.get(key) is not None and summary.get(f"{key}_informative"):
+            return pm(key)
+        return f"not read here ({summary.get(f'{key}_reason') or 'no finite value'})"
+
     notes = []
     for v in ("low", "high"):
         notes.append(f"DeepConf-{v} at budget {top}: accuracy minus majority@{top} "
                      f"{pm(f'deepconf_{v}_minus_majority_acc', pct=False)}; tokens saved against majority@{top} "
                      f"{pm(f'deepconf_{v}_token_saving_vs_majority')} (the confidence stop alone "
                      f"{pm(f'deepconf_{v}_confidence_stop_token_saving')}, the consensus stop on top of it "
-                     f"{pm(f'deepconf_{v}_consensus_extra_saving')}); at equal accuracy on majority's K curve "
-                     f"{pm(f'deepconf_{v}_token_saving_at_equal_acc')} ({source}).")
+                     f"{pm(f'deepconf_{v}_consensus_extra_saving')}); at equal accuracy on majority's K curve: "
+                     f"{equal_acc(v)} ({source}).")
     notes.append(f"The consensus stop alone (tau = {run.recipe.tau:g}, unweighted majority, no confidence stop): "
                  f"tokens saved {pm('consensus_stop_token_saving')}, accuracy minus majority@{top} "
                  f"{pm('consensus_stop_minus_majority_acc', pct=False)} ({source}).")

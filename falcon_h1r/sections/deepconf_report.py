@@ -11,6 +11,7 @@ tokens summed over a run, averaged over problems); savings are ratios of sums (`
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -114,7 +115,12 @@ def equal_accuracy_saving(out: Outcomes, series: str, k: int) -> Estimate:
     """Tokens saved against majority voting at equal accuracy: per base, ``1 - tokens(series) / tokens
     majority voting needs to first reach the series' accuracy on its K curve`` (log-interpolated; NaN where it
     never does), then the mean over bases with a t interval over them (no problem axis: the curve is a
-    per-base quantity)."""
+    per-base quantity).
+
+    Not informative when the series' accuracy cannot be told apart from majority@K (their paired difference's
+    interval includes 0): the equal-accuracy point then sits anywhere on the flat part of majority's curve, and
+    a 0.005 accuracy wobble moves it by a factor of 100 in tokens (the small preset's DeepConf-high read
+    -3,400 % +- 14,700 %). The same-budget saving is the reading there."""
     acc, tok = out.array(series, k), out.array(series, k, "tokens")
     per_base = []
     for b in range(len(out.bases)):
@@ -123,7 +129,14 @@ def equal_accuracy_saving(out: Outcomes, series: str, k: int) -> Estimate:
                               "tokens": [out.array(MAJORITY, kk, "tokens")[b].mean() for kk in out.ks(MAJORITY)]})
         need = tokens_at_accuracy(curve, float(acc[b].mean()))
         per_base.append(math.nan if need is None or need <= 0 else 1 - float(tok[b].mean()) / need)
-    return arm_mean(np.array(per_base), unit="bases")
+    est = arm_mean(np.array(per_base), unit="bases")
+    gap = paired_difference(acc, out.array(MAJORITY, k), unit="bases")
+    if not gap.excludes_zero():
+        why = (f"accuracy not told apart from majority@{k} (difference {gap.mean:+.3f}, interval [{gap.low:.3f}, "
+               f"{gap.high:.3f}]): the equal-accuracy point on majority's curve cannot be located; read the "
+               "same-budget saving")
+        return replace(est, informative=False, reason=why + (f"; {est.reason}" if est.reason else ""))
+    return est
 
 
 def savings(out: Outcomes, online_series: Sequence[str]) -> pd.DataFrame:
