@@ -153,3 +153,14 @@ def test_headline_keys_carry_intervals_over_bases(out):
     assert keys["deepconf_low_consensus_extra_saving"] == pytest.approx(1 - 0.5 / 0.7)
     assert keys["consensus_stop_token_saving"] == pytest.approx(0.15)
     assert keys["deepconf_low_minus_majority_acc_informative"] and keys["majority_minus_pass1_informative"]
+
+
+def test_premise_by_base_and_by_pass_rate_add_up(out):
+    by_base = dr.premise_by_base(out, 16)
+    want = (out.array("majority", 16) - out.array("pass@1", 1)).mean(axis=1)
+    assert by_base["base"].tolist() == BASES and np.allclose(by_base["majority_minus_pass1"], want)
+    by_rate = dr.premise_by_pass_rate(out, 16)
+    assert by_rate["pairs"].sum() == len(BASES) * len(PROBLEMS)  # every pair in one bin (pass@1 0.2-0.8 here)
+    filled = by_rate[by_rate["pairs"] > 0]
+    weights = filled["pairs"] / filled["pairs"].sum()
+    assert float((filled["majority_minus_pass1"] * weights).sum()) == pytest.approx(float(want.mean()))

@@ -96,6 +96,27 @@ def premise(out: Outcomes) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def premise_by_base(out: Outcomes, k: int) -> pd.DataFrame:
+    """Per base: pass@1, majority@K and their difference (means over the problems; no interval: one base is one
+    draw of the training run). Where these differ, the interval over bases of :func:`premise` is wide."""
+    p1, maj = out.array("pass@1", 1), out.array(MAJORITY, k)
+    return pd.DataFrame({"base": out.bases, "pass1": p1.mean(axis=1), f"majority_at_{k}": maj.mean(axis=1),
+                         "majority_minus_pass1": (maj - p1).mean(axis=1)})
+
+
+def premise_by_pass_rate(out: Outcomes, k: int, edges: Sequence[float] = (0, 0.2, 0.4, 0.6, 0.8, 1.0)) -> pd.DataFrame:
+    """The (base, problem) pairs binned by their pass@1 (the pool's own rate): how many sit in each bin and
+    what majority@K does there. Voting lifts a problem whose correct answer is the most frequent one and sinks
+    one where a wrong answer is: the premise's size is set by how many pairs sit in the middle bins, and by
+    whether a problem's wrong answers agree with each other (then majority falls even where pass@1 is 0.2-0.4)."""
+    p1, maj = out.array("pass@1", 1).ravel(), out.array(MAJORITY, k).ravel()
+    bins = pd.cut(p1, list(edges), include_lowest=True)
+    t = pd.DataFrame({"pass_rate_bin": bins, "pass1": p1, f"majority_at_{k}": maj})
+    g = t.groupby("pass_rate_bin", observed=False)
+    return pd.DataFrame({"pairs": g.size(), "pass1": g["pass1"].mean(), f"majority_at_{k}": g[f"majority_at_{k}"].mean(),
+                         "majority_minus_pass1": g[f"majority_at_{k}"].mean() - g["pass1"].mean()}).reset_index()
+
+
 def tokens_at_accuracy(curve: pd.DataFrame, acc: float) -> float | None:
     """Tokens a curve (rows sorted by K, columns ``acc`` and ``tokens``) needs to first reach ``acc``,
     interpolated linearly in log-tokens between its two bracketing points; None if it never does."""
@@ -244,5 +265,5 @@ def premise_sentence(est: dict[str, Any], top: int, source: str) -> str:
             "and bases) is what to revisit, not the claim.")
 
 
-__all__ = ["Outcomes", "curves", "premise", "tokens_at_accuracy", "equal_accuracy_saving", "savings",
+__all__ = ["Outcomes", "curves", "premise", "premise_by_base", "premise_by_pass_rate", "tokens_at_accuracy", "equal_accuracy_saving", "savings",
            "keep_rule_parity", "voting_spread", "headline", "premise_sentence"]

@@ -128,6 +128,29 @@ display(prem.style.format({c: "{:+.3f}" for c in ("majority_minus_pass1", "major
 display(Markdown(dr.premise_sentence(summary, res.max_budget, OURS)))
 
 # %% [markdown]
+# Where the premise's size and its interval come from: each base's own difference (the interval above is over
+# bases, so bases that disagree widen it), and the (base, problem) pairs binned by their pass@1 in the pool:
+# voting lifts a problem whose most frequent answer is right and sinks one whose most frequent answer is wrong,
+# so the gain is made in the middle bins and lost where one wrong answer dominates
+# (`deepconf_report.premise_by_base`, `deepconf_report.premise_by_pass_rate`).
+
+# %%
+by_base = dr.premise_by_base(out, res.max_budget)
+display(by_base.style.format(precision=3).hide(axis="index"))
+by_rate = dr.premise_by_pass_rate(out, res.max_budget)
+display(by_rate.style.format(precision=3, na_rep="-").hide(axis="index"))
+writer.table("premise_by_base", by_base, caption=f"Ours ({preset} preset, synthetic tasks): pass@1, majority@"
+             f"{res.max_budget} and their difference per base (means over problems)", float_format="%.4f")
+writer.table("premise_by_pass_rate", by_rate.astype({"pass_rate_bin": str}), caption=f"Ours ({preset} preset, "
+             f"synthetic tasks): (base, problem) pairs binned by pass@1, with majority@{res.max_budget} in each bin",
+             float_format="%.4f")
+spread = by_base["majority_minus_pass1"]
+middle = by_rate.loc[[iv.left >= 0.4 and iv.right <= 0.6 for iv in by_rate["pass_rate_bin"]], "pairs"].sum()
+display(Markdown(f"Per base, majority@{res.max_budget} minus pass@1 runs from **{spread.min():+.3f}** to "
+                 f"**{spread.max():+.3f}**; {int(middle)} of {int(by_rate['pairs'].sum())} (base, problem) pairs "
+                 f"have a pass@1 in (0.4, 0.6], where voting moves a problem most ({OURS})."))
+
+# %% [markdown]
 # ### Accuracy against generated tokens
 # Majority voting over K traces (K = 1, 2, 4, ...), offline DeepConf (keep the top η % of the K traces by a
 # confidence score, then vote weighted by it), online DeepConf-low (η = 10 %) and -high (η = 90 %) replayed
