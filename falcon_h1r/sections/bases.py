@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from typing import Any
 
 from falcon_h1r.config import PRESETS, RecipeError, parse_overrides
 from falcon_h1r.sections.common import StageIncomplete, base_seeds, get_base_model
+from falcon_h1r.sections.per_seed import combined_exit, run_per_seed
 from falcon_h1r.sections.recipes import validate_preset
 
 
@@ -59,20 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     extra = [a for item in args.override for a in ("--override", item)]
     budget = [] if args.budget_s is None else ["--budget-s", str(args.budget_s)]
-    procs = {s: subprocess.Popen([sys.executable, "-m", "falcon_h1r.sections.bases", "--preset", args.preset,
-                                  "--seed", str(s), *budget, *extra], stdout=subprocess.PIPE, text=True)
-             for s in base_seeds(cfg)}
-    rows, codes = [], {}
-    for s, p in procs.items():
-        out, _ = p.communicate()
-        codes[s] = p.returncode
-        rows += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    bad = {s: c for s, c in codes.items() if c not in (0, 3)}
+    done = run_per_seed("falcon_h1r.sections.bases", args.preset, base_seeds(cfg), seed_flag="--seed",
+                        args=[*budget, *extra], capture=True)
+    rows = [json.loads(line) for _, out in done.values() for line in out.splitlines() if line.startswith("{")]
+    codes = {s: rc for s, (rc, _) in done.items()}
     record = {"preset": args.preset, "bases": rows, "exit_codes": codes, "wall_s": round(time.time() - t0, 1)}
     print(json.dumps(record))
-    if bad:
-        return 1
-    return 3 if any(c == 3 for c in codes.values()) else 0
+    return combined_exit(codes)
 
 
 if __name__ == "__main__":

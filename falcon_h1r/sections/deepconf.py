@@ -413,16 +413,14 @@ def savings_notes(run: DeepConfRun, summary: dict[str, Any], source: str) -> lis
 
 
 def _pools_in_parallel(preset: str, seeds: Sequence[int], budget_s: float | None) -> int:
-    """One ``--pools-only --base-seed S`` process per base, sharing the device; the worst exit status."""
-    import subprocess
+    """One ``--pools-only --base-seed S`` process per base, sharing the device; the combined exit status."""
+    from falcon_h1r.sections.per_seed import combined_exit, run_per_seed
 
     budget = [] if budget_s is None else ["--budget-s", str(budget_s)]
-    procs = {s: subprocess.Popen([sys.executable, "-m", "falcon_h1r.sections.deepconf", "--preset", preset,
-                                  "--pools-only", "--base-seed", str(s), *budget]) for s in seeds}
-    codes = {s: p.wait() for s, p in procs.items()}
+    codes = {s: rc for s, (rc, _) in run_per_seed("falcon_h1r.sections.deepconf", preset, seeds,
+                                                  seed_flag="--base-seed", args=["--pools-only", *budget]).items()}
     print(f"DeepConf pools, one process per base: exit {codes}", file=sys.stderr)
-    bad = [c for c in codes.values() if c not in (0, 3)]
-    return bad[0] if bad else 3 if 3 in codes.values() else 0
+    return combined_exit(codes)
 
 
 def main(argv: list[str] | None = None) -> int:
