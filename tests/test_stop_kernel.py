@@ -95,3 +95,56 @@ def test_fused_update_refuses_state_of_the_wrong_kind(interpret):
     with pytest.raises(ValueError, match="float64"):
         stop_kernel.window_stop_update(torch.zeros(2, 20), torch.ones(2, dtype=torch.bool), ring.float(), sums,
                                        count, 1.0)
+
+
+def test_auto_mode_falls_back_to_the_torch_form_when_the_kernel_fails(monkeypatch):
+    """fused=None on a device where the kernel is picked but does not build: one warning, the torch form
+    from then on, the same stops."""
+    def broken(*a, **k):
+        raise RuntimeError("no kernel here")
+
+    monkeypatch.setattr(dc.online, "window_stop_update", broken)
+    monkeypatch.setattr(dc.online, "fused_available", lambda: True)
+    ctl = dc.EarlyStopController(threshold=5.0, window=1)
+    ctl.reset(2, "cpu")
+    top = torch.full((2, 20), -0.01)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))  # as on a GPU
+    with pytest.warns(RuntimeWarning, match="fused DeepConf stop kernel failed"):
+        stop = ctl(top, torch.ones(2, dtype=torch.bool))
+    monkeypatch.undo()
+    assert ctl.fused is False and bool(stop.all())
+    assert bool(ctl(top, torch.ones(2, dtype=torch.bool)).all())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_kernel_equals_the_torch_twin_on_the_gpu_inside_a_cuda_graph():
+    """The compiled kernel on the GPU, eager and replayed in a CUDA graph (as the decode engine runs it),
+    against the torch twin on the same inputs."""
+    dev, batch, window, k, thr = "cuda", 512, 64, 20, 9.0
+    g = torch.Generator(device=dev).manual_seed(0)
+    fused_state = [t.to(dev) for t in _state(batch, window)]
+    ref_state = [t.to(dev) for t in _state(batch, window)]
+    running = torch.ones(batch, dtype=torch.bool, device=dev)
+    thr_buf = torch.full((1,), thr, dtype=torch.float64, device=dev)
+    top = torch.empty(batch, k, device=dev)
+    stop_out = torch.empty(batch, dtype=torch.bool, device=dev)
+
+    def step():
+        stop_out.copy_(stop_kernel.window_stop_update(top, running, *fused_state, thr, thr_buf))
+
+    top.copy_(-torch.rand(batch, k, generator=g, device=dev) * 2 * thr)
+    step()  # compile eagerly, then capture
+    want = stop_kernel.window_stop_update_ref(top, running, *ref_state, thr)
+    assert torch.equal(stop_out, want)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    for i in range(3 * window):
+        top.copy_(-torch.rand(batch, k, generator=g, device=dev) * 2 * thr)
+        graph.replay()
+        want = stop_kernel.window_stop_update_ref(top, running, *ref_state, thr)
+        assert torch.equal(stop_out, want), f"step {i}"
+        torch.testing.assert_close(fused_state[1], ref_state[1], rtol=0, atol=1e-9)
+        running &= ~want
+    assert bool((~running).any()) and bool(running.any())

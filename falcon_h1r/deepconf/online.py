@@ -103,12 +103,30 @@ class EarlyStopController:
                              "call reset(batch_size, device) first")
         self.k = int(top_logprobs.shape[1])
         use_fused = self.fused if self.fused is not None else (top_logprobs.is_cuda and fused_available())
+        if use_fused and self.fused is None and not _capturing():
+            # auto mode, first (eager) calls: a kernel that does not build here falls back to the torch form
+            # for the rest of the run, with one warning, instead of failing the generation
+            try:
+                return window_stop_update(top_logprobs, running, self.ring, self.sums, self.count, self.threshold,
+                                          self._threshold_tensor(self.ring.device))
+            except Exception as exc:  # noqa: BLE001 (a Triton build or launch error)
+                import warnings
+
+                warnings.warn(f"the fused DeepConf stop kernel failed ({type(exc).__name__}: {exc}); using the "
+                              "torch form", RuntimeWarning, stacklevel=2)
+                self.fused = False
+                use_fused = False
         if use_fused:
             return window_stop_update(top_logprobs, running, self.ring, self.sums, self.count, self.threshold,
                                       self._threshold_tensor(self.ring.device))
         # rows that are done keep their state; window mean confidence < threshold <=> the window's sum of
         # log-probs > -threshold * k * window
         return window_stop_update_ref(top_logprobs, running, self.ring, self.sums, self.count, self.threshold)
+
+
+def _capturing() -> bool:
+    """Whether a CUDA graph is being captured on the current stream (never on a machine without CUDA)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 @dataclass
