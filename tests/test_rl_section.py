@@ -342,8 +342,9 @@ def counted(*a, **k):
     return real(*a, **k)
 common.get_base_model = counted
 w = SectionWriter("tiny", RL.SECTION, params=cfg.to_dict(), seed=0, root=Path(sys.argv[2]), mode="computed")
+only = int(sys.argv[3]) if len(sys.argv) > 3 else None  # a --parallel child: its base's units, no writer
 try:
-    RL.compute_records(cfg, rl, exp, w, progress=False)
+    RL.compute_records(cfg, rl, exp, None if only is not None else w, progress=False, only_base=only)
     print(json.dumps({"complete": True, "loads": loads}))
 except StageIncomplete as exc:
     print(json.dumps({"complete": False, "loads": loads, "why": str(exc)}))
@@ -385,18 +386,57 @@ def test_compute_records_in_pieces_loads_only_the_bases_it_still_needs(tmp_path)
     assert (tmp_path / "out" / "tiny" / "03_rl" / "curricula_evals.jsonl").exists()
 
 
+@pytest.mark.slow
+def test_parallel_children_hand_their_units_to_the_pass_that_writes_the_records(tmp_path):
+    """What ``--records --parallel`` does, one step at a time: each child computes only its own base's units
+    (loading only that base) and writes no records; the last pass then finds every unit kept, loads no base and
+    writes the records of both bases."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    over = {"tasks.train_per_domain": 60, "tasks.test_per_domain": 10, "train.steps": 4, "train.cpu_ranks": 1,
+            "train.batch_size": 8, "eval.problems_per_domain": 3, "eval.base_seeds": [0, 1],
+            "generation.max_new_tokens": 8, "tokenizer.vocab_size": 300, "rl_experiments.steps": 1,
+            "rl_experiments.strategy_steps": 2, "rl_experiments.strategy_seeds": 2, "rl.group_size": 2,
+            "rl.batch_prompts": 2, "rl.gen_prompts_per_call": 2, "rl.max_gen_calls_per_step": 2, "rl.max_new_tokens": 8,
+            "rl_experiments.eval_problems_per_domain": 3, "rl_experiments.eval_samples": 1,
+            "rl_experiments.pool_per_domain": 4, "rl_experiments.attack_suite": False, "curation.pass_rate_k": 2,
+            "curation.majority_drop_at_least": 2, "rl_experiments.resumable": True,
+            "rl_experiments.curricula": ["math_only"], "rl_experiments.strategies_compared": ["backfill"]}
+    env = {**os.environ, "FALCON_H1R_RESULTS": str(tmp_path / "results")}
+    out_dir = tmp_path / "out"
+
+    def run(*extra):
+        out = subprocess.run([sys.executable, "-c", RESUME_SCRIPT, json.dumps(over), str(out_dir), *extra], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert run("0") == {"complete": True, "loads": [0]}
+    assert run("1") == {"complete": True, "loads": [1]}
+    assert not list(out_dir.glob("tiny/03_rl/*.json*"))  # the children wrote no records
+    assert run() == {"complete": True, "loads": []}
+    evals = [json.loads(line) for line in (out_dir / "tiny" / "03_rl" / "curricula_evals.jsonl").read_text().splitlines()]
+    assert {e["base"] for e in evals} == {0, 1}
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--preset", "tiny", "--records", "--override", "rl_experiments.steps=-3"], "rl_experiments.steps"),
     (["--preset", "tiny", "--records", "--override", "steps"], "expected KEY=VALUE"),
     (["--preset", "nope", "--records"], "nope"),
     (["--preset", "tiny"], "--records"),
+    (["--preset", "tiny", "--records", "--base-seed", "5"], "--base-seed 5"),
+    (["--preset", "tiny", "--records", "--parallel", "--override", "rl_experiments.resumable=false"], "resumable"),
 ])
 def test_records_cli_rejects_bad_input_with_exit_2_before_any_work(argv, message, capsys, monkeypatch):
-    from falcon_h1r.sections import rl as RL
+    from falcon_h1r.sections import rl_records
 
-    monkeypatch.setattr(RL, "compute_records", lambda *a, **k: pytest.fail("records were computed"))
+    monkeypatch.setattr(rl_records, "compute_records", lambda *a, **k: pytest.fail("records were computed"))
+    monkeypatch.setattr(rl_records, "run_per_seed", lambda *a, **k: pytest.fail("processes were started"))
     try:
-        code = RL.main(argv)
+        code = rl_records.main(argv)
     except SystemExit as exc:  # argparse's own errors
         code = exc.code
     assert code == 2 and message in capsys.readouterr().err
@@ -405,21 +445,46 @@ def test_records_cli_rejects_bad_input_with_exit_2_before_any_work(argv, message
 def test_records_cli_computes_through_the_sections_writer_and_says_when_the_budget_stopped_it(monkeypatch, tmp_path):
     """--records writes with the section's writer under the results root; a budget stop exits 3 (run again)."""
     from falcon_h1r import results
-    from falcon_h1r.sections import common
+    from falcon_h1r.sections import common, rl_records
     from falcon_h1r.sections import rl as RL
     from falcon_h1r.sections.common import StageIncomplete
 
     monkeypatch.setattr(results, "RESULTS_ROOT", tmp_path)
     seen = []
-    monkeypatch.setattr(common, "open_section", lambda p, s, o, **k: common.SectionRun(
+    monkeypatch.setattr(rl_records, "open_section", lambda p, s, o, **k: common.SectionRun(
         load_preset(p, o), "compute", results.SectionWriter(p, s, root=tmp_path)))
 
     def fake(cfg, rl, exp, writer, **k):
-        seen.append((cfg.name, exp.steps, writer.dir))
+        seen.append((cfg.name, exp.steps, writer.dir if writer else None, k.get("only_base")))
         return {"total_s": 1.0}
 
-    monkeypatch.setattr(RL, "compute_records", fake)
-    assert RL.main(["--preset", "tiny", "--records", "--override", "rl_experiments.steps=2"]) == 0
-    assert seen == [("tiny", 2, tmp_path / "tiny" / RL.SECTION)]
-    monkeypatch.setattr(RL, "compute_records", lambda *a, **k: (_ for _ in ()).throw(StageIncomplete("budget")))
-    assert RL.main(["--preset", "tiny", "--records"]) == 3
+    monkeypatch.setattr(rl_records, "compute_records", fake)
+    assert rl_records.main(["--preset", "tiny", "--records", "--override", "rl_experiments.steps=2"]) == 0
+    assert seen == [("tiny", 2, tmp_path / "tiny" / RL.SECTION, None)]
+    monkeypatch.setattr(rl_records, "compute_records", lambda *a, **k: (_ for _ in ()).throw(StageIncomplete("budget")))
+    assert rl_records.main(["--preset", "tiny", "--records"]) == 3
+
+
+def test_records_cli_parallel_starts_one_child_per_base_and_writes_the_records_only_when_all_finished(monkeypatch,
+                                                                                                     tmp_path):
+    from falcon_h1r import results
+    from falcon_h1r.sections import common, rl_records
+
+    monkeypatch.setattr(rl_records, "open_section", lambda p, s, o, **k: common.SectionRun(
+        load_preset(p, o), "compute", results.SectionWriter(p, s, root=tmp_path)))
+    launched, passes = [], []
+    codes = {0: 0, 1: 3}
+    monkeypatch.setattr(rl_records, "run_per_seed", lambda module, preset, seeds, **k: launched.append(
+        (module, preset, list(seeds), k["seed_flag"], k["args"])) or {s: (codes[s], "") for s in seeds})
+    monkeypatch.setattr(rl_records, "compute_records", lambda cfg, rl, exp, writer, **k: passes.append(k) or
+                        {"total_s": 1.0})
+    over = ["--override", "eval.base_seeds=[0, 1]", "--override", "rl_experiments.resumable=true"]
+    assert rl_records.main(["--preset", "tiny", "--records", "--parallel", *over]) == 3  # base 1 stopped on its budget
+    assert launched == [("falcon_h1r.sections.rl_records", "tiny", [0, 1], "--base-seed", ["--records", *over])]
+    assert passes == []  # no records while a child is unfinished
+    codes[1] = 0
+    assert rl_records.main(["--preset", "tiny", "--records", "--parallel", *over]) == 0
+    assert passes == [{}]  # then the one pass that writes them
+    # a child: its base only, no writer
+    assert rl_records.main(["--preset", "tiny", "--records", "--base-seed", "1", *over]) == 0
+    assert passes[-1] == {"only_base": 1}

@@ -13,13 +13,15 @@ Seeds are bases: RL seed i starts from the preset's i-th independently trained S
 :func:`falcon_h1r.sections.common.get_base_models`) and samples with that base's seed, so an interval over the RL
 seeds covers retraining the base as well as the RL run.
 
-``python -m falcon_h1r.sections.rl --preset small --records [--override K=V ...]`` computes the records alone
-(no notebook; exit 3 when ``rl_experiments.budget_s`` stopped it: run it again), so that a machine without
-papermill computes them and notebook 03 renders them anywhere (``scripts/gpu_rl_probe.sh`` uses it there).
+``python -m falcon_h1r.sections.rl --preset small --records [--parallel] [--override K=V ...]`` computes the records
+alone (:mod:`falcon_h1r.sections.rl_records`; no notebook; exit 3 when ``rl_experiments.budget_s`` stopped it: run
+it again), so that a machine without papermill computes them and notebook 03 renders them anywhere
+(``scripts/gpu_rl_probe.sh`` uses it there).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -414,8 +416,8 @@ def run_curriculum(name: str, ctx: RunContext, rl: RLRecipe, exp: RLExperimentRe
 
 
 # ============================================================================== the section's records
-def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, writer: SectionWriter, *,
-                    progress: bool = True) -> dict[str, Any]:
+def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, writer: SectionWriter | None, *,
+                    progress: bool = True, only_base: int | None = None) -> dict[str, Any]:
     """Compute every record of notebook 03 and write it with ``writer``; returns the timings.
 
     For each of the preset's SFT bases in turn: its RL pools (curation's pass-rate rules against that base), its
@@ -425,6 +427,10 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
     With ``rl_experiments.resumable`` every finished unit and the state of the running one stay in the preset's
     cache; with ``budget_s`` the run stops at the next step past the budget and raises :class:`StageIncomplete`
     (a rerun continues where it stopped).
+
+    ``only_base``: compute that base's units only (pools, SFT evaluation, curricula) into the resumable state and
+    write no records (``writer`` may be None): what each process of ``--records --parallel`` does before one
+    last pass, finding every unit kept, writes the records.
     """
     from tqdm.auto import tqdm
 
@@ -438,6 +444,9 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
     deadline = t_all + exp.budget_s if exp.budget_s else None
     device = pick_device(preset.device)
     seeds = base_seeds(preset)
+    if only_base is not None and (only_base not in seeds or not exp.resumable):
+        raise RecipeError(f"only_base={only_base}: needs one of the preset's bases {seeds} and "
+                          "rl_experiments.resumable: true (the units are handed over through the kept state)")
     work = work_dir(preset, rl, exp, seeds) if exp.resumable else None
     measured_root = measure_dir(preset, rl, exp, seeds) if exp.resumable else None
 
@@ -448,7 +457,8 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
         if path is not None and path.exists():
             return cached_json(path, compute)
         if work is not None:  # what each unit of this piece took, kept beside the state (pieces on a GPU machine)
-            write_json(work / f"timings_piece_{int(t_all)}.json", {**timings, "before": what, "at_s": time.time() - t_all})
+            write_json(work / f"timings_piece_{int(t_all)}_{os.getpid()}.json",
+                       {**timings, "before": what, "at_s": time.time() - t_all})
         if deadline is not None and computed and time.time() > deadline:
             raise StageIncomplete(f"RL stopped before {what} on rl_experiments.budget_s ({exp.budget_s:.0f} s); every "
                                   f"finished unit is kept in {work}: run again to continue")
@@ -482,7 +492,7 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
 
         timings["setup_s"] = time.time() - t_all
         per_base, runs, pool_rows = {}, [], []
-        for b in tqdm(seeds, desc="RL bases", disable=not progress):
+        for b in tqdm(seeds if only_base is None else [only_base], desc="RL bases", disable=not progress):
             root = work / f"base{b}" if work is not None else None
             mroot = measured_root / f"base{b}" if measured_root is not None else None
             kept = [mroot / "pools.json", mroot / "sft_eval.json"] + [root / n / "result.json" for n in order] \
@@ -511,6 +521,9 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
                               if not s.get("reused_from")]
                 timings[f"base{b}_{name}_s"] = time.time() - t0
             del ctx, base
+        if only_base is not None:  # a --parallel child: its units are kept, the last pass writes the records
+            timings["total_s"] = time.time() - t_all
+            return timings
 
         sft_record = {"bases": seeds, "n_problems": len(heldout), "n_samples": exp.eval_samples,
                       "heldout_ids": {d: [p["id"] for p in heldout if p["domain"] == d] for d in DOMAINS},
@@ -565,47 +578,13 @@ def _run_order(curricula: Sequence[str]) -> list[str]:
     return order
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``--records``: notebook 03's records at a preset, computed without the notebook."""
-    import argparse
-    import sys
-
-    from falcon_h1r.config import parse_overrides
-    from falcon_h1r.sections.common import open_section
-    from falcon_h1r.sections.recipes import validate_preset
-
-    ap = argparse.ArgumentParser(prog="python -m falcon_h1r.sections.rl", description=main.__doc__)
-    ap.add_argument("--preset", required=True)
-    ap.add_argument("--records", action="store_true", required=True, help="compute the records into the results root")
-    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="a recipe value (YAML)")
-    args = ap.parse_args(argv)
-    try:
-        overrides = parse_overrides(args.override)
-        validate_preset(args.preset, overrides)
-    except (RecipeError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    sec = open_section(args.preset, SECTION, overrides)
-    if sec.mode != "compute":
-        print(f"error: this machine cannot compute the {args.preset} preset (no usable CUDA GPU); --records needs "
-              "one", file=sys.stderr)
-        return 2
-    rl, exp = load_recipes(sec.cfg)
-    try:
-        timings = compute_records(sec.cfg, rl, exp, sec.writer)
-    except StageIncomplete as exc:
-        print(f"incomplete: {exc}", file=sys.stderr)
-        return 3
-    sec.writer.provenance()  # where the records were computed: a later render here keeps it as computed_run
-    print(f"RL records in {sec.writer.dir} ({timings['total_s']:.0f} s)", file=sys.stderr)
-    return 0
-
-
 __all__ = ["CURRICULA", "DOMAINS", "FrozenCopy", "Measurer", "PAPER_TABLE3_ROW", "PoolBuilder", "RLExperimentRecipe",
            "RunContext", "SECTION", "STRATEGIES_COMPARED", "compute_records", "eval_record", "heldout_problems",
-           "heldout_report", "load_recipes", "main", "measure_dir", "ours_label", "per_problem_rates", "run_curriculum",
+           "heldout_report", "load_recipes", "measure_dir", "ours_label", "per_problem_rates", "run_curriculum",
            "strategy_recipe", "work_dir"]
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the command line lives in rl_records (kept under this name for the scripts)
+    from falcon_h1r.sections.rl_records import main
+
     raise SystemExit(main())
