@@ -17,7 +17,7 @@
 #     a base only while one of its units is unfinished): two small bases and the wheels fit the 64 MiB carry.
 #  2. (A base the notebook needs and does not find is trained by it, section 02's stage, on the same budget.)
 #  3. Notebook 03 with the overrides (without papermill, as with the slim wheels of .whl_g: its records alone,
-#     `python -m falcon_h1r.sections.rl --records --parallel`: one process per base sharing the GPU, then the
+#     `python -m falcon_h1r.sections.rl_records --records --parallel`: one process per base sharing the GPU, then the
 #     records from their kept units; notebook 03 renders them on any machine). The preset's
 #     rl_experiments.budget_s stops it at a step boundary (small: 420 s), and `timeout` RL_PROBE_BUDGET_S
 #     (default 570 s from the start) is the backstop under the device command's 600 s. An incomplete run exits
@@ -60,9 +60,9 @@ echo "gpu_rl_probe: notebook 03 at $PRESET, $(left) s left, records in $ROOT/$PR
 if "$PY" -c "import papermill" 2>/dev/null; then
   FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$(left)" "$PY" -m falcon_h1r reproduce --preset "$PRESET" --sections 03 "${ARGS[@]}"
 else  # the slim wheels (no papermill): the records alone; notebook 03 renders them on any machine
-  echo "gpu_rl_probe: no papermill here: computing the records only (python -m falcon_h1r.sections.rl --records, one process per base)"
+  echo "gpu_rl_probe: no papermill here: computing the records only (python -m falcon_h1r.sections.rl_records --records, one process per base)"
   PAR=(--parallel); [ "$PRESET" = tiny ] && PAR=()   # tiny is not resumable (one process, a CPU minute or two)
-  FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.rl --preset "$PRESET" --records \
+  FALCON_H1R_RESULTS="$ROOT" timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.rl_records --preset "$PRESET" --records \
     "${PAR[@]}" "${ARGS[@]}"
 fi
 rc=$?

@@ -13,8 +13,8 @@ Seeds are bases: RL seed i starts from the preset's i-th independently trained S
 :func:`falcon_h1r.sections.common.get_base_models`) and samples with that base's seed, so an interval over the RL
 seeds covers retraining the base as well as the RL run.
 
-``python -m falcon_h1r.sections.rl --preset small --records [--parallel] [--override K=V ...]`` computes the records
-alone (:mod:`falcon_h1r.sections.rl_records`; no notebook; exit 3 when ``rl_experiments.budget_s`` stopped it: run
+``python -m falcon_h1r.sections.rl_records --preset small --records [--parallel] [--override K=V ...]`` computes
+the records alone (:mod:`falcon_h1r.sections.rl_records`; no notebook; exit 3 when ``rl_experiments.budget_s`` stopped it: run
 it again), so that a machine without papermill computes them and notebook 03 renders them anywhere
 (``scripts/gpu_rl_probe.sh`` uses it there).
 """
@@ -583,8 +583,3 @@ __all__ = ["CURRICULA", "DOMAINS", "FrozenCopy", "Measurer", "PAPER_TABLE3_ROW",
            "heldout_report", "load_recipes", "measure_dir", "ours_label", "per_problem_rates", "run_curriculum",
            "strategy_recipe", "work_dir"]
 
-
-if __name__ == "__main__":  # the command line lives in rl_records (kept under this name for the scripts)
-    from falcon_h1r.sections.rl_records import main
-
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""``python -m falcon_h1r.sections.rl --preset PRESET --records [--parallel] [--override K=V ...]``: notebook 03's
+"""``python -m falcon_h1r.sections.rl_records --preset PRESET --records [--parallel] [--override K=V ...]``: notebook 03's
 records computed without the notebook (a GPU machine without papermill; notebook 03 then renders them anywhere).
 
 ``--parallel`` runs one process per SFT base first (``python -m falcon_h1r.sections.rl_records --base-seed S``),
@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     per base first (each computes its base's pools, SFT evaluation and curricula into the resumable state,
     sharing the device: a ~10M-parameter model leaves a GPU mostly idle from one process), then this process
     writes the records from the kept units (the attack suite and the strategy comparison run here)."""
-    ap = argparse.ArgumentParser(prog="python -m falcon_h1r.sections.rl", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m falcon_h1r.sections.rl_records", description=main.__doc__)
     ap.add_argument("--preset", required=True)
     ap.add_argument("--records", action="store_true", required=True, help="compute the records into the results root")
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="a recipe value (YAML)")
