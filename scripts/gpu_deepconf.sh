@@ -2,7 +2,11 @@
 # Notebook 05's DeepConf records on a GPU machine, in time-limited pieces, without the notebook (the lent image
 # has no papermill): the notebook then renders them on any machine.
 #
-#   . scripts/gpu_prelude.sh && bash scripts/gpu_deepconf.sh PRESET
+#   . scripts/gpu_prelude.sh && bash scripts/gpu_deepconf.sh PRESET [KEY=VALUE ...]
+#
+# KEY=VALUE: preset values for every step (`--override`, as `falcon-h1r reproduce --override`), e.g.
+# 'eval.base_seeds=[0, 1, 2, 3, 4]' for more bases; the records still go to $FALCON_H1R_RESULTS (default results/),
+# so point it elsewhere for a variant that should not replace the committed records.
 #
 # Steps, each skipped when already done on this machine:
 #  1. Unpack carried bases (.carry/base_PRESET_*.tgz, as scripts/gpu_rl_probe.sh bundles them) into the cache and
@@ -23,8 +27,12 @@
 # Exit: 0 done, 3 not finished (run the same command again: on this machine it continues), 2 bad usage.
 # PYTHON picks the interpreter (default python3, as on the GPU image).
 set -u -o pipefail
-[ $# -eq 1 ] || { echo "usage: $0 PRESET" >&2; exit 2; }
-PRESET=$1
+[ $# -ge 1 ] || { echo "usage: $0 PRESET [KEY=VALUE ...]" >&2; exit 2; }
+PRESET=$1; shift
+OVR=()
+for kv in "$@"; do
+  case "$kv" in *=*) OVR+=(--override "$kv");; *) echo "gpu_deepconf: '$kv' is not KEY=VALUE" >&2; exit 2;; esac
+done
 case "$PRESET" in tiny|small|paper) ;; *) echo "gpu_deepconf: PRESET is tiny, small or paper, got '$PRESET'" >&2; exit 2;; esac
 PY=${PYTHON:-python3}
 ROOT=${FALCON_H1R_RESULTS:-results}
@@ -51,7 +59,7 @@ fi
 
 # ---- 2. the bases (a finished base is loaded from the cache in seconds)
 echo "gpu_deepconf: bases, $(left) s left"
-timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.bases --preset "$PRESET" --budget-s $(( $(left) - 120 )) 2>&1 \
+timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.bases --preset "$PRESET" --budget-s $(( $(left) - 120 )) "${OVR[@]}" 2>&1 \
   | quiet | tail -n 5
 rc=${PIPESTATUS[0]}
 for dir in $(cd "$CACHE" && ls -d base-* 2>/dev/null | grep -v '\.'); do
@@ -65,7 +73,7 @@ done
 # ---- 3. the pools
 echo "gpu_deepconf: pools, $(left) s left"
 timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.deepconf --preset "$PRESET" --pools-only --parallel \
-  --budget-s $(( $(left) - 90 )) 2>&1 | quiet | tail -n 8
+  --budget-s $(( $(left) - 90 )) "${OVR[@]}" 2>&1 | quiet | tail -n 8
 rc=${PIPESTATUS[0]}
 # the pools made so far (finished pools and the chunks of unfinished ones, ~8 MB a base at small) come back in
 # 15 MB parts, so a fresh machine continues from them: carry the parts in .carry/
@@ -79,7 +87,7 @@ fi
 # ---- 4. the records
 [ "$(left)" -ge "$RECORDS" ] || { echo "gpu_deepconf: pools done; $(left) s left, under DEEPCONF_RECORDS_S; run again" >&2; exit 3; }
 echo "gpu_deepconf: records, $(left) s left"
-timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.deepconf --preset "$PRESET" --records 2>&1 | quiet | tail -n 3
+timeout -k 20 "$(left)" "$PY" -m falcon_h1r.sections.deepconf --preset "$PRESET" --records "${OVR[@]}" 2>&1 | quiet | tail -n 3
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "gpu_deepconf: the records failed or ran out of time (rc $rc); run again" >&2; exit 3; }
 tar -czf "$BUNDLES/deepconf05_$PRESET.tgz" -C "$ROOT/$PRESET" --exclude=_work 05_deepconf \

@@ -471,6 +471,10 @@ def test_pools_of_some_bases_only_one_process_per_base(tmp_path):
     (["--preset", "tiny", "--pools-only", "--parallel", "--base-seed", "0"], "--parallel starts"),
     (["--preset", "tiny"], "one of the arguments"),
     (["--preset", "nope", "--pools-only"], "nope"),
+    (["--preset", "tiny", "--pools-only", "--override", "deepconf_experiments.max_problems=0"], "max_problems"),
+    (["--preset", "tiny", "--pools-only", "--override", "window"], "expected KEY=VALUE"),
+    # the override changes the bases, and --base-seed is checked against the changed list
+    (["--preset", "tiny", "--pools-only", "--override", "eval.base_seeds=[3, 4]", "--base-seed", "0"], "[3, 4]"),
 ])
 def test_cli_rejects_bad_input_with_exit_2(argv, message, capsys):
     try:
@@ -479,6 +483,18 @@ def test_cli_rejects_bad_input_with_exit_2(argv, message, capsys):
         code = exc.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_cli_parallel_pools_pass_the_overrides_to_every_child(monkeypatch):
+    from falcon_h1r.sections import per_seed
+
+    launched = []
+    monkeypatch.setattr(per_seed, "run_per_seed", lambda module, preset, seeds, **k: launched.append(
+        (module, preset, list(seeds), k["seed_flag"], k["args"])) or {s: (0, "") for s in seeds})
+    over = ["--override", "eval.base_seeds=[0, 1, 2, 3, 4]", "--override", "deepconf_experiments.max_problems=40"]
+    assert dx.main(["--preset", "tiny", "--pools-only", "--parallel", "--budget-s", "60", *over]) == 0
+    assert launched == [("falcon_h1r.sections.deepconf", "tiny", [0, 1, 2, 3, 4], "--base-seed",
+                         ["--pools-only", "--budget-s", "60.0", *over])]
 
 
 def test_screen_by_sampling_each_base(tmp_path):
@@ -518,7 +534,8 @@ def test_the_gpu_script_carries_pools_both_ways_and_counts_the_device_commands_s
     """scripts/gpu_deepconf.sh with its Python stubbed (each call only logged): carried pool parts are unpacked
     into the section's _work and come back as parts; the budget each step gets counts from the device command's
     start (FALCON_H1R_T0, set by the prelude) unless that start is older than the budget (an earlier command's);
-    bad usage and parts that do not unpack stop it with exit 2 and one line."""
+    KEY=VALUE arguments reach every step as --override; bad usage and parts that do not unpack stop it with exit 2
+    and one line."""
     import os
     import subprocess
     import time
@@ -560,7 +577,12 @@ def test_the_gpu_script_carries_pools_both_ways_and_counts_the_device_commands_s
     log.unlink()
     assert run("tiny", t0=int(time.time()) - 100, out="out2").returncode == 0
     assert 500 - 100 - 120 - 3 <= budgets()[0] <= 500 - 100 - 120  # the wheel install's 100 s are counted
-    for args, message in {(): "usage", ("huge",): "tiny, small or paper"}.items():
+    log.unlink()
+    assert run("tiny", "eval.base_seeds=[0, 1, 2, 3, 4]", out="out3").returncode == 0  # overrides reach every step
+    calls = log.read_text().splitlines()
+    steps = ["sections.bases", "--pools-only", "--records"]
+    assert all(any(step in c and "--override eval.base_seeds=[0, 1, 2, 3, 4]" in c for c in calls) for step in steps)
+    for args, message in {(): "usage", ("huge",): "tiny, small or paper", ("tiny", "seeds"): "not KEY=VALUE"}.items():
         proc = run(*args)
         assert proc.returncode == 2 and message in proc.stderr
     (carry / "deepconf05_pools_tiny.tgz.partaa").write_bytes(b"not a tarball")

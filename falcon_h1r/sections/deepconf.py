@@ -412,21 +412,24 @@ def savings_notes(run: DeepConfRun, summary: dict[str, Any], source: str) -> lis
     return notes
 
 
-def _pools_in_parallel(preset: str, seeds: Sequence[int], budget_s: float | None) -> int:
+def _pools_in_parallel(preset: str, seeds: Sequence[int], budget_s: float | None,
+                       override_args: Sequence[str] = ()) -> int:
     """One ``--pools-only --base-seed S`` process per base, sharing the device; the combined exit status."""
     from falcon_h1r.sections.per_seed import combined_exit, run_per_seed
 
     budget = [] if budget_s is None else ["--budget-s", str(budget_s)]
     codes = {s: rc for s, (rc, _) in run_per_seed("falcon_h1r.sections.deepconf", preset, seeds,
-                                                  seed_flag="--base-seed", args=["--pools-only", *budget]).items()}
+                                                  seed_flag="--base-seed",
+                                                  args=["--pools-only", *budget, *override_args]).items()}
     print(f"DeepConf pools, one process per base: exit {codes}", file=sys.stderr)
     return combined_exit(codes)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``--pools-only``: generate the preset's missing DeepConf pools within ``--budget-s`` (``--parallel``: one
-    process per base). ``--records``: the section's records, computed without the notebook."""
-    from falcon_h1r.config import load_preset
+    process per base). ``--records``: the section's records, computed without the notebook. ``--override
+    KEY=VALUE`` (repeatable): a preset value for this run, as ``falcon-h1r reproduce --override``."""
+    from falcon_h1r.config import load_preset, parse_overrides
     from falcon_h1r.sections.common import base_seeds
 
     ap = argparse.ArgumentParser(prog="python -m falcon_h1r.sections.deepconf", description=main.__doc__)
@@ -439,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parallel", action="store_true", help="with --pools-only: one process per base")
     ap.add_argument("--base-seed", type=int, action="append", default=None, metavar="SEED",
                     help="with --pools-only: this base's pool only (repeatable)")
+    ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="a preset value (YAML)")
     args = ap.parse_args(argv)
     if args.records and (args.parallel or args.base_seed or args.budget_s is not None):
         ap.error("--records takes no --parallel, --base-seed or --budget-s (generate the pools first with "
@@ -446,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.parallel and args.base_seed:
         ap.error("--parallel starts one process per base itself; give it no --base-seed")
     try:
-        preset = load_preset(args.preset)
+        overrides = parse_overrides(args.override)
+        preset = load_preset(args.preset, overrides)
         recipes(preset)
         seeds = base_seeds(preset)
         unknown = sorted(set(args.base_seed or []) - set(seeds))
@@ -460,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.records:
         from falcon_h1r.sections.common import open_section
 
-        sec = open_section(args.preset, SECTION)
+        sec = open_section(args.preset, SECTION, overrides)
         if sec.mode != "compute":
             print(f"error: this machine cannot compute the {args.preset} preset (no usable CUDA GPU); --records "
                   "needs one", file=sys.stderr)
@@ -472,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"DeepConf records in {sec.writer.dir} ({time.perf_counter() - t0:.0f} s): {shown}", file=sys.stderr)
         return 0
     if args.parallel and len(seeds) > 1:
-        return _pools_in_parallel(args.preset, seeds, args.budget_s)
+        return _pools_in_parallel(args.preset, seeds, args.budget_s,
+                                  [a for item in args.override for a in ("--override", item)])
     try:
         run(preset, pools_only=True, budget_s=args.budget_s, only_seeds=args.base_seed)
     except StageIncomplete as exc:
