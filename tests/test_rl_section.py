@@ -420,6 +420,12 @@ def test_parallel_children_hand_their_units_to_the_pass_that_writes_the_records(
     assert run() == {"complete": True, "loads": []}
     evals = [json.loads(line) for line in (out_dir / "tiny" / "03_rl" / "curricula_evals.jsonl").read_text().splitlines()]
     assert {e["base"] for e in evals} == {0, 1}
+    # the record's timings count the children's units, not only the last pass (which computed none of them)
+    timings = json.loads((out_dir / "tiny" / "03_rl" / "timings.json").read_text())
+    assert {"base 0's pools", "base 1's pools", "base 0's math_only run", "base 1's math_only run"} <= set(
+        timings["unit_wall_s"])
+    assert timings["units_wall_s_sum"] == pytest.approx(sum(timings["unit_wall_s"].values()))
+    assert timings["units_wall_s_sum"] > timings["base0_math_only_s"] + timings["base1_math_only_s"]
 
 
 @pytest.mark.parametrize("argv, message", [

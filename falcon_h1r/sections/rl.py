@@ -34,7 +34,7 @@ from falcon_h1r import curation
 from falcon_h1r.config import GenerationConfig, Preset, RecipeError
 from falcon_h1r.evaluation import EvalReport, evaluate
 from falcon_h1r.grpo import RLRecipe, fresh_copy, train_grpo
-from falcon_h1r.results import SectionWriter, write_json
+from falcon_h1r.results import SectionWriter, read_json, write_json
 from falcon_h1r.rewards import RewardPool
 from falcon_h1r.rollout_buffer import STRATEGIES
 from falcon_h1r.sections import curation as curation_section
@@ -463,7 +463,17 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
             raise StageIncomplete(f"RL stopped before {what} on rl_experiments.budget_s ({exp.budget_s:.0f} s); every "
                                   f"finished unit is kept in {work}: run again to continue")
         computed.append(what)
-        return cached_json(path, compute)
+
+        def timed() -> Any:  # the unit's own wall time, kept beside the state: pieces and --parallel children add up
+            t_unit = time.time()
+            out = compute()
+            if work is not None:
+                slug = "".join(c if c.isalnum() else "_" for c in what)
+                write_json(work / "unit_times" / f"{slug}.json", {"unit": what, "wall_s": time.time() - t_unit,
+                                                                   "pid": os.getpid(), "device": str(device)})
+            return out
+
+        return cached_json(path, timed)
 
     with torch_threads(exp.cpu_threads, device):
         sets = task_sets(preset)
@@ -562,6 +572,10 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
             writer.json("strategy_regimes", regimes)
         timings["strategies_s"] = time.time() - t0
     timings["total_s"] = time.time() - t_all
+    if work is not None and (work / "unit_times").is_dir():  # every unit's wall time, whichever piece or process
+        units = [read_json(f) for f in sorted((work / "unit_times").glob("*.json"))]
+        timings["unit_wall_s"] = {u["unit"]: u["wall_s"] for u in units}
+        timings["units_wall_s_sum"] = sum(u["wall_s"] for u in units)
     timings["process_cpu_s"] = time.process_time()  # this process's CPU time (sandbox processes not included)
     timings["reward_pool"] = {"graded": reward_pool.calls, "sandbox_runs": reward_pool.sandbox_runs}
     timings["device"] = str(device)

@@ -379,7 +379,9 @@ def summary_figures(records: RLRecords, rl: RLRecipe) -> tuple[dict[str, Any], d
                     "strategy_seeds": int(records.strategy_regimes.get("seeds", 0)),
                     "sandbox_attacks_tried": records.attacks_summary.get("attacks_tried", 0),
                     "sandbox_escapes": records.attacks_summary.get("escapes", 0),
-                    "rl_compute_s": records.timings.get("total_s")})
+                    # every unit's wall time summed over the pieces and processes that computed it (resumable runs;
+                    # processes sharing a GPU overlap, so this is process time), else the one pass's wall time
+                    "rl_compute_s": records.timings.get("units_wall_s_sum", records.timings.get("total_s"))})
     return summary, est
 
 

@@ -96,8 +96,11 @@ records = R.read_records(writer.dir, preset)
 bases, timings = records.bases, records.timings
 display(Markdown(f"**{len(bases)} RL seed(s)**, one per SFT base (base seeds {bases}); held-out: "
                  f"{records.sft_eval['n_problems']} test problems x {records.sft_eval['n_samples']} samples per checkpoint. "
-                 f"Compute time {timings['total_s']:.0f} s on {timings.get('device', '?')} ("
-                 + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if k.endswith('_s') and k != 'total_s') + ")."
+                 f"Compute time {timings['total_s']:.0f} s on {timings.get('device', '?')} in the pass that wrote the "
+                 "records ("
+                 + ", ".join(f"{k} {v:.0f}" for k, v in timings.items() if k.endswith('_s') and k != 'total_s') + ")"
+                 + (f"; every unit's own wall time summed over the pieces and processes that computed it: "
+                    f"{timings['units_wall_s_sum']:.0f} s" if "units_wall_s_sum" in timings else "") + "."
                  + ("" if len(bases) >= 3 else " **Fewer than 3 bases: every interval below is not informative "
                                                "(smoke scale).**")))
 
