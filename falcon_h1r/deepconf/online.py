@@ -103,22 +103,20 @@ class EarlyStopController:
                              "call reset(batch_size, device) first")
         self.k = int(top_logprobs.shape[1])
         use_fused = self.fused if self.fused is not None else (top_logprobs.is_cuda and fused_available())
-        if use_fused and self.fused is None and not _capturing():
-            # auto mode, first (eager) calls: a kernel that does not build here falls back to the torch form
-            # for the rest of the run, with one warning, instead of failing the generation
+        if use_fused:
             try:
                 return window_stop_update(top_logprobs, running, self.ring, self.sums, self.count, self.threshold,
                                           self._threshold_tensor(self.ring.device))
             except Exception as exc:  # noqa: BLE001 (a Triton build or launch error)
+                if self.fused is not None or _capturing():  # asked for, or inside a graph capture: not ours to mend
+                    raise
+                # auto mode, an eager call: a kernel that does not build here falls back to the torch form for the
+                # rest of the run, with one warning, instead of failing the generation
                 import warnings
 
                 warnings.warn(f"the fused DeepConf stop kernel failed ({type(exc).__name__}: {exc}); using the "
                               "torch form", RuntimeWarning, stacklevel=2)
                 self.fused = False
-                use_fused = False
-        if use_fused:
-            return window_stop_update(top_logprobs, running, self.ring, self.sums, self.count, self.threshold,
-                                      self._threshold_tensor(self.ring.device))
         # rows that are done keep their state; window mean confidence < threshold <=> the window's sum of
         # log-probs > -threshold * k * window
         return window_stop_update_ref(top_logprobs, running, self.ring, self.sums, self.count, self.threshold)

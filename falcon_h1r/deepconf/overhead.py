@@ -77,6 +77,7 @@ def measure_confidence_overhead(model: Any, *, vocab_size: int, batch_size: int,
             raise RuntimeError("a row stopped early although EOS and the threshold were disabled")
 
     in_loop: list[float] = []
+    auto = EarlyStopController(0.0, window)  # fused=None: the fused kernel on CUDA, unless it fails to build
     if resolved == "fast":
         eng = fast_engine.DecodeEngine(model, batch_size, prompt_len + new_tokens + 1)
 
@@ -86,12 +87,12 @@ def measure_confidence_overhead(model: Any, *, vocab_size: int, batch_size: int,
             return eng.last_timing["decode_s"] / eng.last_timing["steps"]
 
         decode_step(None)  # warm-up: allocator, kernels, graph capture
-        decode_step(EarlyStopController(0.0, window))
+        decode_step(auto)
         decode_step(EarlyStopController(0.0, window, fused=False))
         runs: dict[str, list[float]] = {"without": [], "with": [], "with_torch_form": []}
         for _ in range(repeats):
             runs["without"].append(decode_step(None))
-            runs["with"].append(decode_step(EarlyStopController(0.0, window)))
+            runs["with"].append(decode_step(EarlyStopController(0.0, window, fused=auto.fused)))
             runs["with_torch_form"].append(decode_step(EarlyStopController(0.0, window, fused=False)))
     else:
         def timed(steps: int, controller: Any) -> float:
@@ -118,7 +119,8 @@ def measure_confidence_overhead(model: Any, *, vocab_size: int, batch_size: int,
     loop_diff = (step_with - step_without) / step_without
     # the same runs paired repeat by repeat (the median of the per-repeat fractions: a second reading)
     paired = sorted((w - o) / o for w, o in zip(runs["with"], runs["without"]))
-    fused_form = device.type == "cuda" and fused_available()  # what EarlyStopController(fused=None) picks
+    # what the timed controllers ran: the auto choice, unless the warm-up's kernel fell back to the torch form
+    fused_form = device.type == "cuda" and fused_available() and auto.fused is not False
     torch_form = ((min(runs["with_torch_form"]) - step_without) / step_without
                   if runs.get("with_torch_form") else None)
 

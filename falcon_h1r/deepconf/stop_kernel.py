@@ -7,9 +7,9 @@ and each costs a few microseconds even inside a graph: 4.0 % of the step on the 
 paired runs), over the 3 % target of the §5 issue. One program per block of rows does the same in a single
 launch. Neither vLLM nor the DeepConf release has such a kernel (their stop runs on the host between steps).
 
-:func:`window_stop_update_ref` is the twin (the controller's original torch code); ``tests/test_deepconf.py``
-compares the two under Triton's CPU interpreter, and :func:`falcon_h1r.deepconf.overhead
-.measure_confidence_overhead` times the controller on the GPU.
+:func:`window_stop_update_ref` is the twin (the controller's original torch code); ``tests/test_stop_kernel.py``
+compares the two under Triton's CPU interpreter (and compiled, in a CUDA graph, with ``-m gpu``), and
+:func:`falcon_h1r.deepconf.overhead.measure_confidence_overhead` times the controller on the GPU.
 """
 
 from __future__ import annotations
@@ -108,12 +108,11 @@ def window_stop_update(top_logprobs: torch.Tensor, running: torch.Tensor, ring: 
 
 @functools.lru_cache(maxsize=1)
 def fused_available() -> bool:
-    """Whether the fused kernel can run on CUDA tensors here (Triton importable)."""
-    try:
-        import triton  # noqa: F401
-    except Exception:  # noqa: BLE001
-        return False
-    return True
+    """Whether the fused kernel can run on CUDA tensors here: the decode kernels' Triton check, made once (the
+    controller asks every step)."""
+    from falcon_h1r.inference.decode_kernels import triton_available
+
+    return triton_available()
 
 
 __all__ = ["window_stop_update", "window_stop_update_ref", "fused_available"]
