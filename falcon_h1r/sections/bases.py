@@ -17,7 +17,7 @@ from typing import Any
 
 from falcon_h1r.config import PRESETS, RecipeError, parse_overrides
 from falcon_h1r.sections.common import StageIncomplete, base_seeds, get_base_model
-from falcon_h1r.sections.per_seed import combined_exit, run_per_seed
+from falcon_h1r.sections.per_seed import combined_exit, override_args, run_per_seed
 from falcon_h1r.sections.recipes import validate_preset
 
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         return one_base(args.preset, overrides, args.seed, args.budget_s)
     t0 = time.time()
-    extra = [a for item in args.override for a in ("--override", item)]
+    extra = override_args(args.override)
     budget = [] if args.budget_s is None else ["--budget-s", str(args.budget_s)]
     done = run_per_seed("falcon_h1r.sections.bases", args.preset, base_seeds(cfg), seed_flag="--seed",
                         args=[*budget, *extra], capture=True)

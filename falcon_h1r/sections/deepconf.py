@@ -477,8 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"DeepConf records in {sec.writer.dir} ({time.perf_counter() - t0:.0f} s): {shown}", file=sys.stderr)
         return 0
     if args.parallel and len(seeds) > 1:
-        return _pools_in_parallel(args.preset, seeds, args.budget_s,
-                                  [a for item in args.override for a in ("--override", item)])
+        from falcon_h1r.sections.per_seed import override_args
+
+        return _pools_in_parallel(args.preset, seeds, args.budget_s, override_args(args.override))
     try:
         run(preset, pools_only=True, budget_s=args.budget_s, only_seeds=args.base_seed)
     except StageIncomplete as exc:

@@ -104,7 +104,8 @@ def premise_by_base(out: Outcomes, k: int) -> pd.DataFrame:
                          "majority_minus_pass1": (maj - p1).mean(axis=1)})
 
 
-def premise_by_pass_rate(out: Outcomes, k: int, edges: Sequence[float] = (0, 0.2, 0.4, 0.6, 0.8, 1.0)) -> pd.DataFrame:
+def premise_by_pass_rate(out: Outcomes, k: int,
+                         edges: Sequence[float] = (0, 0.2, 0.4, 0.6, 0.8, 1.0)) -> pd.DataFrame:
     """The (base, problem) pairs binned by their pass@1 (the pool's own rate): how many sit in each bin and
     what majority@K does there. Voting lifts a problem whose correct answer is the most frequent one and sinks
     one where a wrong answer is: the premise's size is set by how many pairs sit in the middle bins, and by
@@ -113,8 +114,9 @@ def premise_by_pass_rate(out: Outcomes, k: int, edges: Sequence[float] = (0, 0.2
     bins = pd.cut(p1, list(edges), include_lowest=True)
     t = pd.DataFrame({"pass_rate_bin": bins, "pass1": p1, f"majority_at_{k}": maj})
     g = t.groupby("pass_rate_bin", observed=False)
-    return pd.DataFrame({"pairs": g.size(), "pass1": g["pass1"].mean(), f"majority_at_{k}": g[f"majority_at_{k}"].mean(),
-                         "majority_minus_pass1": g[f"majority_at_{k}"].mean() - g["pass1"].mean()}).reset_index()
+    pass1, maj_k = g["pass1"].mean(), g[f"majority_at_{k}"].mean()
+    return pd.DataFrame({"pairs": g.size(), "pass1": pass1, f"majority_at_{k}": maj_k,
+                         "majority_minus_pass1": maj_k - pass1}).reset_index()
 
 
 def tokens_at_accuracy(curve: pd.DataFrame, acc: float) -> float | None:
@@ -265,5 +267,5 @@ def premise_sentence(est: dict[str, Any], top: int, source: str) -> str:
             "and bases) is what to revisit, not the claim.")
 
 
-__all__ = ["Outcomes", "curves", "premise", "premise_by_base", "premise_by_pass_rate", "tokens_at_accuracy", "equal_accuracy_saving", "savings",
-           "keep_rule_parity", "voting_spread", "headline", "premise_sentence"]
+__all__ = ["Outcomes", "curves", "premise", "premise_by_base", "premise_by_pass_rate", "tokens_at_accuracy",
+           "equal_accuracy_saving", "savings", "keep_rule_parity", "voting_spread", "headline", "premise_sentence"]

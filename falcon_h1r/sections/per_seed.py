@@ -27,6 +27,11 @@ def run_per_seed(module: str, preset: str, seeds: Sequence[int], *, seed_flag: s
     return done
 
 
+def override_args(items: Sequence[str]) -> list[str]:
+    """``KEY=VALUE`` items as a child's command-line flags: ``--override ITEM`` for each."""
+    return [a for item in items for a in ("--override", item)]
+
+
 def combined_exit(codes: Mapping[int, int]) -> int:
     """The stage's exit status from its children's: the first that is neither 0 nor 3 (a failure), else 3 when
     any stopped on its budget, else 0."""
@@ -34,4 +39,4 @@ def combined_exit(codes: Mapping[int, int]) -> int:
     return bad[0] if bad else 3 if 3 in codes.values() else 0
 
 
-__all__ = ["run_per_seed", "combined_exit"]
+__all__ = ["run_per_seed", "override_args", "combined_exit"]

@@ -14,9 +14,9 @@ Seeds are bases: RL seed i starts from the preset's i-th independently trained S
 seeds covers retraining the base as well as the RL run.
 
 ``python -m falcon_h1r.sections.rl_records --preset small --records [--parallel] [--override K=V ...]`` computes
-the records alone (:mod:`falcon_h1r.sections.rl_records`; no notebook; exit 3 when ``rl_experiments.budget_s`` stopped it: run
-it again), so that a machine without papermill computes them and notebook 03 renders them anywhere
-(``scripts/gpu_rl_probe.sh`` uses it there).
+the records alone (:mod:`falcon_h1r.sections.rl_records`; no notebook; exit 3 when ``rl_experiments.budget_s``
+stopped it: run it again), so that a machine without papermill computes them and notebook 03 renders them
+anywhere (``scripts/gpu_rl_probe.sh`` uses it there).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""``python -m falcon_h1r.sections.rl_records --preset PRESET --records [--parallel] [--override K=V ...]``: notebook 03's
-records computed without the notebook (a GPU machine without papermill; notebook 03 then renders them anywhere).
+"""``python -m falcon_h1r.sections.rl_records --preset PRESET --records [--parallel] [--override K=V ...]``:
+notebook 03's records computed without the notebook (a GPU machine without papermill; notebook 03 then renders
+them anywhere).
 
 ``--parallel`` runs one process per SFT base first (``python -m falcon_h1r.sections.rl_records --base-seed S``),
 each computing its base's units into the resumable state, then one pass here that finds them kept and writes the
@@ -17,7 +18,7 @@ from typing import Sequence
 
 from falcon_h1r.config import RecipeError, parse_overrides
 from falcon_h1r.sections.common import StageIncomplete, base_seeds, open_section, run_mode
-from falcon_h1r.sections.per_seed import combined_exit, run_per_seed
+from falcon_h1r.sections.per_seed import combined_exit, override_args, run_per_seed
 from falcon_h1r.sections.recipes import validate_preset
 from falcon_h1r.sections.rl import SECTION, compute_records, load_recipes
 
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "one", file=sys.stderr)
         return 2
     if args.parallel:
-        extra = ["--records", *(a for item in args.override for a in ("--override", item))]
+        extra = ["--records", *override_args(args.override)]
         codes = {s: rc for s, (rc, _) in run_per_seed("falcon_h1r.sections.rl_records", args.preset, base_seeds(cfg),
                                                       seed_flag="--base-seed", args=extra).items()}
         print(f"RL, one process per base: exit {codes}", file=sys.stderr)
