@@ -401,9 +401,14 @@ def make_sample_fn(model: torch.nn.Module, tok: Any, recipe: RLRecipe, gen_cfg: 
                    else [tok.prompt(p["question"]) for p in problems for _ in range(G)])
         call = state["gen_calls"]
         state["gen_calls"] = call + 1
+        t_decode = time.time()
         comps = generate(model, tok, prompts, gen_cfg, seed=seed * 1_000_003 + call, progress=False)
+        t_score = time.time()
         flat = [p for p in problems for _ in range(G)]
         results = score(flat, [full(c.text) for c in comps])
+        # where a step's generation time goes (decode or grading), for the step record and the progress bar
+        log.setdefault("decode_s", []).append(t_score - t_decode)
+        log.setdefault("score_s", []).append(time.time() - t_score)
         groups = []
         for i, p in enumerate(problems):
             rs = results[i * G:(i + 1) * G]
@@ -571,11 +576,13 @@ def train_grpo(model: torch.nn.Module, tok: Any, pool: Sequence[dict[str, Any]],
                "truncated_frac": _mean(log["truncated"]), "batch_groups": len(groups),
                "sampler_engine": (log.get("engine") or ["none"])[0], "sampler_dtype": recipe.sampler_dtype,
                "trainer_dtype": recipe.trainer_dtype,
-               "gen_s": t_train - t_gen, "train_s": time.time() - t_train}
+               "gen_s": t_train - t_gen, "decode_s": sum(log.get("decode_s", [])),
+               "score_s": sum(log.get("score_s", [])), "train_s": time.time() - t_train}
         if eval_fn is not None and ((recipe.eval_every and (step + 1) % recipe.eval_every == 0) or step + 1 == steps):
             evals.append({"step": step + 1, **eval_fn(model, step + 1)})
         history.append(row)
-        bar.set_postfix(reward=f"{row['reward_mean']:.2f}", groups=len(groups))
+        bar.set_postfix(reward=f"{row['reward_mean']:.2f}", groups=len(groups), calls=row.get("gen_calls"),
+                        decode_s=round(row["decode_s"]), score_s=round(row["score_s"]), train_s=round(row["train_s"]))
         if (step + 1) % recipe.save_every == 0 or step + 1 == steps:
             save(step + 1, wall_before + time.time() - t0)
         if on_step_end is not None:

@@ -17,8 +17,9 @@ def test_run_per_seed_starts_every_seed_before_waiting_and_collects_output(monke
     started, waited = [], []
 
     class FakeProc:
-        def __init__(self, cmd, stdout=None, text=None):
+        def __init__(self, cmd, stdout=None, text=None, env=None):
             self.cmd, self.seed = cmd, int(cmd[cmd.index("--base-seed") + 1])
+            assert env[per_seed.SHARE_ENV] == "3", "each child is told how many share the device"
             self.returncode = None
             started.append(self.seed)
 
@@ -42,3 +43,18 @@ def test_run_per_seed_runs_a_real_child_and_returns_its_exit_status():
     done = per_seed.run_per_seed("falcon_h1r.sections.bases", "nosuch", [7], seed_flag="--seed", capture=True)
     assert done[7] == (2, "")
     assert per_seed.combined_exit({7: done[7][0]}) == 2
+
+
+def test_claim_device_share_is_a_no_op_alone_or_without_cuda(monkeypatch):
+    """One child, or no CUDA device: no memory cap is set (the cap only splits a shared GPU)."""
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f: calls.append(f))
+    monkeypatch.delenv(per_seed.SHARE_ENV, raising=False)
+    assert per_seed.claim_device_share() is None
+    monkeypatch.setenv(per_seed.SHARE_ENV, "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert per_seed.claim_device_share() is None and calls == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert per_seed.claim_device_share() == pytest.approx(0.95 / 3) and calls == [pytest.approx(0.95 / 3)]

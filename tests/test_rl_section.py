@@ -180,7 +180,7 @@ def _context(setup, root):
 
 
 def _strip(run):
-    drop = ("gen_s", "train_s", "wall_s")
+    drop = ("gen_s", "decode_s", "score_s", "train_s", "wall_s")
     return {"history": [{k: v for k, v in r.items() if k not in drop} for r in run["history"]],
             "evals": run["evals"], "stages": [{k: v for k, v in s.items() if k not in drop} for s in run["stages"]]}
 

@@ -9,22 +9,46 @@ checkpoints, so the pair of exit codes 0 (done) and 3 (stopped on its budget: ru
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Mapping, Sequence
+
+SHARE_ENV = "FALCON_H1R_DEVICE_SHARE"  # how many children share the device (set for each child)
 
 
 def run_per_seed(module: str, preset: str, seeds: Sequence[int], *, seed_flag: str, args: Sequence[str] = (),
                  capture: bool = False) -> dict[int, tuple[int, str]]:
     """``python -m MODULE --preset PRESET SEED_FLAG S *ARGS`` for every seed at once; per seed its exit code and
     (``capture``) its standard output, read after all have started (stderr passes through)."""
+    env = {**os.environ, SHARE_ENV: str(len(seeds))}
     procs = {s: subprocess.Popen([sys.executable, "-m", module, "--preset", preset, seed_flag, str(s), *args],
-                                 stdout=subprocess.PIPE if capture else None, text=True) for s in seeds}
+                                 stdout=subprocess.PIPE if capture else None, text=True, env=env) for s in seeds}
     done = {}
     for s, p in procs.items():
         out, _ = p.communicate()
         done[s] = (p.returncode, out or "")
     return done
+
+
+def claim_device_share(headroom: float = 0.95) -> float | None:
+    """In a child of :func:`run_per_seed` on a CUDA device: cap this process's GPU memory at ``headroom / n`` of
+    the device (n children), and return that fraction (None when alone or on the CPU).
+
+    Why: without a cap the first child to cache large blocks (a 2,400-row evaluation engine, a trainer's
+    activations) keeps them, and a sibling's next allocation fails with out-of-memory although the first child
+    no longer needs them (seen on the H200: the three RL children, 93 + 19 + 27 GiB). At the cap PyTorch's
+    allocator frees its own cached blocks and retries before it raises."""
+    n = int(os.environ.get(SHARE_ENV, "1") or 1)
+    if n <= 1:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    fraction = headroom / n
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    return fraction
 
 
 def override_args(items: Sequence[str]) -> list[str]:
@@ -39,4 +63,4 @@ def combined_exit(codes: Mapping[int, int]) -> int:
     return bad[0] if bad else 3 if 3 in codes.values() else 0
 
 
-__all__ = ["run_per_seed", "override_args", "combined_exit"]
+__all__ = ["SHARE_ENV", "run_per_seed", "claim_device_share", "override_args", "combined_exit"]

@@ -34,6 +34,7 @@ from falcon_h1r import curation
 from falcon_h1r.config import GenerationConfig, Preset, RecipeError
 from falcon_h1r.evaluation import EvalReport, evaluate
 from falcon_h1r.grpo import RLRecipe, fresh_copy, train_grpo
+from falcon_h1r.inference.engine_pool import free_engines
 from falcon_h1r.results import SectionWriter, read_json, write_json
 from falcon_h1r.rewards import RewardPool
 from falcon_h1r.rollout_buffer import STRATEGIES
@@ -522,10 +523,12 @@ def compute_records(preset: Preset, rl: RLRecipe, exp: RLExperimentRecipe, write
                 "pre_sft_greedy": base.info.get("greedy_acc_before_by_domain", {})})
             per_base[b] = {**sft, "pool_sizes": {d: len(v) for d, v in measured["pools"].items()}}
             timings[f"base{b}_pools_sft_s"] = time.time() - t0
+            free_engines()  # the measuring engines (2,400 rows) are not used by the runs: give their memory back
             for name in order:
                 t0 = time.time()
                 run = unit(root / name / "result.json" if root else None, f"base {b}'s {name} run",
                            lambda: run_curriculum(name, ctx, rl, exp))
+                free_engines()  # the run's sampler engine (its model is gone)
                 runs.append(run)
                 pool_rows += [{"base": b, **r} for s in run["stages"] for r in s["pool_reports"]
                               if not s.get("reused_from")]

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from falcon_h1r.config import RecipeError, parse_overrides
 from falcon_h1r.sections.common import StageIncomplete, base_seeds, open_section, run_mode
-from falcon_h1r.sections.per_seed import combined_exit, override_args, run_per_seed
+from falcon_h1r.sections.per_seed import claim_device_share, combined_exit, override_args, run_per_seed
 from falcon_h1r.sections.recipes import validate_preset
 from falcon_h1r.sections.rl import SECTION, compute_records, load_recipes
 
@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run_mode(cfg) != "compute":
             print(f"error: this machine cannot compute the {args.preset} preset (no usable CUDA GPU)", file=sys.stderr)
             return 2
+        claim_device_share()
         try:
             compute_records(cfg, rl, exp, None, only_base=args.base_seed)
         except StageIncomplete as exc:
