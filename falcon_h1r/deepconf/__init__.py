@@ -51,7 +51,7 @@ from falcon_h1r.deepconf.online import (
     truncate_at_threshold,
     warmup_threshold,
 )
-from falcon_h1r.deepconf.overhead import measure_confidence_overhead
+from falcon_h1r.deepconf.overhead import measure_confidence_overhead, overhead_record, paired_overhead
 from falcon_h1r.deepconf.recipe import (
     KEEP_RULES,
     SCORE_OF_METHOD,
@@ -94,5 +94,5 @@ __all__ = [
     "run_online", "truncate_at_threshold", "replay_online", "N_RESAMPLES", "ONLINE_METHODS", "EVAL_METHODS",
     "ReplaySummary", "replay_evaluate", "draw_orders", "PoolArrays", "pool_arrays", "vote_winners",
     "offline_correct", "offline_outcome", "stop_tokens", "OnlineOutcome", "online_replay", "Series", "standard_series",
-    "evaluate_problem", "measure_confidence_overhead",
+    "evaluate_problem", "measure_confidence_overhead", "overhead_record", "paired_overhead",
 ]

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from falcon_h1r.config import Preset, RecipeError, parse, to_dict
-from falcon_h1r.deepconf import DeepConfRecipe, Trace, measure_confidence_overhead
+from falcon_h1r.deepconf import DeepConfRecipe, Trace, measure_confidence_overhead, overhead_record
 from falcon_h1r.sections import deepconf_report as report
 from falcon_h1r.sections.common import (
     StageIncomplete,
@@ -145,6 +145,11 @@ def headline(run: DeepConfRun) -> dict[str, Any]:
     if run.overhead is not None:
         out["confidence_overhead_fraction"] = run.overhead["overhead_fraction"]
         out["confidence_overhead_fraction_isolated"] = run.overhead["overhead_fraction_isolated"]
+        if run.overhead.get("overhead_fraction_range"):  # the spread of the per-repeat pairs behind the median
+            lo, hi = run.overhead["overhead_fraction_range"]
+            out["confidence_overhead_fraction_min"], out["confidence_overhead_fraction_max"] = lo, hi
+        if run.overhead.get("overhead_fraction_torch_form") is not None:
+            out["confidence_overhead_fraction_torch_form"] = run.overhead["overhead_fraction_torch_form"]
     return out
 
 
@@ -363,7 +368,8 @@ def load(directory: str | Path) -> DeepConfRun:
         raise FileNotFoundError(f"the DeepConf records in {d} were made by an earlier version of this section (no "
                                 "per-base outcomes); run notebook 05 at this preset on a machine that can compute it")
     live = pd.read_csv(d / "live_online.csv") if (d / "live_online.csv").exists() else pd.DataFrame()
-    over = read_json(d / "overhead.json") if (d / "overhead.json").exists() else None
+    # read the way records are made now (the paired median of the per-repeat step times: overhead_record)
+    over = overhead_record(read_json(d / "overhead.json")) if (d / "overhead.json").exists() else None
     recipe, experiment = _blocks_of(info)
     return DeepConfRun(screening=pd.read_csv(d / "screening.csv"), pool=pd.read_csv(d / "pool.csv"),
                        outcomes=pd.read_parquet(d / "outcomes.parquet"), live=live, info=info, recipe=recipe,

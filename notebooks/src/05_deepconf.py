@@ -286,8 +286,10 @@ if len(live):
 # ### Cost of the live stop per decode step
 # The decode loop with and without the controller (threshold set so that it never fires, so both decode the
 # same steps). On GPU with the fast engine (`falcon_h1r.inference.engine`) the controller is captured in the step's
-# CUDA graph and its cost is the difference of the two decode clocks; in transformers' loop (CPU) its calls are
-# timed inside the loop, because two whole runs on a shared CPU differ by more than the controller costs.
+# CUDA graph and its cost is the difference of the two decode clocks, paired repeat by repeat (each repeat decodes
+# without, with, and with the torch form back to back) and the median over repeats taken
+# (`falcon_h1r.deepconf.overhead.paired_overhead`); in transformers' loop (CPU) its calls are timed inside the
+# loop, because two whole runs on a shared CPU differ by more than the controller costs.
 # Target on GPU: at most 3 % of a decode step (`bench/deepconf_overhead.py` measures the same). A CPU figure
 # says nothing about the GPU target. On CUDA the controller is one fused Triton kernel
 # (`falcon_h1r.deepconf.stop_kernel`); records made since then also time its torch form in the same runs.
@@ -298,11 +300,14 @@ if over is None:
     display(Markdown("No overhead record for this preset yet: run `bench/deepconf_overhead.py`."))
 else:
     display(pd.DataFrame([{k: v for k, v in over.items() if not isinstance(v, list)}]).T.rename(columns={0: "value"}))
-    loop_diff = over.get("overhead_fraction_loop_diff", over["overhead_fraction"])
+    loop_diff = over.get("overhead_fraction_min_diff", over.get("overhead_fraction_loop_diff"))
+    spread = (f", median of {len(over['overhead_fraction_repeats'])} paired repeats ranging "
+              f"{over['overhead_fraction_range'][0]:+.1%} to {over['overhead_fraction_range'][1]:+.1%}"
+              if over.get("overhead_fraction_range") else "")
     display(Markdown(f"Controller cost: **{over['overhead_fraction']:.1%}** of a decode step "
-                     f"({over.get('method', 'loop difference')}; {over['engine']} engine, {over['device']}, batch "
-                     f"{over['batch_size']}, {over['step_s_without'] * 1e3:.2f} ms per step without it). The "
-                     f"difference of whole runs was {loop_diff:+.1%}; the controller call alone, eagerly, "
+                     f"({over.get('method', 'loop difference')}{spread}; {over['engine']} engine, {over['device']}, "
+                     f"batch {over['batch_size']}, {over['step_s_without'] * 1e3:.2f} ms per step without it). The "
+                     f"difference of the fastest runs was {loop_diff:+.1%}; the controller call alone, eagerly, "
                      f"{over['overhead_fraction_isolated']:.1%}. Controller form: "
                      f"{over.get('controller_form', 'torch ops (recorded before the fused kernel)')}"
                      + (f"; its torch form in the same runs: {over['overhead_fraction_torch_form']:.1%}"
